@@ -1,1 +1,27 @@
-//! placeholder
+//! berth: a Streamable-HTTP MCP gateway.
+//!
+//! One process, one port: `/<name>/mcp` is the MCP endpoint of backend `<name>`, behind HTTP
+//! Basic authentication and the transport rules of the Streamable-HTTP specification. See
+//! `ARCHITECTURE.md` for the map of modules and the path of a request.
+
+mod auth;
+mod backend;
+mod body;
+pub mod cli;
+mod config;
+mod gateway;
+mod host;
+mod native;
+mod public;
+mod reply;
+mod route;
+mod secret;
+mod server;
+mod stack;
+mod streamable;
+
+pub use config::{Config, ConfigError};
+pub use gateway::Gateway;
+pub use native::NativeRegistry;
+pub use secret::Secret;
+pub use server::signal;

@@ -1,0 +1,81 @@
+//! Backends: what answers behind `/<name>/mcp`.
+//!
+//! A closed enum rather than trait objects: every kind is known to the gateway, and a new kind
+//! is a new variant whose lifecycle (readiness, shutdown) the compiler makes us handle.
+
+use std::convert::Infallible;
+
+use http::{Request, Response};
+use tower::ServiceExt;
+
+use crate::{
+    body::{RequestBody, ResponseBody},
+    native::NativeService,
+};
+
+/// One configured backend.
+#[derive(Debug)]
+pub(crate) struct Backend {
+    name: String,
+    required: bool,
+    kind: BackendKind,
+}
+
+/// How a backend runs.
+pub(crate) enum BackendKind {
+    /// An rmcp service served in-process.
+    Native(NativeService),
+}
+
+impl std::fmt::Debug for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Native(_) => f.write_str("Native"),
+        }
+    }
+}
+
+impl Backend {
+    /// A backend named `name`.
+    pub(crate) fn new(name: impl Into<String>, required: bool, kind: BackendKind) -> Self {
+        Self { name: name.into(), required, kind }
+    }
+
+    /// The backend's name (its URL segment).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether `/readyz` waits for this backend.
+    pub(crate) fn required(&self) -> bool {
+        self.required
+    }
+
+    /// Whether the backend can serve requests now.
+    pub(crate) fn is_ready(&self) -> bool {
+        match &self.kind {
+            BackendKind::Native(_) => true,
+        }
+    }
+
+    /// Serves one HTTP request of the MCP endpoint.
+    pub(crate) async fn handle(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
+        match &self.kind {
+            BackendKind::Native(service) => {
+                let result: Result<_, Infallible> = service.clone().oneshot(request).await;
+                match result {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
+        }
+    }
+
+    /// Stops the backend; native services end with the shutdown token, so there is nothing
+    /// more to do for them.
+    pub(crate) async fn shutdown(&self) {
+        match &self.kind {
+            BackendKind::Native(_) => {}
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The command line: `berth serve | check | hash-password`.
+//!
+//! It lives in the library so that a binary with its own native services (see
+//! `examples/native-greeter`) gets the same command line by calling [`run`].
+
+use std::{
+    io::{BufRead, IsTerminal},
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use clap::{Parser, Subcommand};
+
+use crate::{config::Config, gateway::Gateway, native::NativeRegistry};
+
+/// Exit code for a bad configuration or command line (BSD `EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+/// Exit code when the listener cannot be bound (BSD `EX_OSERR`).
+pub const EXIT_OS: u8 = 71;
+
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about = "A Streamable-HTTP MCP gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve every configured backend (the default command).
+    Serve {
+        /// The configuration file; without one, berth serves its built-in native services.
+        #[arg(long, short, env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+        /// The address to listen on, overriding `server.listen`.
+        #[arg(long, env = "BERTH_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate a configuration and its users, then exit.
+    Check {
+        /// The configuration file.
+        #[arg(long, short, env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Read a password on standard input and print an htpasswd line with its bcrypt hash.
+    HashPassword {
+        /// The user name written before the hash.
+        #[arg(long, short, default_value = "berth")]
+        user: String,
+        /// The bcrypt cost (work factor).
+        #[arg(long, default_value_t = 12)]
+        cost: u32,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("BERTH_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(config: Option<&PathBuf>, registry: &NativeRegistry) -> Result<(Config, Gateway), ExitCode> {
+    let loaded = match config {
+        Some(path) => Config::load(path),
+        None => Config::builtin(registry.names().map(str::to_owned)),
+    };
+    let config = loaded.map_err(|error| {
+        eprintln!("berth: invalid configuration: {error}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
+    let gateway = Gateway::build(&config, registry).map_err(|error| {
+        eprintln!("berth: invalid configuration: {error}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
+    Ok((config, gateway))
+}
+
+async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, registry: NativeRegistry) -> ExitCode {
+    let (config, gateway) = match load(config.as_ref(), &registry) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    if gateway.is_open() {
+        tracing::warn!("!!! auth = \"none\": every MCP route is served WITHOUT authentication !!!");
+    }
+    if config.server.public_hosts.is_empty() && config.server.base_domain.is_none() {
+        tracing::info!("server.public_hosts is empty: any Host header is accepted");
+    }
+    let address = listen.unwrap_or(config.server.listen);
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("berth: cannot listen on {address}: {error}");
+            return ExitCode::from(EXIT_OS);
+        }
+    };
+    let local = listener.local_addr().map_or_else(|_| address.to_string(), |a| a.to_string());
+    tracing::info!(backends = ?gateway.backend_names(), "berth listening on {local}");
+    gateway.serve(listener, crate::server::signal()).await;
+    tracing::info!("berth stopped");
+    ExitCode::SUCCESS
+}
+
+fn hash_password(user: &str, cost: u32) -> ExitCode {
+    if std::io::stdin().is_terminal() {
+        eprintln!("Type the password, then Enter (it is echoed; pipe it in to avoid that):");
+    }
+    let mut line = String::new();
+    if let Err(error) = std::io::stdin().lock().read_line(&mut line) {
+        eprintln!("berth: cannot read the password: {error}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("berth: the password is empty");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    match crate::auth::hash_password(password, cost) {
+        Ok(hash) => {
+            println!("{user}:{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("berth: {error}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Parses the command line and runs it with the native services of `registry`.
+pub fn run(registry: NativeRegistry) -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command.unwrap_or(Command::Serve { config: None, listen: None }) {
+        Command::Serve { config, listen } => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("berth: cannot start the runtime: {error}");
+                    return ExitCode::from(EXIT_OS);
+                }
+            };
+            runtime.block_on(serve(config, listen, registry))
+        }
+        Command::Check { config } => match load(config.as_ref(), &registry) {
+            Ok((_, gateway)) => {
+                println!("configuration ok: backends {}", gateway.backend_names().join(", "));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::HashPassword { user, cost } => hash_password(&user, cost),
+    }
+}

@@ -1,0 +1,441 @@
+//! The typed configuration (`berth.toml`): parsing, `${ENV}` interpolation and validation.
+//!
+//! Everything is checked before a port is bound. A bad file is reported with its path, line and
+//! field so that `berth check` and a failed start-up say exactly what to fix.
+
+mod values;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer, de};
+use toml::Spanned;
+
+pub(crate) use values::{ConfigDuration, EnvSecret, EnvString};
+
+/// The variable naming the user created from the environment.
+pub(crate) const ENV_USERNAME: &str = "BERTH_AUTH_USERNAME";
+/// The variable holding that user's password.
+pub(crate) const ENV_PASSWORD: &str = "BERTH_AUTH_PASSWORD";
+
+/// A configuration that could not be loaded; the message names the file, line and field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending value.
+        line: usize,
+        /// 1-based column of the offending value.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The file parsed but a value is not acceptable.
+    #[error("{path}{}: `{field}`: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        /// The file (or `<defaults>` when no file was given).
+        path: PathBuf,
+        /// 1-based line of the field, when it is known.
+        line: Option<usize>,
+        /// The dotted path of the field, e.g. `backends.fs.service`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener, host names and limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Who may call the MCP routes.
+    #[serde(default)]
+    pub auth: AuthSetting,
+    /// The backends, by name; each is served at `/<name>/mcp`.
+    #[serde(default)]
+    pub backends: BTreeMap<String, Spanned<BackendConfig>>,
+    /// Where the configuration was read from, for error messages.
+    #[serde(skip)]
+    pub source: Source,
+}
+
+/// Where a configuration came from, so that later validation errors can name a line.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// The file, or `None` for the built-in defaults.
+    pub path: Option<PathBuf>,
+    /// The text of the file.
+    pub text: String,
+}
+
+impl Source {
+    /// The 1-based line of a byte offset in the file.
+    pub fn line_of(&self, offset: usize) -> Option<usize> {
+        self.path.as_ref()?;
+        let offset = offset.min(self.text.len());
+        Some(self.text[..offset].bytes().filter(|b| *b == b'\n').count() + 1)
+    }
+
+    /// The name used for this source in messages.
+    pub fn display_path(&self) -> PathBuf {
+        self.path.clone().unwrap_or_else(|| PathBuf::from("<defaults>"))
+    }
+
+    /// An [`ConfigError::Invalid`] for a field, with the line of `span` when there is one.
+    pub fn invalid(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.display_path(),
+            line: span.and_then(|span| self.line_of(span.start)),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `[server]`: the listener and what the HTTP stack accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on (`BERTH_LISTEN` and `--listen` override it).
+    pub listen: SocketAddr,
+    /// Host names clients use to reach berth (`mcp.example.com`, `*.mcp.example.com`).
+    /// Empty means any `Host` is accepted.
+    pub public_hosts: Vec<Spanned<String>>,
+    /// Extra browser origins allowed besides those of the public hosts
+    /// (`https://app.example.com`).
+    pub allowed_origins: Vec<Spanned<String>>,
+    /// With `base_domain = "mcp.example.com"`, `fs.mcp.example.com/mcp` reaches backend `fs`.
+    pub base_domain: Option<Spanned<String>>,
+    /// Largest accepted POST body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: ConfigDuration,
+    /// Time in-flight requests get to finish at shutdown before connections are closed.
+    pub shutdown_grace: ConfigDuration,
+    /// Interval of SSE keep-alive comments on open streams.
+    pub sse_keep_alive: ConfigDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            public_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            base_domain: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_connections: 4096,
+            header_read_timeout: ConfigDuration(Duration::from_secs(10)),
+            shutdown_grace: ConfigDuration(Duration::from_secs(10)),
+            sse_keep_alive: ConfigDuration(Duration::from_secs(15)),
+        }
+    }
+}
+
+/// `auth = "none"` or an `[auth]` table.
+#[derive(Debug, Clone)]
+pub enum AuthSetting {
+    /// No authentication at all; only allowed when written explicitly.
+    None,
+    /// HTTP Basic authentication.
+    Basic(BasicAuthConfig),
+}
+
+impl Default for AuthSetting {
+    fn default() -> Self {
+        Self::Basic(BasicAuthConfig::default())
+    }
+}
+
+impl<'de> Deserialize<'de> for AuthSetting {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = AuthSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the string \"none\" or an [auth] table")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "none" => Ok(AuthSetting::None),
+                    other => Err(E::custom(format!(
+                        "auth = \"{other}\" is not known: write auth = \"none\" or an [auth] table"
+                    ))),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                BasicAuthConfig::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(AuthSetting::Basic)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// `[auth]`: HTTP Basic users.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BasicAuthConfig {
+    /// The realm named in `WWW-Authenticate`.
+    pub realm: String,
+    /// An htpasswd file with bcrypt hashes (`berth hash-password` prints a line).
+    pub users_file: Option<Spanned<EnvString>>,
+    /// Users written in the file itself.
+    pub users: Vec<Spanned<UserConfig>>,
+    /// How many verified credentials are remembered, so that bcrypt runs once per credential.
+    pub cache_size: usize,
+}
+
+impl Default for BasicAuthConfig {
+    fn default() -> Self {
+        Self { realm: "berth".into(), users_file: None, users: Vec::new(), cache_size: 1024 }
+    }
+}
+
+/// One `[[auth.users]]` entry: a name and either a bcrypt hash or a password.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The user name.
+    pub name: String,
+    /// A bcrypt hash (`$2b$...`).
+    pub password_hash: Option<EnvString>,
+    /// A clear-text password, normally `${SOME_ENV_VAR}`.
+    pub password: Option<EnvSecret>,
+}
+
+/// `[backends.<name>]`: one backend, whose `kind` picks how it runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// An rmcp service compiled into berth.
+    Native(NativeBackendConfig),
+}
+
+impl BackendConfig {
+    /// Whether `/readyz` waits for this backend.
+    pub fn required(&self) -> bool {
+        match self {
+            Self::Native(native) => native.required,
+        }
+    }
+}
+
+/// `kind = "native"`: a service from berth's native registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NativeBackendConfig {
+    /// The registered service; defaults to the backend's name.
+    pub service: Option<String>,
+    /// Whether `/readyz` waits for this backend.
+    #[serde(default)]
+    pub required: bool,
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        Self::parse(&text, Some(path))
+    }
+
+    /// Parses and validates TOML text; `path` is used in error messages.
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|error| {
+            let (line, column) = error
+                .span()
+                .map(|span| line_column(text, span.start))
+                .unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("<text>")),
+                line,
+                column,
+                message: error.message().trim().to_string(),
+            }
+        })?;
+        config.source = Source {
+            path: Some(path.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("<text>"))),
+            text: text.to_owned(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration used when no file is given: defaults, users from the environment, and
+    /// every built-in native service under its own name.
+    pub fn builtin(native_services: impl IntoIterator<Item = String>) -> Result<Self, ConfigError> {
+        let mut config = Config {
+            server: ServerConfig::default(),
+            auth: AuthSetting::default(),
+            backends: BTreeMap::new(),
+            source: Source::default(),
+        };
+        for name in native_services {
+            let backend = BackendConfig::Native(NativeBackendConfig { service: None, required: true });
+            config.backends.insert(name, Spanned::new(0..0, backend));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, backend) in &self.backends {
+            validate_backend_name(name)
+                .map_err(|message| self.source.invalid(Some(backend.span()), format!("backends.{name}"), message))?;
+        }
+        for host in &self.server.public_hosts {
+            crate::host::HostPattern::parse(host.get_ref()).map_err(|message| {
+                self.source.invalid(Some(host.span()), "server.public_hosts", message)
+            })?;
+        }
+        for origin in &self.server.allowed_origins {
+            crate::host::parse_origin(origin.get_ref()).ok_or_else(|| {
+                self.source.invalid(
+                    Some(origin.span()),
+                    "server.allowed_origins",
+                    format!("`{}` is not an origin such as https://app.example.com", origin.get_ref()),
+                )
+            })?;
+        }
+        if let Some(domain) = &self.server.base_domain {
+            crate::host::HostPattern::parse(domain.get_ref())
+                .ok()
+                .filter(|pattern| !pattern.is_wildcard())
+                .ok_or_else(|| {
+                    self.source.invalid(
+                        Some(domain.span()),
+                        "server.base_domain",
+                        format!("`{}` is not a domain name such as mcp.example.com", domain.get_ref()),
+                    )
+                })?;
+        }
+        let positive = [
+            ("server.max_body_bytes", self.server.max_body_bytes),
+            ("server.max_connections", self.server.max_connections),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(self.source.invalid(None, field, "must be greater than zero"));
+            }
+        }
+        if let AuthSetting::Basic(basic) = &self.auth {
+            for user in &basic.users {
+                let entry = user.get_ref();
+                if entry.name.is_empty() || entry.name.contains(':') {
+                    return Err(self.source.invalid(
+                        Some(user.span()),
+                        "auth.users.name",
+                        "a user name must be non-empty and contain no `:`",
+                    ));
+                }
+                if entry.password.is_some() == entry.password_hash.is_some() {
+                    return Err(self.source.invalid(
+                        Some(user.span()),
+                        "auth.users",
+                        format!("user `{}` needs exactly one of `password` or `password_hash`", entry.name),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Backend names become URL path segments and DNS labels, so they are kept to what both allow.
+fn validate_backend_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "backend name `{name}` must be 1-63 lowercase letters, digits or inner dashes (it is a URL segment and a DNS label)"
+        ))
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.bytes().filter(|b| *b == b'\n').count() + 1;
+    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Some(Path::new("berth.toml"))).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_minimal_file_gets_defaults() {
+        let config = parse("[backends.conformance]\nkind = \"native\"\n").unwrap();
+        assert_eq!(config.server.listen, "0.0.0.0:8080".parse().unwrap());
+        assert!(matches!(config.auth, AuthSetting::Basic(_)));
+        assert_eq!(config.backends.len(), 1);
+    }
+
+    #[test]
+    fn auth_none_must_be_spelled_out() {
+        assert!(matches!(parse("auth = \"none\"\n").unwrap().auth, AuthSetting::None));
+        let error = parse("auth = \"off\"\n").unwrap_err();
+        assert!(error.starts_with("berth.toml:1:"), "{error}");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let table = [
+            ("[server]\nlisten = \"0.0.0.0:8080\"\nbogus = 1\n", "berth.toml:3:", "bogus"),
+            ("[backends.fs]\nkind = \"nosuch\"\n", "berth.toml:", "nosuch"),
+            ("[server]\nheader_read_timeout = \"ten\"\n", "berth.toml:2:", "duration"),
+            ("[server]\npublic_hosts = [\"ok.example.com\",\n \"bad host\"]\n", "berth.toml:3", "server.public_hosts"),
+            ("[backends.Bad_Name]\nkind = \"native\"\n", "berth.toml:1", "backends.Bad_Name"),
+            ("[[auth.users]]\nname = \"a\"\n", "berth.toml:1", "exactly one of"),
+            ("[[auth.users]]\nname = \"a\"\npassword = \"${BERTH_TEST_SURELY_UNSET}\"\n", "berth.toml:3:", "BERTH_TEST_SURELY_UNSET"),
+            ("[server]\nmax_connections = 0\n", "berth.toml", "server.max_connections"),
+        ];
+        for (text, prefix, needle) in table {
+            let error = parse(text).unwrap_err();
+            assert!(error.starts_with(prefix), "{text:?} gave {error}");
+            assert!(error.contains(needle), "{text:?} gave {error}");
+        }
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+    }
+}

@@ -1,0 +1,101 @@
+//! Rejections: the JSON answers berth gives when it refuses a request itself.
+//!
+//! A rejection is always a `Response`, never an `Err`: an error that reaches hyper drops the
+//! connection without an answer. Where the JSON-RPC id of the refused message is known the body
+//! is a JSON-RPC error object, so that MCP clients can match it to their request; otherwise it is
+//! a small plain JSON object.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::body::{ResponseBody, response_body};
+
+/// JSON-RPC error code for an invalid request (the message is not acceptable as sent).
+pub(crate) const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC error code for a message whose body is not JSON.
+pub(crate) const PARSE_ERROR: i64 = -32700;
+
+/// A refusal berth answers itself, before or instead of a backend.
+#[derive(Debug, Clone)]
+pub(crate) struct Rejection {
+    status: StatusCode,
+    error: &'static str,
+    message: String,
+    id: Option<Value>,
+    code: i64,
+}
+
+impl Rejection {
+    /// A refusal with an HTTP status, a short machine-readable `error` slug and a message for
+    /// humans.
+    pub(crate) fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        Self { status, error, message: message.into(), id: None, code: INVALID_REQUEST }
+    }
+
+    /// Sets the JSON-RPC id of the refused request, turning the body into a JSON-RPC error.
+    pub(crate) fn with_id(mut self, id: Option<Value>) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Sets the JSON-RPC error code used when the body is a JSON-RPC error object.
+    pub(crate) fn with_code(mut self, code: i64) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// Builds the HTTP response.
+    pub(crate) fn into_response(self) -> Response<ResponseBody> {
+        let body = match self.id {
+            Some(id) => json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": { "code": self.code, "message": self.message, "data": { "error": self.error } },
+            }),
+            None => json!({ "error": self.error, "message": self.message }),
+        };
+        json_response(self.status, &body)
+    }
+}
+
+/// A JSON response with the given status.
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {
+    let mut response = Response::new(response_body(body.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(response: Response<ResponseBody>) -> Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_known_id_gives_a_jsonrpc_error_object() {
+        let response = Rejection::new(StatusCode::NOT_ACCEPTABLE, "not_acceptable", "nope")
+            .with_id(Some(json!(7)))
+            .into_response();
+        assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+        let body = body_json(response).await;
+        assert_eq!(body["jsonrpc"], "2.0");
+        assert_eq!(body["id"], 7);
+        assert_eq!(body["error"]["code"], INVALID_REQUEST);
+        assert_eq!(body["error"]["message"], "nope");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_id_gives_plain_json() {
+        let response = Rejection::new(StatusCode::NOT_FOUND, "unknown_backend", "no such").into_response();
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body = body_json(response).await;
+        assert_eq!(body, json!({"error": "unknown_backend", "message": "no such"}));
+    }
+}

@@ -1,0 +1,215 @@
+//! The router: which backend a request is for.
+//!
+//! `/<name>/mcp` reaches backend `<name>`. With `server.base_domain = "mcp.example.com"`, a
+//! request for `fs.mcp.example.com/mcp` reaches backend `fs` too, so that one wildcard Traefik
+//! router can serve every backend. The resolved backend travels in the request's extensions to
+//! [`Dispatch`], after the transport checks.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures::future::BoxFuture;
+use http::{Request, Response, StatusCode};
+use tower::{Layer, Service};
+
+use crate::{
+    auth::AuthenticatedUser,
+    backend::Backend,
+    body::{RequestBody, ResponseBody},
+    host::request_host,
+    reply::Rejection,
+};
+
+/// The backends by name, and the domain used for host routing.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    backends: HashMap<String, Arc<Backend>>,
+    base_domain: Option<String>,
+}
+
+impl Routes {
+    /// Routes to `backends`, with host routing below `base_domain` if given.
+    pub(crate) fn new(backends: impl IntoIterator<Item = Arc<Backend>>, base_domain: Option<String>) -> Self {
+        Self {
+            backends: backends.into_iter().map(|b| (b.name().to_string(), b)).collect(),
+            base_domain: base_domain.map(|d| d.to_ascii_lowercase()),
+        }
+    }
+
+    /// Every backend.
+    pub(crate) fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.backends.values()
+    }
+
+    /// The backend name a request addresses, if its path and host have the shape of an MCP
+    /// endpoint.
+    fn target_name<'a>(&self, path: &'a str, host: Option<&'a str>) -> Option<&'a str> {
+        let path = path.strip_suffix('/').unwrap_or(path);
+        if let (Some(domain), Some(host)) = (&self.base_domain, host)
+            && path == "/mcp"
+            && let Some(label) = host.strip_suffix(domain.as_str()).and_then(|rest| rest.strip_suffix('.'))
+            && !label.contains('.')
+            && !label.is_empty()
+        {
+            return Some(label);
+        }
+        let rest = path.strip_prefix('/')?;
+        let (name, tail) = rest.split_once('/')?;
+        (tail == "mcp" && !name.is_empty()).then_some(name)
+    }
+
+    /// Resolves a request to a backend, or the 404 to answer.
+    pub(crate) fn resolve<B>(&self, request: &Request<B>) -> Result<Arc<Backend>, Rejection> {
+        let host = request_host(request);
+        let name = self.target_name(request.uri().path(), host.as_deref()).ok_or_else(|| {
+            Rejection::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route: MCP endpoints are at /<backend>/mcp",
+            )
+        })?;
+        self.backends.get(name).cloned().ok_or_else(|| {
+            Rejection::new(StatusCode::NOT_FOUND, "unknown_backend", format!("no backend named `{name}`"))
+        })
+    }
+}
+
+/// The backend a request was routed to.
+#[derive(Debug, Clone)]
+pub(crate) struct Target(pub Arc<Backend>);
+
+/// The layer for [`Route`].
+#[derive(Debug, Clone)]
+pub(crate) struct RouteLayer {
+    routes: Arc<Routes>,
+}
+
+impl RouteLayer {
+    /// A router over `routes`.
+    pub(crate) fn new(routes: Arc<Routes>) -> Self {
+        Self { routes }
+    }
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = Route<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Route { inner, routes: Arc::clone(&self.routes) }
+    }
+}
+
+/// Resolves the backend (404 when there is none) and calls `inner` with it as a [`Target`].
+#[derive(Debug, Clone)]
+pub(crate) struct Route<S> {
+    inner: S,
+    routes: Arc<Routes>,
+}
+
+impl<S> Service<Request<RequestBody>> for Route<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<RequestBody>) -> Self::Future {
+        match self.routes.resolve(&request) {
+            Ok(backend) => {
+                request.extensions_mut().insert(Target(backend));
+                let ready = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, ready);
+                Box::pin(async move { inner.call(request).await })
+            }
+            Err(rejection) => Box::pin(async move { Ok(rejection.into_response()) }),
+        }
+    }
+}
+
+/// The innermost service: hands the request to its [`Target`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Dispatch;
+
+impl Service<Request<RequestBody>> for Dispatch {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
+        Box::pin(async move {
+            let Some(Target(backend)) = request.extensions().get::<Target>().cloned() else {
+                // Only reachable if the stack is assembled without the router: a bug, not a
+                // client error, but still an answer rather than a dropped connection.
+                return Ok(Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no route resolved")
+                    .into_response());
+            };
+            if let Some(user) = request.extensions().get::<AuthenticatedUser>() {
+                tracing::debug!(user = &*user.0, backend = backend.name(), "dispatching");
+            }
+            Ok(backend.handle(request).await)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{backend::BackendKind, body::request_body, body::response_body};
+    use tower::util::BoxCloneSyncService;
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+    fn echo_backend(name: &str) -> Arc<Backend> {
+        let label = name.to_string();
+        let service = BoxCloneSyncService::new(service_fn(move |_: Request<RequestBody>| {
+            let label = label.clone();
+            async move { Ok::<_, Infallible>(Response::new(response_body(label))) }
+        }));
+        Arc::new(Backend::new(name, false, BackendKind::Native(service)))
+    }
+
+    #[tokio::test]
+    async fn paths_and_hosts() {
+        let routes = Arc::new(Routes::new(
+            [echo_backend("fs"), echo_backend("git")],
+            Some("mcp.example.com".into()),
+        ));
+        let table = [
+            ("/fs/mcp", "berth.local", 200, "fs"),
+            ("/git/mcp/", "berth.local", 200, "git"),
+            ("/nope/mcp", "berth.local", 404, "unknown_backend"),
+            ("/fs/other", "berth.local", 404, "not_found"),
+            ("/fs", "berth.local", 404, "not_found"),
+            ("/mcp", "fs.mcp.example.com", 200, "fs"),
+            ("/mcp", "GIT.mcp.example.com:443", 200, "git"),
+            ("/mcp", "x.fs.mcp.example.com", 404, "not_found"),
+            ("/mcp", "nope.mcp.example.com", 404, "unknown_backend"),
+            ("/fs/mcp", "git.mcp.example.com", 200, "fs"),
+        ];
+        for (path, host, status, body) in table {
+            let service = ServiceBuilder::new().layer(RouteLayer::new(Arc::clone(&routes))).service(Dispatch);
+            let request = Request::builder().uri(path).header("host", host).body(request_body("")).unwrap();
+            let response = service.oneshot(request).await.unwrap();
+            assert_eq!(response.status().as_u16(), status, "{host}{path}");
+            let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(text.contains(body), "{host}{path}: {text}");
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The whole HTTP stack, assembled in one place, outermost layer first.
+
+use std::{any::Any, convert::Infallible, sync::Arc};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
+use tower::{ServiceBuilder, util::BoxCloneSyncService};
+use tower_http::{
+    catch_panic::CatchPanicLayer, sensitive_headers::SetSensitiveRequestHeadersLayer, trace::TraceLayer,
+};
+
+use crate::{
+    auth::{AuthLayer, Authenticator},
+    body::{BodyError, RequestBody, ResponseBody},
+    host::{self, HostPolicy},
+    public::PublicLayer,
+    reply::Rejection,
+    route::{Dispatch, RouteLayer, Routes},
+    streamable::StreamableLayer,
+};
+
+/// The body of every response leaving the stack.
+pub(crate) type OutBody = UnsyncBoxBody<Bytes, BodyError>;
+
+/// The assembled stack, as one cloneable service per connection.
+pub(crate) type HttpStack = BoxCloneSyncService<Request<RequestBody>, Response<OutBody>, Infallible>;
+
+/// What the stack is built from.
+#[derive(Debug, Clone)]
+pub(crate) struct StackParts {
+    /// The backends and host routing.
+    pub routes: Arc<Routes>,
+    /// Who may pass.
+    pub authenticator: Authenticator,
+    /// Allowed hosts and origins.
+    pub host_policy: Arc<HostPolicy>,
+    /// Largest accepted POST body.
+    pub max_body_bytes: usize,
+}
+
+fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response<ResponseBody> {
+    tracing::error!("a request handler panicked; answering 500");
+    Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response()
+}
+
+/// Builds the stack. Each layer's comment says why it is there and why in that place.
+pub(crate) fn build(parts: StackParts) -> HttpStack {
+    let service = ServiceBuilder::new()
+        // Mark credentials sensitive first, so that no later layer (tracing above all) can
+        // print them, even at debug level.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        // Trace every request, public ones included, with method, path and status; headers
+        // marked sensitive above are shown redacted.
+        .layer(TraceLayer::new_for_http())
+        // Turn a panic anywhere below into a 500 JSON answer instead of a dropped connection.
+        .layer(CatchPanicLayer::custom(panic_response))
+        // Health, readiness and OAuth-discovery answers sit outside authentication: health
+        // checkers carry no credentials, and OAuth clients must fail fast rather than meet a
+        // 401.
+        .layer(PublicLayer::new(Arc::clone(&parts.routes)))
+        // Refuse foreign Host and Origin headers (DNS rebinding, cross-site requests) before
+        // spending any work on credentials.
+        .layer(host::layer(Arc::clone(&parts.host_policy)))
+        // Authenticate, log failures, and remove the client's Authorization header so that no
+        // backend ever sees it.
+        .layer(AuthLayer::new(parts.authenticator))
+        // Find the backend (404 for unknown names) only after authentication, so that
+        // anonymous clients cannot probe which backends exist.
+        .layer(RouteLayer::new(Arc::clone(&parts.routes)))
+        // Apply the Streamable-HTTP transport rules (406/415/413/400/405) identically for
+        // every kind of backend, and buffer POST bodies within the limit.
+        .layer(StreamableLayer::new(parts.max_body_bytes))
+        .service(Dispatch);
+    let service = tower::ServiceExt::map_response(service, |response: Response<_>| {
+        response.map(|body| body.map_err(BodyError::new).boxed_unsync())
+    });
+    BoxCloneSyncService::new(service)
+}

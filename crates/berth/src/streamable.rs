@@ -1,0 +1,318 @@
+//! The transport rules of MCP Streamable HTTP, applied to every `/<name>/mcp` route whatever
+//! the backend, so that a stdio server in a container answers a malformed request exactly as a
+//! native one does.
+//!
+//! - `POST` must accept both `application/json` and `text/event-stream` (406), carry an
+//!   `application/json` body (415) no larger than the limit (413);
+//! - `GET` must accept `text/event-stream` (406);
+//! - an `MCP-Protocol-Version` that no generation of the protocol defines gets 400;
+//! - other methods get 405 with `Allow`.
+//!
+//! The layer buffers `POST` bodies (bounded by the limit): a JSON-RPC message is only useful
+//! whole, and the buffered body lets a refusal carry the JSON-RPC id of the refused request.
+
+use std::{
+    convert::Infallible,
+    task::{Context, Poll},
+};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use rmcp::model::ProtocolVersion;
+use serde_json::Value;
+use tower::{Layer, Service};
+
+use crate::{
+    body::{RequestBody, ResponseBody, request_body},
+    reply::{PARSE_ERROR, Rejection},
+};
+
+/// The protocol version header.
+pub(crate) const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
+const JSON: &str = "application/json";
+const EVENT_STREAM: &str = "text/event-stream";
+
+/// The layer for [`StreamableChecks`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamableLayer {
+    max_body_bytes: usize,
+}
+
+impl StreamableLayer {
+    /// Enforces the rules with a body limit of `max_body_bytes`.
+    pub(crate) fn new(max_body_bytes: usize) -> Self {
+        Self { max_body_bytes }
+    }
+}
+
+impl<S> Layer<S> for StreamableLayer {
+    type Service = StreamableChecks<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StreamableChecks { inner, max_body_bytes: self.max_body_bytes }
+    }
+}
+
+/// The service enforcing the Streamable-HTTP transport rules before calling `inner`.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamableChecks<S> {
+    inner: S,
+    max_body_bytes: usize,
+}
+
+/// The media types a request accepts: essences of the `Accept` entries whose weight is not 0.
+fn accepts(headers: &HeaderMap, wanted: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|entry| {
+            let mut parts = entry.split(';');
+            let essence = parts.next().unwrap_or("").trim();
+            let zero_weight = parts.any(|param| {
+                param
+                    .split_once('=')
+                    .is_some_and(|(name, value)| name.trim().eq_ignore_ascii_case("q") && is_zero(value.trim()))
+            });
+            essence.eq_ignore_ascii_case(wanted) && !zero_weight
+        })
+}
+
+fn is_zero(weight: &str) -> bool {
+    weight.parse::<f32>().is_ok_and(|q| q == 0.0)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(JSON))
+}
+
+/// Checks the `MCP-Protocol-Version` header against every version rmcp knows.
+fn check_protocol_version(headers: &HeaderMap) -> Result<(), Rejection> {
+    let Some(value) = headers.get(PROTOCOL_VERSION_HEADER) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("");
+    if ProtocolVersion::KNOWN_VERSIONS.iter().any(|known| known.as_str() == text) {
+        return Ok(());
+    }
+    let known: Vec<&str> = ProtocolVersion::KNOWN_VERSIONS.iter().map(|v| v.as_str()).collect();
+    Err(Rejection::new(
+        StatusCode::BAD_REQUEST,
+        "unsupported_protocol_version",
+        format!("MCP-Protocol-Version `{text}` is not supported (supported: {})", known.join(", ")),
+    ))
+}
+
+/// The JSON-RPC id of a single message, if the body is one.
+fn jsonrpc_id(body: &[u8]) -> Option<Value> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        id: Option<Value>,
+    }
+    serde_json::from_slice::<Probe>(body).ok()?.id
+}
+
+fn too_large(limit: usize) -> Rejection {
+    Rejection::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body exceeds the limit of {limit} bytes (server.max_body_bytes)"),
+    )
+}
+
+/// Reads a body up to `limit` bytes.
+async fn read_bounded(body: RequestBody, limit: usize) -> Result<Bytes, Rejection> {
+    let mut body = body;
+    let mut buffer = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            Rejection::new(StatusCode::BAD_REQUEST, "bad_body", format!("could not read the request body: {error}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > limit {
+                return Err(too_large(limit));
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
+}
+
+/// Checks a `POST` and buffers its body.
+async fn check_post(request: Request<RequestBody>, limit: usize) -> Result<Request<RequestBody>, Rejection> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = read_bounded(body, limit).await?;
+    let headers = &parts.headers;
+    let reject = |rejection: Rejection| Err(rejection.with_id(jsonrpc_id(&bytes)));
+    if !(accepts(headers, JSON) && accepts(headers, EVENT_STREAM)) {
+        return reject(Rejection::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "the client must accept both application/json and text/event-stream",
+        ));
+    }
+    if !is_json(headers) {
+        return reject(Rejection::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the request body must be application/json",
+        ));
+    }
+    if let Err(rejection) = check_protocol_version(headers) {
+        return reject(rejection);
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+        return Err(Rejection::new(StatusCode::BAD_REQUEST, "parse_error", "the request body is not valid JSON")
+            .with_id(Some(Value::Null))
+            .with_code(PARSE_ERROR));
+    }
+    Ok(Request::from_parts(parts, request_body(bytes)))
+}
+
+async fn check(request: Request<RequestBody>, limit: usize) -> Result<Request<RequestBody>, Response<ResponseBody>> {
+    match *request.method() {
+        Method::POST => check_post(request, limit).await.map_err(Rejection::into_response),
+        Method::GET => {
+            if !accepts(request.headers(), EVENT_STREAM) {
+                return Err(Rejection::new(
+                    StatusCode::NOT_ACCEPTABLE,
+                    "not_acceptable",
+                    "a GET stream requires Accept: text/event-stream",
+                )
+                .into_response());
+            }
+            check_protocol_version(request.headers()).map_err(Rejection::into_response)?;
+            Ok(request)
+        }
+        Method::DELETE => {
+            check_protocol_version(request.headers()).map_err(Rejection::into_response)?;
+            Ok(request)
+        }
+        _ => {
+            let mut response = Rejection::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "an MCP endpoint answers GET, POST and DELETE",
+            )
+            .into_response();
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+            Err(response)
+        }
+    }
+}
+
+impl<S> Service<Request<RequestBody>> for StreamableChecks<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let limit = self.max_body_bytes;
+        Box::pin(async move {
+            match check(request, limit).await {
+                Ok(request) => inner.call(request).await,
+                Err(response) => Ok(response),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::response_body;
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+    const BOTH: &str = "application/json, text/event-stream";
+    const JSON_CT: (&str, &str) = ("content-type", "application/json");
+    const PING: &str = r#"{"jsonrpc":"2.0","id":42,"method":"ping"}"#;
+
+    struct Case {
+        method: Method,
+        headers: &'static [(&'static str, &'static str)],
+        body: &'static str,
+        status: u16,
+        jsonrpc_id: Option<i64>,
+    }
+
+    async fn run(case: &Case) -> (u16, Value) {
+        let service = ServiceBuilder::new().layer(StreamableLayer::new(64)).service(service_fn(
+            |request: Request<RequestBody>| async move {
+                let bytes = request.into_body().collect().await.unwrap().to_bytes();
+                Ok::<_, Infallible>(Response::new(response_body(bytes)))
+            },
+        ));
+        let mut request = Request::builder().method(case.method.clone()).uri("/x/mcp");
+        for (name, value) in case.headers {
+            request = request.header(*name, *value);
+        }
+        let response = service.oneshot(request.body(request_body(case.body)).unwrap()).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn transport_rules() {
+        let cases = [
+            Case { method: Method::POST, headers: &[("accept", BOTH), JSON_CT], body: PING, status: 200, jsonrpc_id: None },
+            Case { method: Method::POST, headers: &[("accept", "text/event-stream, application/json;q=0.9"), ("content-type", "application/json; charset=utf-8")], body: PING, status: 200, jsonrpc_id: None },
+            Case { method: Method::POST, headers: &[("accept", "application/json"), JSON_CT], body: PING, status: 406, jsonrpc_id: Some(42) },
+            Case { method: Method::POST, headers: &[("accept", "*/*"), JSON_CT], body: PING, status: 406, jsonrpc_id: Some(42) },
+            Case { method: Method::POST, headers: &[("accept", "application/json, text/event-stream;q=0"), JSON_CT], body: PING, status: 406, jsonrpc_id: Some(42) },
+            Case { method: Method::POST, headers: &[JSON_CT], body: PING, status: 406, jsonrpc_id: Some(42) },
+            Case { method: Method::POST, headers: &[("accept", BOTH), ("content-type", "text/plain")], body: PING, status: 415, jsonrpc_id: Some(42) },
+            Case { method: Method::POST, headers: &[("accept", BOTH)], body: PING, status: 415, jsonrpc_id: Some(42) },
+            Case { method: Method::POST, headers: &[("accept", BOTH), JSON_CT], body: r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"0123456789012345678901234567890123456789"}}"#, status: 413, jsonrpc_id: None },
+            Case { method: Method::POST, headers: &[("accept", BOTH), JSON_CT, ("content-length", "100000")], body: "", status: 413, jsonrpc_id: None },
+            Case { method: Method::POST, headers: &[("accept", BOTH), JSON_CT, ("mcp-protocol-version", "1999-01-01")], body: PING, status: 400, jsonrpc_id: Some(42) },
+            Case { method: Method::POST, headers: &[("accept", BOTH), JSON_CT, ("mcp-protocol-version", "2026-07-28")], body: PING, status: 200, jsonrpc_id: None },
+            Case { method: Method::POST, headers: &[("accept", BOTH), JSON_CT], body: "{not json", status: 400, jsonrpc_id: None },
+            Case { method: Method::GET, headers: &[("accept", "text/event-stream")], body: "", status: 200, jsonrpc_id: None },
+            Case { method: Method::GET, headers: &[("accept", "*/*")], body: "", status: 406, jsonrpc_id: None },
+            Case { method: Method::GET, headers: &[], body: "", status: 406, jsonrpc_id: None },
+            Case { method: Method::GET, headers: &[("accept", "text/event-stream"), ("mcp-protocol-version", "2025-11-25")], body: "", status: 200, jsonrpc_id: None },
+            Case { method: Method::DELETE, headers: &[("mcp-protocol-version", "bogus")], body: "", status: 400, jsonrpc_id: None },
+            Case { method: Method::DELETE, headers: &[], body: "", status: 200, jsonrpc_id: None },
+            Case { method: Method::PUT, headers: &[], body: "", status: 405, jsonrpc_id: None },
+        ];
+        for (index, case) in cases.iter().enumerate() {
+            let (status, body) = run(case).await;
+            assert_eq!(status, case.status, "case {index}: {body}");
+            if let Some(id) = case.jsonrpc_id {
+                assert_eq!(body["id"], id, "case {index}: {body}");
+                assert_eq!(body["jsonrpc"], "2.0", "case {index}");
+            } else if status >= 400 {
+                assert!(body.get("error").is_some(), "case {index}: {body}");
+            }
+        }
+    }
+}
