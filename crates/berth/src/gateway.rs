@@ -119,7 +119,7 @@ impl Gateway {
             };
             backends.push(Arc::new(backend));
         }
-        let hosts: Vec<HostPattern> = server
+        let mut hosts: Vec<HostPattern> = server
             .public_hosts
             .iter()
             .chain(server.base_domain.iter())
@@ -128,6 +128,13 @@ impl Gateway {
                 HostPattern::parse(&format!("*.{}", domain.get_ref())).expect("validated with the config")
             }))
             .collect();
+        if hosts.is_empty() && matches!(authenticator, Authenticator::None) {
+            // Without credentials, only the Host check stands between a browser on a rebound
+            // DNS name and the backends, so an open gateway with no public hosts answers
+            // loopback names only.
+            tracing::warn!("auth = \"none\" and no server.public_hosts: only localhost Host headers are accepted");
+            hosts.push(HostPattern::parse("localhost").expect("a valid host name"));
+        }
         let origins = server
             .allowed_origins
             .iter()

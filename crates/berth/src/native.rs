@@ -56,7 +56,10 @@ impl NativeRegistry {
     /// The services built into `berth`: `conformance`, the reference server of the official
     /// MCP conformance suite.
     pub fn builtin() -> Self {
-        Self::new().register("conformance", berth_conformance::ConformanceServer::new)
+        // One server, cloned per session: its clones share state that must outlive a single
+        // request (sealed request state, subscriptions, open listen streams).
+        let conformance = berth_conformance::ConformanceServer::new();
+        Self::new().register("conformance", move || conformance.clone())
     }
 
     /// Registers `factory` under `name`; it is called once per MCP session (and per request of

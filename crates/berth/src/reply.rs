@@ -12,6 +12,8 @@ use crate::body::{ResponseBody, response_body};
 
 /// JSON-RPC error code for an invalid request (the message is not acceptable as sent).
 pub(crate) const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC error code of SEP-2575's UnsupportedProtocolVersionError.
+pub(crate) const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 /// JSON-RPC error code for a message whose body is not JSON.
 pub(crate) const PARSE_ERROR: i64 = -32700;
 
@@ -23,13 +25,21 @@ pub(crate) struct Rejection {
     message: String,
     id: Option<Value>,
     code: i64,
+    data: serde_json::Map<String, Value>,
 }
 
 impl Rejection {
     /// A refusal with an HTTP status, a short machine-readable `error` slug and a message for
     /// humans.
     pub(crate) fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        Self { status, error, message: message.into(), id: None, code: INVALID_REQUEST }
+        Self {
+            status,
+            error,
+            message: message.into(),
+            id: None,
+            code: INVALID_REQUEST,
+            data: serde_json::Map::new(),
+        }
     }
 
     /// Sets the JSON-RPC id of the refused request, turning the body into a JSON-RPC error.
@@ -44,14 +54,24 @@ impl Rejection {
         self
     }
 
+    /// Adds a field to the `data` of the JSON-RPC error object.
+    pub(crate) fn with_data(mut self, key: &str, value: Value) -> Self {
+        self.data.insert(key.to_string(), value);
+        self
+    }
+
     /// Builds the HTTP response.
     pub(crate) fn into_response(self) -> Response<ResponseBody> {
         let body = match self.id {
-            Some(id) => json!({
-                "jsonrpc": "2.0",
-                "id": id,
-                "error": { "code": self.code, "message": self.message, "data": { "error": self.error } },
-            }),
+            Some(id) => {
+                let mut data = self.data;
+                data.insert("error".to_string(), Value::from(self.error));
+                json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "error": { "code": self.code, "message": self.message, "data": data },
+                })
+            }
             None => json!({ "error": self.error, "message": self.message }),
         };
         json_response(self.status, &body)

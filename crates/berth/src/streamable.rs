@@ -26,7 +26,7 @@ use tower::{Layer, Service};
 
 use crate::{
     body::{RequestBody, ResponseBody, request_body},
-    reply::{PARSE_ERROR, Rejection},
+    reply::{PARSE_ERROR, Rejection, UNSUPPORTED_PROTOCOL_VERSION},
 };
 
 /// The protocol version header.
@@ -103,11 +103,16 @@ fn check_protocol_version(headers: &HeaderMap) -> Result<(), Rejection> {
         return Ok(());
     }
     let known: Vec<&str> = ProtocolVersion::KNOWN_VERSIONS.iter().map(|v| v.as_str()).collect();
+    // The shape of SEP-2575's UnsupportedProtocolVersionError, so that a client can pick a
+    // version it shares with the server and retry.
     Err(Rejection::new(
         StatusCode::BAD_REQUEST,
         "unsupported_protocol_version",
         format!("MCP-Protocol-Version `{text}` is not supported (supported: {})", known.join(", ")),
-    ))
+    )
+    .with_code(UNSUPPORTED_PROTOCOL_VERSION)
+    .with_data("requested", Value::from(text))
+    .with_data("supported", Value::from(known)))
 }
 
 /// The JSON-RPC id of a single message, if the body is one.

@@ -1,0 +1,153 @@
+//! The `berth` binary itself: exit codes, `check`, `hash-password`, `--version`, and a real
+//! `serve` stopped by SIGTERM.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use crate::harness::basic;
+
+fn berth() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command
+        .env_remove("BERTH_CONFIG")
+        .env_remove("BERTH_LISTEN")
+        .env_remove("BERTH_AUTH_USERNAME")
+        .env_remove("BERTH_AUTH_PASSWORD")
+        .env("RUST_LOG", "info");
+    command
+}
+
+#[test]
+fn version() {
+    let output = berth().arg("--version").output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("berth "));
+}
+
+#[test]
+fn bad_configs_exit_64_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = [
+        ("[server]\nlisten = \"0.0.0.0:8080\"\nlisten_typo = 1\n", ":3:", "listen_typo"),
+        ("auth = \"none\"\n[backends.fs]\nkind = \"native\"\n", ":2", "backends.fs.service"),
+        ("[backends.conformance]\nkind = \"native\"\n", "", "no users"),
+    ];
+    for (text, line, field) in table {
+        let path = dir.path().join("berth.toml");
+        std::fs::write(&path, text).unwrap();
+        let output = berth().args(["check", "--config"]).arg(&path).output().unwrap();
+        assert_eq!(output.status.code(), Some(64), "{text}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&format!("{}{line}", path.display())), "{stderr}");
+        assert!(stderr.contains(field), "{stderr}");
+    }
+    let missing = berth().args(["serve", "--config", "/nonexistent/berth.toml"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(64));
+}
+
+#[test]
+fn no_users_no_start_unless_auth_none() {
+    let output = berth().args(["serve", "--listen", "127.0.0.1:0"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("BERTH_AUTH_USERNAME"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.toml");
+    std::fs::write(&path, "auth = \"none\"\n[backends.conformance]\nkind = \"native\"\n").unwrap();
+    let check = berth().args(["check", "--config"]).arg(&path).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+}
+
+#[test]
+fn hash_password_prints_a_working_htpasswd_line() {
+    let mut child = berth()
+        .args(["hash-password", "--user", "carol", "--cost", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"p4ss word\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let line = String::from_utf8(output.stdout).unwrap();
+    let (user, hash) = line.trim().split_once(':').unwrap();
+    assert_eq!(user, "carol");
+    assert!(hash.starts_with("$2b$04$"), "{hash}");
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("htpasswd");
+    std::fs::write(&users, &line).unwrap();
+    let config = dir.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        format!("[auth]\nusers_file = \"{}\"\n[backends.conformance]\nkind = \"native\"\n", users.display()),
+    )
+    .unwrap();
+    let check = berth().args(["check", "--config"]).arg(&config).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+}
+
+/// A `berth serve` child whose listening address was read from its log.
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+fn serve_with_env_users() -> Served {
+    let mut child = berth()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("BERTH_AUTH_USERNAME", "env-user")
+        .env("BERTH_AUTH_PASSWORD", "env-pass")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "berth exited before listening");
+        if let Some((_, rest)) = line.split_once("berth listening on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining the log so that berth never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while stderr.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+    Served { child, addr }
+}
+
+#[tokio::test]
+async fn serve_with_defaults_then_sigterm_exits_zero() {
+    let mut served = serve_with_env_users();
+    let client = reqwest::Client::new();
+    let health = client.get(format!("http://{}/", served.addr)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = client.get(format!("http://{}/readyz", served.addr)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let authed = client
+        .get(format!("http://{}/conformance/mcp", served.addr))
+        .header("authorization", basic("env-user", "env-pass"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    // Authenticated, routed to the default `conformance` backend, which wants a session id.
+    assert!(authed.status() == 400 || authed.status() == 404 || authed.status() == 405, "{}", authed.status());
+    let killed = Command::new("kill").args(["-TERM", &served.child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "berth did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}

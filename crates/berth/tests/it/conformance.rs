@@ -1,0 +1,105 @@
+//! The official MCP conformance suite (`@modelcontextprotocol/conformance`, pinned in
+//! `tools/package.json`) against berth's `conformance` route, through the whole stack:
+//! authentication, host checks, transport rules and router.
+//!
+//! Every scenario must pass, or be listed with a reason in
+//! `tests/conformance-expected-failures.toml`; a listed scenario that passes fails the test
+//! too, so the list cannot go stale.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use crate::{
+    forwarder,
+    harness::{Berth, alice, config_with},
+};
+
+#[derive(Debug, Deserialize)]
+struct ExpectedFailures {
+    #[serde(default)]
+    failure: Vec<ExpectedFailure>,
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)]
+struct ExpectedFailure {
+    spec: String,
+    scenario: String,
+    reason: String,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Reads `OUTDIR/server-<scenario>-<timestamp>/checks.json`: scenario → failed check ids.
+fn results(outdir: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut scenarios = BTreeMap::new();
+    for entry in std::fs::read_dir(outdir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let Some(rest) = name.strip_prefix("server-") else { continue };
+        // The suite appends an ISO timestamp such as 2026-11-23T04-28-39-502Z.
+        const STAMP: usize = "-2026-11-23T04-28-39-502Z".len();
+        assert!(rest.ends_with('Z') && rest.len() > STAMP, "unexpected result directory {name}");
+        let scenario = rest[..rest.len() - STAMP].to_string();
+        let checks: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(path.join("checks.json")).unwrap()).unwrap();
+        let failed = checks
+            .iter()
+            .filter(|check| check["status"] == "FAILURE")
+            .map(|check| format!("{}: {}", check["id"], check["errorMessage"]))
+            .collect();
+        scenarios.insert(scenario, failed);
+    }
+    scenarios
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_suite_passes_through_the_whole_stack() {
+    let root = repo_root();
+    let expected: ExpectedFailures = toml::from_str(
+        &std::fs::read_to_string(root.join("tests/conformance-expected-failures.toml")).unwrap(),
+    )
+    .unwrap();
+    // Public hosts are configured as behind a proxy; loopback stays allowed, so the suite's
+    // DNS-rebinding scenario (a foreign Host on a localhost URL) must be refused.
+    let berth = Berth::start(&config_with("[server]\npublic_hosts = [\"mcp.example.com\"]\n")).await;
+    let forwarder = forwarder::start(berth.addr, alice()).await;
+    let url = format!("http://127.0.0.1:{}/conformance/mcp", forwarder.addr.port());
+    let mut report = Vec::new();
+    for spec in ["2025-11-25", "2026-07-28"] {
+        let outdir = tempfile::tempdir().unwrap();
+        let output = tokio::process::Command::new("bash")
+            .arg(root.join("scripts/conformance.sh"))
+            .args([url.as_str(), spec])
+            .arg(outdir.path())
+            .output()
+            .await
+            .unwrap();
+        let scenarios = results(outdir.path());
+        assert!(
+            scenarios.len() >= 20,
+            "{spec}: only {} scenarios ran\n{}\n{}",
+            scenarios.len(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let allowed: BTreeSet<&str> =
+            expected.failure.iter().filter(|f| f.spec == spec).map(|f| f.scenario.as_str()).collect();
+        let failing: BTreeMap<&str, &Vec<String>> =
+            scenarios.iter().filter(|(_, failed)| !failed.is_empty()).map(|(s, f)| (s.as_str(), f)).collect();
+        let unexpected: Vec<_> = failing.iter().filter(|(s, _)| !allowed.contains(*s)).collect();
+        assert!(unexpected.is_empty(), "{spec}: unexpected failures: {unexpected:#?}");
+        let stale: Vec<_> = allowed.iter().filter(|s| !failing.contains_key(*s)).collect();
+        assert!(stale.is_empty(), "{spec}: listed as failing but passed (remove them): {stale:?}");
+        report.push(format!("{spec}: {}/{} scenarios passed", scenarios.len() - failing.len(), scenarios.len()));
+    }
+    println!("conformance through berth: {}", report.join("; "));
+    drop(forwarder);
+    berth.stop().await;
+}

@@ -1,0 +1,39 @@
+//! Every configuration under `examples/` parses and builds, so the documentation cannot rot.
+
+use std::path::Path;
+
+use berth::{Config, Gateway, NativeRegistry};
+
+#[test]
+fn every_example_config_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut checked = 0;
+    for entry in walk(&root) {
+        if entry.extension().is_some_and(|e| e == "toml") && entry.file_name().is_some_and(|n| n != "Cargo.toml") {
+            let config = Config::load(&entry).unwrap_or_else(|e| panic!("{e}"));
+            let env = |name: &str| match name {
+                "BERTH_AUTH_USERNAME" => Some("example".to_string()),
+                "BERTH_AUTH_PASSWORD" => Some("example".to_string()),
+                _ => None,
+            };
+            Gateway::build_with_env(&config, &NativeRegistry::builtin(), &env).unwrap_or_else(|e| panic!("{e}"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no example configuration found under {}", root.display());
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "target") {
+                files.extend(walk(&path));
+            }
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

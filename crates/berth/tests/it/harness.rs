@@ -1,0 +1,83 @@
+//! Starts a real berth on `127.0.0.1:0` inside the test's runtime, with its own shutdown.
+
+use std::{net::SocketAddr, path::Path};
+
+use base64::Engine;
+use berth::{Config, Gateway, NativeRegistry};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+/// The user every test configuration defines.
+pub(crate) const USER: &str = "alice";
+/// Alice's password.
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
+
+/// A configuration with one user and the built-in `conformance` backend, plus `extra`.
+pub(crate) fn config_with(extra: &str) -> String {
+    format!(
+        "[[auth.users]]\nname = \"{USER}\"\npassword = \"{PASSWORD}\"\n\n\
+         [backends.conformance]\nkind = \"native\"\nrequired = true\n\n{extra}"
+    )
+}
+
+/// `Authorization: Basic ...` for a user and password.
+pub(crate) fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// Alice's Authorization header value.
+pub(crate) fn alice() -> String {
+    basic(USER, PASSWORD)
+}
+
+/// A berth serving in the background of the current runtime.
+pub(crate) struct Berth {
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Berth {
+    /// Starts berth on a configuration given as TOML text.
+    pub(crate) async fn start(toml: &str) -> Self {
+        let config = Config::parse(toml, Some(Path::new("test.toml"))).expect("valid test config");
+        let gateway =
+            Gateway::build_with_env(&config, &NativeRegistry::builtin(), &|_| None).expect("gateway builds");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Starts berth with the default test configuration.
+    pub(crate) async fn default() -> Self {
+        Self::start(&config_with("")).await
+    }
+
+    /// `http://127.0.0.1:port{path}`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Begins shutdown and waits until `serve` has returned.
+    pub(crate) async fn stop(mut self) {
+        self.stop.take().map(|stop| stop.send(()));
+        if let Some(task) = self.task.take() {
+            task.await.expect("serve does not panic");
+        }
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        self.stop.take().map(|stop| stop.send(()));
+    }
+}
+
+/// A reqwest client that keeps nothing between tests.
+pub(crate) fn http() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}

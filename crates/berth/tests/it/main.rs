@@ -1,0 +1,11 @@
+//! berth's integration tests: one binary, real HTTP over loopback, real MCP clients.
+
+mod checklist;
+mod cli;
+mod conformance;
+mod examples;
+mod forwarder;
+mod harness;
+mod mcp_client;
+mod shutdown;
+mod statuses;
