@@ -127,7 +127,7 @@ where
                 Authenticator::None => return inner.call(request).await,
                 Authenticator::Basic { users, challenge } => (users, challenge),
             };
-            let client = request.extensions().get::<ClientAddr>().map(|c| c.0.to_string());
+            let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip().to_string());
             let client = client.as_deref().unwrap_or("-");
             let path = request.uri().path().to_string();
             let Some(credential) = credential else {

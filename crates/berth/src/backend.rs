@@ -3,7 +3,7 @@
 //! A closed enum rather than trait objects: every kind is known to the gateway, and a new kind
 //! is a new variant whose lifecycle (readiness, shutdown) the compiler makes us handle.
 
-use std::convert::Infallible;
+use std::{convert::Infallible, sync::Arc};
 
 use http::{Request, Response};
 use tower::ServiceExt;
@@ -11,6 +11,7 @@ use tower::ServiceExt;
 use crate::{
     body::{RequestBody, ResponseBody},
     native::NativeService,
+    stdio::StdioBackend,
 };
 
 /// One configured backend.
@@ -25,12 +26,15 @@ pub(crate) struct Backend {
 pub(crate) enum BackendKind {
     /// An rmcp service served in-process.
     Native(NativeService),
+    /// A stdio server run as processes or containers.
+    Stdio(Arc<StdioBackend>),
 }
 
 impl std::fmt::Debug for BackendKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Native(_) => f.write_str("Native"),
+            Self::Stdio(_) => f.write_str("Stdio"),
         }
     }
 }
@@ -55,6 +59,7 @@ impl Backend {
     pub(crate) fn is_ready(&self) -> bool {
         match &self.kind {
             BackendKind::Native(_) => true,
+            BackendKind::Stdio(stdio) => stdio.is_ready(),
         }
     }
 
@@ -68,14 +73,23 @@ impl Backend {
                     Err(never) => match never {},
                 }
             }
+            BackendKind::Stdio(stdio) => stdio.handle(request).await,
         }
     }
 
-    /// Stops the backend; native services end with the shutdown token, so there is nothing
-    /// more to do for them.
+    /// Starts what must run before the first request (eager instances, reapers).
+    pub(crate) fn start(&self) {
+        if let BackendKind::Stdio(stdio) = &self.kind {
+            stdio.start();
+        }
+    }
+
+    /// Stops the backend; native services end with the shutdown token, stdio backends stop
+    /// every process and container they run.
     pub(crate) async fn shutdown(&self) {
         match &self.kind {
             BackendKind::Native(_) => {}
+            BackendKind::Stdio(stdio) => stdio.shutdown().await,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The command line: `berth serve | check | hash-password`.
+//! The command line: `berth serve | check | hash-password | healthcheck | client-config |
+//! traefik labels`.
 //!
 //! It lives in the library so that a binary with its own native services (see
 //! `examples/native-greeter`) gets the same command line by calling [`run`].
@@ -11,6 +12,10 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
+
+mod client_config;
+mod healthcheck;
+mod traefik;
 
 use crate::{config::Config, gateway::Gateway, native::NativeRegistry};
 
@@ -51,6 +56,63 @@ enum Command {
         /// The bcrypt cost (work factor).
         #[arg(long, default_value_t = 12)]
         cost: u32,
+    },
+    /// GET / on berth's own port and exit 0 on 200, 1 otherwise (the image's HEALTHCHECK).
+    Healthcheck {
+        /// The configuration whose `server.listen` (and `server.tls`) to check.
+        #[arg(long, short, env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+        /// The port, overriding the configuration's.
+        #[arg(long, conflicts_with = "url")]
+        port: Option<u16>,
+        /// A full URL to check instead (http:// or https://; certificates are not verified).
+        #[arg(long)]
+        url: Option<String>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "5s", value_parser = crate::config::ConfigDuration::parse)]
+        timeout: crate::config::ConfigDuration,
+    },
+    /// Print the configuration snippet an MCP client needs to reach a backend.
+    ClientConfig {
+        /// The client.
+        #[arg(long, value_enum)]
+        client: client_config::Client,
+        /// The backend's MCP URL: https://fs.mcp.example.com/mcp or https://mcp.example.com/fs/mcp.
+        #[arg(long)]
+        url: String,
+        /// The user; the password is then read on standard input and the credential filled in.
+        #[arg(long)]
+        user: Option<String>,
+        /// The server's name in the client (default: the backend named by the URL).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Traefik integration.
+    Traefik {
+        #[command(subcommand)]
+        command: TraefikCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TraefikCommand {
+    /// Print the docker-compose labels that route <backend>.<domain> to berth, for every backend.
+    Labels {
+        /// The configuration whose backends get routers.
+        #[arg(long, short, env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+        /// The domain below which the backends live (default: server.base_domain).
+        #[arg(long)]
+        domain: Option<String>,
+        /// Traefik's HTTPS entrypoint.
+        #[arg(long, default_value = "websecure")]
+        entrypoint: String,
+        /// Traefik's ACME certificate resolver.
+        #[arg(long, default_value = "letsencrypt")]
+        resolver: String,
+        /// One HostRegexp router with a wildcard certificate instead of one router per backend.
+        #[arg(long)]
+        wildcard: bool,
     },
 }
 
@@ -111,21 +173,30 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, registry: Na
     ExitCode::SUCCESS
 }
 
-fn hash_password(user: &str, cost: u32) -> ExitCode {
+/// Reads one line on standard input, prompting with `prompt` on a terminal.
+fn read_password(prompt: &str) -> Result<String, ExitCode> {
     if std::io::stdin().is_terminal() {
-        eprintln!("Type the password, then Enter (it is echoed; pipe it in to avoid that):");
+        eprintln!("{prompt} type it, then Enter (it is echoed; pipe it in to avoid that)");
     }
     let mut line = String::new();
     if let Err(error) = std::io::stdin().lock().read_line(&mut line) {
         eprintln!("berth: cannot read the password: {error}");
-        return ExitCode::from(EXIT_USAGE);
+        return Err(ExitCode::from(EXIT_USAGE));
     }
     let password = line.trim_end_matches(['\r', '\n']);
     if password.is_empty() {
         eprintln!("berth: the password is empty");
-        return ExitCode::from(EXIT_USAGE);
+        return Err(ExitCode::from(EXIT_USAGE));
     }
-    match crate::auth::hash_password(password, cost) {
+    Ok(password.to_string())
+}
+
+fn hash_password(user: &str, cost: u32) -> ExitCode {
+    let password = match read_password("The password:") {
+        Ok(password) => password,
+        Err(code) => return code,
+    };
+    match crate::auth::hash_password(&password, cost) {
         Ok(hash) => {
             println!("{user}:{hash}");
             ExitCode::SUCCESS
@@ -160,5 +231,27 @@ pub fn run(registry: NativeRegistry) -> ExitCode {
             Err(code) => code,
         },
         Command::HashPassword { user, cost } => hash_password(&user, cost),
+        Command::Healthcheck { config, port, url, timeout } => {
+            healthcheck::run(config.as_deref(), port, url.as_deref(), timeout.0)
+        }
+        Command::ClientConfig { client, url, user, name } => {
+            client_config::run(client, &url, user.as_deref(), name.as_deref())
+        }
+        Command::Traefik { command: TraefikCommand::Labels { config, domain, entrypoint, resolver, wildcard } } => {
+            let loaded = match &config {
+                Some(path) => Config::load(path),
+                None => Config::builtin(registry.names().map(str::to_owned)),
+            };
+            match loaded {
+                Ok(config) => {
+                    let options = traefik::LabelOptions { domain: String::new(), port: 0, entrypoint, resolver, wildcard };
+                    traefik::run(&config, domain, options)
+                }
+                Err(error) => {
+                    eprintln!("berth: invalid configuration: {error}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! Everything is checked before a port is bound. A bad file is reported with its path, line and
 //! field so that `berth check` and a failed start-up say exactly what to fix.
 
+mod backend;
+mod tls;
 mod values;
 
 use std::{
@@ -15,6 +17,10 @@ use std::{
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
+pub(crate) use tls::TlsConfig;
+pub(crate) use backend::{
+    BackendConfig, BackendSpec, DockerSpec, ImagePull, LaunchSpec, ProcessSpec, Sharing, StartMode, StdioSpec,
+};
 pub(crate) use values::{ConfigDuration, EnvSecret, EnvString};
 
 /// The variable naming the user created from the environment.
@@ -75,6 +81,9 @@ pub struct Config {
     /// Where the configuration was read from, for error messages.
     #[serde(skip)]
     pub source: Source,
+    /// The validated backends, by name.
+    #[serde(skip)]
+    pub specs: BTreeMap<String, BackendSpec>,
 }
 
 /// Where a configuration came from, so that later validation errors can name a line.
@@ -139,6 +148,11 @@ pub struct ServerConfig {
     pub shutdown_grace: ConfigDuration,
     /// Interval of SSE keep-alive comments on open streams.
     pub sse_keep_alive: ConfigDuration,
+    /// Peers (IP addresses or CIDR blocks) whose `X-Forwarded-For/-Proto/-Host` are believed:
+    /// the reverse proxy in front of berth. Other peers' `X-Forwarded-*` are removed.
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// Terminate TLS in berth itself, when no reverse proxy does.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -153,6 +167,8 @@ impl Default for ServerConfig {
             header_read_timeout: ConfigDuration(Duration::from_secs(10)),
             shutdown_grace: ConfigDuration(Duration::from_secs(10)),
             sse_keep_alive: ConfigDuration(Duration::from_secs(15)),
+            trusted_proxies: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -229,34 +245,6 @@ pub struct UserConfig {
     pub password: Option<EnvSecret>,
 }
 
-/// `[backends.<name>]`: one backend, whose `kind` picks how it runs.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum BackendConfig {
-    /// An rmcp service compiled into berth.
-    Native(NativeBackendConfig),
-}
-
-impl BackendConfig {
-    /// Whether `/readyz` waits for this backend.
-    pub fn required(&self) -> bool {
-        match self {
-            Self::Native(native) => native.required,
-        }
-    }
-}
-
-/// `kind = "native"`: a service from berth's native registry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NativeBackendConfig {
-    /// The registered service; defaults to the backend's name.
-    pub service: Option<String>,
-    /// Whether `/readyz` waits for this backend.
-    #[serde(default)]
-    pub required: bool,
-}
-
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -295,19 +283,26 @@ impl Config {
             auth: AuthSetting::default(),
             backends: BTreeMap::new(),
             source: Source::default(),
+            specs: BTreeMap::new(),
         };
         for name in native_services {
-            let backend = BackendConfig::Native(NativeBackendConfig { service: None, required: true });
+            let backend: BackendConfig =
+                toml::from_str("kind = \"native\"\nrequired = true").expect("a valid backend table");
             config.backends.insert(name, Spanned::new(0..0, backend));
         }
         config.validate()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&mut self) -> Result<(), ConfigError> {
         for (name, backend) in &self.backends {
             validate_backend_name(name)
                 .map_err(|message| self.source.invalid(Some(backend.span()), format!("backends.{name}"), message))?;
+            let spec = backend
+                .get_ref()
+                .validate(name)
+                .map_err(|(field, message)| self.source.invalid(Some(backend.span()), field, message))?;
+            self.specs.insert(name.clone(), spec);
         }
         for host in &self.server.public_hosts {
             crate::host::HostPattern::parse(host.get_ref()).map_err(|message| {
@@ -334,6 +329,16 @@ impl Config {
                         format!("`{}` is not a domain name such as mcp.example.com", domain.get_ref()),
                     )
                 })?;
+        }
+        for proxy in &self.server.trusted_proxies {
+            crate::forwarded::ProxyNet::parse(proxy.get_ref()).map_err(|message| {
+                self.source.invalid(Some(proxy.span()), "server.trusted_proxies", message)
+            })?;
+        }
+        if let Some(tls) = &self.server.tls
+            && tls.reload_interval.0.is_zero()
+        {
+            return Err(self.source.invalid(None, "server.tls.reload_interval", "must be greater than zero"));
         }
         let positive = [
             ("server.max_body_bytes", self.server.max_body_bytes),

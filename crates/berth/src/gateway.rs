@@ -8,13 +8,16 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::{Authenticator, Users},
     backend::{Backend, BackendKind},
-    config::{AuthSetting, BackendConfig, Config, ConfigError, ENV_PASSWORD, ENV_USERNAME},
+    config::{AuthSetting, BackendSpec, Config, ConfigError, ENV_PASSWORD, ENV_USERNAME, LaunchSpec},
+    forwarded::{ProxyNet, TrustedProxies},
     host::{HostPattern, HostPolicy, parse_origin},
     native::{NativeOptions, NativeRegistry},
     route::Routes,
     secret::Secret,
     server::{ServeOptions, serve},
     stack::{StackParts, build},
+    stdio::{DockerHub, Launcher, StdioBackend},
+    tls::Tls,
 };
 
 /// A gateway built from a [`Config`]: its backends, users and HTTP stack.
@@ -24,6 +27,18 @@ pub struct Gateway {
     parts: StackParts,
     options: ServeOptions,
     shutdown: CancellationToken,
+    docker: Option<Arc<DockerHub>>,
+}
+
+/// A stable name of this berth, for the `berth.owner` label of its containers: the host name
+/// (a container's own name in Docker or Kubernetes), so that a restarted berth finds and
+/// removes what its previous run left behind.
+fn owner_name(env: EnvLookup<'_>) -> String {
+    env("BERTH_INSTANCE_NAME")
+        .or_else(|| env("HOSTNAME"))
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "berth".to_string())
 }
 
 /// Reads the environment; a seam so tests can supply their own.
@@ -101,23 +116,38 @@ impl Gateway {
             sse_keep_alive: server.sse_keep_alive.0,
             shutdown: shutdown.clone(),
         };
+        let needs_docker =
+            config.specs.values().any(|spec| matches!(spec, BackendSpec::Stdio(stdio) if matches!(stdio.launch, LaunchSpec::Docker(_))));
+        let docker = if needs_docker {
+            let engine = berth_docker::Engine::new(&owner_name(env))
+                .map_err(|error| config.source.invalid(None, "DOCKER_HOST", error.to_string()))?;
+            Some(DockerHub::new(engine))
+        } else {
+            None
+        };
         let mut backends = Vec::new();
-        for (name, spanned) in &config.backends {
-            let backend = match spanned.get_ref() {
-                BackendConfig::Native(native_config) => {
-                    let service_name = native_config.service.as_deref().unwrap_or(name);
-                    let service = registry.build(service_name, &native).ok_or_else(|| {
+        for (name, spec) in &config.specs {
+            let spanned = &config.backends[name];
+            let required = spanned.get_ref().required;
+            let kind = match spec {
+                BackendSpec::Native { service } => {
+                    let built = registry.build(service, &native).ok_or_else(|| {
                         let known: Vec<&str> = registry.names().collect();
                         config.source.invalid(
                             Some(spanned.span()),
                             format!("backends.{name}.service"),
-                            format!("no native service `{service_name}` (this binary has: {})", known.join(", ")),
+                            format!("no native service `{service}` (this binary has: {})", known.join(", ")),
                         )
                     })?;
-                    Backend::new(name, native_config.required, BackendKind::Native(service))
+                    BackendKind::Native(built)
+                }
+                BackendSpec::Stdio(stdio) => {
+                    let stdio = Arc::new(stdio.clone());
+                    let launcher = Arc::new(Launcher::new(name, Arc::clone(&stdio), docker.clone()));
+                    BackendKind::Stdio(Arc::new(StdioBackend::new(name, stdio, launcher, server.sse_keep_alive.0, &shutdown)))
                 }
             };
-            backends.push(Arc::new(backend));
+            backends.push(Arc::new(Backend::new(name, required, kind)));
         }
         let mut hosts: Vec<HostPattern> = server
             .public_hosts
@@ -146,13 +176,29 @@ impl Gateway {
             authenticator,
             host_policy: Arc::new(HostPolicy::new(hosts, origins)),
             max_body_bytes: server.max_body_bytes,
+            trusted_proxies: Arc::new(TrustedProxies::new(
+                server
+                    .trusted_proxies
+                    .iter()
+                    .map(|proxy| ProxyNet::parse(proxy.get_ref()).expect("validated with the config"))
+                    .collect(),
+            )),
         };
         let options = ServeOptions {
             max_connections: server.max_connections,
             header_read_timeout: server.header_read_timeout.0,
             shutdown_grace: server.shutdown_grace.0,
+            tls: match &server.tls {
+                None => None,
+                Some(tls) => {
+                    let base = config.source.path.as_deref().and_then(std::path::Path::parent);
+                    let loaded = Tls::load(tls, base)
+                        .map_err(|error| config.source.invalid(Some(tls.cert.span()), "server.tls", error.to_string()))?;
+                    Some(Arc::new(loaded))
+                }
+            },
         };
-        Ok(Self { routes, parts, options, shutdown })
+        Ok(Self { routes, parts, options, shutdown, docker })
     }
 
     /// Whether requests are served without authentication.
@@ -169,10 +215,16 @@ impl Gateway {
 
     /// Serves on `listener` until `shutdown` completes, then drains and stops every backend.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        serve(listener, build(self.parts.clone()), self.options.clone(), self.shutdown.clone(), shutdown).await;
-        for backend in self.routes.backends() {
-            backend.shutdown().await;
+        if let Some(docker) = &self.docker {
+            docker.start(self.shutdown.clone()).await;
         }
+        for backend in self.routes.backends() {
+            backend.start();
+        }
+        serve(listener, build(self.parts.clone()), self.options.clone(), self.shutdown.clone(), shutdown).await;
+        // Every backend stops at once: each may wait out its servers' grace periods.
+        futures::future::join_all(self.routes.backends().map(|backend| backend.shutdown())).await;
+        self.shutdown.cancel();
     }
 }
 

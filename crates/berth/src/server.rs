@@ -18,7 +18,7 @@ use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::{body::BodyError, stack::HttpStack};
+use crate::{body::BodyError, stack::HttpStack, tls::Tls};
 
 /// The address of the client at the other end of the connection, put in every request's
 /// extensions (for logs of failed logins, and later rate limits).
@@ -34,6 +34,8 @@ pub(crate) struct ServeOptions {
     pub header_read_timeout: Duration,
     /// Time in-flight requests get to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// TLS termination, when `server.tls` is configured.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// Serves `stack` on `listener` until `shutdown` completes, then drains.
@@ -56,6 +58,7 @@ pub(crate) async fn serve(
         .header_read_timeout(options.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let mut connections = JoinSet::new();
+    let reloader = options.tls.clone().map(|tls| tokio::spawn(tls.watch(streams.child_token())));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -85,18 +88,28 @@ pub(crate) async fn serve(
             request.extensions_mut().insert(ClientAddr(peer));
             stack.clone().oneshot(request)
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let service = TowerToHyperService::new(service);
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), options.tls.clone());
         connections.spawn(async move {
-            if let Err(error) = connection.await {
+            // The TLS handshake happens here, in the connection's own task, so that a slow
+            // client delays nobody else.
+            let result = match tls {
+                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                Some(tls) => match tls.handshake(stream).await {
+                    Ok(stream) => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                    Err(error) => Err(error.into()),
+                },
+            };
+            if let Err(error) = result {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             drop(permit);
         });
     }
     drop(listener);
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     streams.cancel();
     tracing::info!(connections = graceful.count(), "shutting down: draining connections");
     tokio::select! {

@@ -13,6 +13,7 @@ use tower_http::{
 use crate::{
     auth::{AuthLayer, Authenticator},
     body::{BodyError, RequestBody, ResponseBody},
+    forwarded::{self, TrustedProxies},
     host::{self, HostPolicy},
     public::PublicLayer,
     reply::Rejection,
@@ -37,6 +38,8 @@ pub(crate) struct StackParts {
     pub host_policy: Arc<HostPolicy>,
     /// Largest accepted POST body.
     pub max_body_bytes: usize,
+    /// Proxies whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
 fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response<ResponseBody> {
@@ -54,6 +57,10 @@ pub(crate) fn build(parts: StackParts) -> HttpStack {
             header::PROXY_AUTHORIZATION,
             header::COOKIE,
         ]))
+        // Settle who the client is and which host it asked for before any layer reads them:
+        // only trusted proxies may speak for the client, and untrusted X-Forwarded-* claims are
+        // removed so that no later layer or backend can be fooled by them.
+        .layer(forwarded::layer(Arc::clone(&parts.trusted_proxies)))
         // Trace every request, public ones included, with method, path and status; headers
         // marked sensitive above are shown redacted.
         .layer(TraceLayer::new_for_http())

@@ -132,6 +132,12 @@ fn too_large(limit: usize) -> Rejection {
     )
 }
 
+fn parse_error() -> Rejection {
+    Rejection::new(StatusCode::BAD_REQUEST, "parse_error", "the request body is not valid JSON")
+        .with_id(Some(Value::Null))
+        .with_code(PARSE_ERROR)
+}
+
 /// Reads a body up to `limit` bytes.
 async fn read_bounded(body: RequestBody, limit: usize) -> Result<Bytes, Rejection> {
     let mut body = body;
@@ -181,10 +187,21 @@ async fn check_post(request: Request<RequestBody>, limit: usize) -> Result<Reque
     if let Err(rejection) = check_protocol_version(headers) {
         return reject(rejection);
     }
-    if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
-        return Err(Rejection::new(StatusCode::BAD_REQUEST, "parse_error", "the request body is not valid JSON")
-            .with_id(Some(Value::Null))
-            .with_code(PARSE_ERROR));
+    let standard_headers = headers
+        .get(PROTOCOL_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v >= crate::mcp_headers::STANDARD_HEADERS_VERSION);
+    if standard_headers {
+        // Only the newest generation routes on headers; only then is the body parsed here.
+        let message: Value = serde_json::from_slice(&bytes).map_err(|_| parse_error())?;
+        if let Err(reason) = crate::mcp_headers::check(headers, &message) {
+            return reject(
+                Rejection::new(StatusCode::BAD_REQUEST, "header_mismatch", reason)
+                    .with_code(crate::mcp_headers::HEADER_MISMATCH),
+            );
+        }
+    } else if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+        return Err(parse_error());
     }
     Ok(Request::from_parts(parts, request_body(bytes)))
 }

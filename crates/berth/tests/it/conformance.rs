@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::{
     forwarder,
-    harness::{Berth, alice, config_with},
+    harness::{Berth, alice, config_with, workspace_bin},
 };
 
 #[derive(Debug, Deserialize)]
@@ -29,6 +29,8 @@ struct ExpectedFailures {
 struct ExpectedFailure {
     spec: String,
     scenario: String,
+    /// The routes it fails on; all when absent.
+    routes: Option<Vec<String>>,
     reason: String,
 }
 
@@ -59,18 +61,17 @@ fn results(outdir: &Path) -> BTreeMap<String, Vec<String>> {
     scenarios
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_suite_passes_through_the_whole_stack() {
+/// Runs both spec versions of the suite against `route` of a berth with `config`; `label` names
+/// the route in expected failures (`route = "..."`, default all routes).
+async fn run_suite(config: &str, route: &str) -> Vec<String> {
     let root = repo_root();
     let expected: ExpectedFailures = toml::from_str(
         &std::fs::read_to_string(root.join("tests/conformance-expected-failures.toml")).unwrap(),
     )
     .unwrap();
-    // Public hosts are configured as behind a proxy; loopback stays allowed, so the suite's
-    // DNS-rebinding scenario (a foreign Host on a localhost URL) must be refused.
-    let berth = Berth::start(&config_with("[server]\npublic_hosts = [\"mcp.example.com\"]\n")).await;
+    let berth = Berth::start(config).await;
     let forwarder = forwarder::start(berth.addr, alice()).await;
-    let url = format!("http://127.0.0.1:{}/conformance/mcp", forwarder.addr.port());
+    let url = format!("http://127.0.0.1:{}/{route}/mcp", forwarder.addr.port());
     let mut report = Vec::new();
     for spec in ["2025-11-25", "2026-07-28"] {
         let outdir = tempfile::tempdir().unwrap();
@@ -84,22 +85,50 @@ async fn official_suite_passes_through_the_whole_stack() {
         let scenarios = results(outdir.path());
         assert!(
             scenarios.len() >= 20,
-            "{spec}: only {} scenarios ran\n{}\n{}",
+            "{route} {spec}: only {} scenarios ran\n{}\n{}",
             scenarios.len(),
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let allowed: BTreeSet<&str> =
-            expected.failure.iter().filter(|f| f.spec == spec).map(|f| f.scenario.as_str()).collect();
+        let allowed: BTreeSet<&str> = expected
+            .failure
+            .iter()
+            .filter(|f| f.spec == spec && f.routes.as_ref().is_none_or(|routes| routes.iter().any(|r| r == route)))
+            .map(|f| f.scenario.as_str())
+            .collect();
         let failing: BTreeMap<&str, &Vec<String>> =
             scenarios.iter().filter(|(_, failed)| !failed.is_empty()).map(|(s, f)| (s.as_str(), f)).collect();
         let unexpected: Vec<_> = failing.iter().filter(|(s, _)| !allowed.contains(*s)).collect();
-        assert!(unexpected.is_empty(), "{spec}: unexpected failures: {unexpected:#?}");
+        assert!(unexpected.is_empty(), "{route} {spec}: unexpected failures: {unexpected:#?}");
         let stale: Vec<_> = allowed.iter().filter(|s| !failing.contains_key(*s)).collect();
-        assert!(stale.is_empty(), "{spec}: listed as failing but passed (remove them): {stale:?}");
-        report.push(format!("{spec}: {}/{} scenarios passed", scenarios.len() - failing.len(), scenarios.len()));
+        assert!(stale.is_empty(), "{route} {spec}: listed as failing but passed (remove them): {stale:?}");
+        report.push(format!("{route} {spec}: {}/{} scenarios passed", scenarios.len() - failing.len(), scenarios.len()));
     }
-    println!("conformance through berth: {}", report.join("; "));
     drop(forwarder);
     berth.stop().await;
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_suite_passes_natively() {
+    // Public hosts are configured as behind a proxy; loopback stays allowed, so the suite's
+    // DNS-rebinding scenario (a foreign Host on a localhost URL) must be refused.
+    let config = config_with("[server]\npublic_hosts = [\"mcp.example.com\"]\n");
+    println!("{}", run_suite(&config, "conformance").await.join("\n"));
+}
+
+/// The same suite against the `berth-conformance` stdio binary run as a process, shared by
+/// every session or one per session: a relayed server must behave as it does natively.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_suite_passes_through_process_backends() {
+    let binary = workspace_bin("berth-conformance", "berth-conformance");
+    let config = config_with(&format!(
+        "[server]\npublic_hosts = [\"mcp.example.com\"]\n\
+         [backends.proc-shared]\nkind = \"process\"\ncommand = \"{0}\"\n\
+         [backends.proc-session]\nkind = \"process\"\ncommand = \"{0}\"\nsharing = \"per-session\"\n",
+        binary.display()
+    ));
+    let mut report = run_suite(&config, "proc-shared").await;
+    report.extend(run_suite(&config, "proc-session").await);
+    println!("{}", report.join("\n"));
 }

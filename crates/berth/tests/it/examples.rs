@@ -1,4 +1,11 @@
-//! Every configuration under `examples/` parses and builds, so the documentation cannot rot.
+//! Every configuration under `examples/` for the `berth` binary parses and builds, so the
+//! documentation cannot rot.
+//!
+//! The rule: a configuration belongs to the binary of the nearest crate around it. Files inside
+//! an example crate (a directory with its own `Cargo.toml`, such as `examples/native-greeter`)
+//! name services of that crate's registry, which `berth` does not have, so that crate's own
+//! tests check them with its registry. Every other file is for `berth` and is checked here with
+//! the built-in registry, so a misspelt service name still fails.
 
 use std::path::Path;
 
@@ -28,7 +35,8 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            if path.file_name().is_some_and(|n| n != "target") {
+            let example_crate = path.join("Cargo.toml").is_file();
+            if path.file_name().is_some_and(|n| n != "target") && !example_crate {
                 files.extend(walk(&path));
             }
         } else {

@@ -81,3 +81,22 @@ impl Drop for Berth {
 pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }
+
+/// The path of a binary of this workspace (`berth-conformance`, fixtures), building it first
+/// if the test run did not (a filtered `cargo test -p berth` builds only berth's own).
+pub(crate) fn workspace_bin(package: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let path = dir.join(name);
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", package, "--bin", name])
+            .env("CARGO_TARGET_DIR", dir.parent().unwrap())
+            .status()
+            .unwrap();
+        assert!(status.success(), "building {name} failed");
+    }
+    path
+}

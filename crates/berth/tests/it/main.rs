@@ -3,9 +3,12 @@
 mod checklist;
 mod cli;
 mod conformance;
+mod deploy;
 mod examples;
 mod forwarder;
 mod harness;
 mod mcp_client;
+mod proxy;
 mod shutdown;
 mod statuses;
+mod tls;

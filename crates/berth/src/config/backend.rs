@@ -1,0 +1,451 @@
+//! `[backends.<name>]`: one strict table for every kind, validated into a typed [`BackendSpec`].
+//!
+//! A single flat table (rather than a serde-tagged enum) keeps `deny_unknown_fields` and the
+//! line numbers of errors; validation then rejects fields that do not belong to the `kind`
+//! ("`image` is not a field of kind = \"process\"") and builds the typed spec.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use super::values::{ConfigDuration, EnvString};
+
+/// The raw table, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `native`, `process` or `docker`.
+    pub kind: BackendKindName,
+    /// Whether `/readyz` waits for this backend.
+    #[serde(default)]
+    pub required: bool,
+
+    /// native: the registered service (defaults to the backend's name).
+    pub service: Option<String>,
+
+    /// process: the program to run.
+    pub command: Option<EnvString>,
+    /// process: its arguments; docker: the container's command (overrides the image's CMD).
+    pub args: Option<Vec<EnvString>>,
+    /// process: the working directory; docker: the container's working directory.
+    pub cwd: Option<EnvString>,
+
+    /// docker: the image.
+    pub image: Option<String>,
+    /// docker: `never` (default) or `if-missing`.
+    pub image_pull: Option<ImagePull>,
+    /// docker: the entrypoint, overriding the image's.
+    pub entrypoint: Option<Vec<String>>,
+    /// docker: `none` (default) or another Docker network mode.
+    pub network_mode: Option<String>,
+    /// docker: capabilities dropped (default `["ALL"]`).
+    pub cap_drop: Option<Vec<String>>,
+    /// docker: capabilities added back.
+    pub cap_add: Option<Vec<String>>,
+    /// docker: read-only root filesystem (default true).
+    pub read_only: Option<bool>,
+    /// docker: tmpfs mounts (default `["/tmp"]`).
+    pub tmpfs: Option<Vec<String>>,
+    /// docker: memory limit such as `"512m"` (default `"512m"`).
+    pub memory: Option<String>,
+    /// docker: CPU limit in cores (default 1.0).
+    pub cpus: Option<f64>,
+    /// docker: most processes in the container (default 256).
+    pub pids_limit: Option<i64>,
+    /// docker: the user to run as (default `"65534:65534"`, nobody); `""` keeps the image's.
+    pub user: Option<String>,
+    /// docker: run an init process that reaps zombies (default true).
+    pub init: Option<bool>,
+    /// docker: set `no-new-privileges` (default true).
+    pub no_new_privileges: Option<bool>,
+    /// docker: bind mounts `"host:container"`, read-only unless `":rw"` is appended.
+    pub volumes: Option<Vec<EnvString>>,
+
+    /// process, docker: environment variables of the server.
+    pub env: Option<BTreeMap<String, EnvString>>,
+    /// process, docker: environment variables read from files (secrets; never logged).
+    pub env_files: Option<BTreeMap<String, EnvString>>,
+    /// process, docker: `shared` (default) or `per-session`.
+    pub sharing: Option<Sharing>,
+    /// process, docker: `lazy` (default) or `eager`.
+    pub start: Option<StartMode>,
+    /// process, docker: how long a request may wait for its answer; progress notifications
+    /// restart the clock (default 10m).
+    pub request_timeout: Option<ConfigDuration>,
+    /// process, docker: how long the start and the initialize handshake may take (default 60s).
+    pub startup_timeout: Option<ConfigDuration>,
+    /// process, docker: per-session instances idle this long are stopped (default 15m).
+    pub idle_timeout: Option<ConfigDuration>,
+    /// process, docker: most per-session instances at once (default 64).
+    pub max_instances: Option<usize>,
+    /// process, docker: largest JSON-RPC message accepted from the server (default 16 MiB).
+    pub max_message_bytes: Option<usize>,
+    /// process, docker: time the server gets to exit after its stdin closes (default 5s).
+    pub stop_grace: Option<ConfigDuration>,
+}
+
+/// The `kind` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKindName {
+    /// An rmcp service compiled into berth.
+    Native,
+    /// A local child process speaking MCP over stdio.
+    Process,
+    /// A Docker container speaking MCP over its attached stdio.
+    Docker,
+}
+
+/// How client sessions map onto server instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sharing {
+    /// One instance serves every session.
+    #[default]
+    Shared,
+    /// One instance per session.
+    PerSession,
+}
+
+/// When the (shared) instance starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartMode {
+    /// On first use.
+    #[default]
+    Lazy,
+    /// When berth starts.
+    Eager,
+}
+
+/// Whether berth may pull a missing image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImagePull {
+    /// Never: the image must be present.
+    #[default]
+    Never,
+    /// Pull when the image is not present.
+    IfMissing,
+}
+
+/// A validated backend.
+#[derive(Debug, Clone)]
+pub enum BackendSpec {
+    /// A native service.
+    Native {
+        /// The registered service name.
+        service: String,
+    },
+    /// A stdio server run as a process or container.
+    Stdio(StdioSpec),
+}
+
+/// What runs the stdio server.
+#[derive(Debug, Clone)]
+pub enum LaunchSpec {
+    /// A local process.
+    Process(ProcessSpec),
+    /// A Docker container.
+    Docker(DockerSpec),
+}
+
+/// A validated stdio backend.
+#[derive(Debug, Clone)]
+pub struct StdioSpec {
+    /// How to start an instance.
+    pub launch: LaunchSpec,
+    /// Environment of the server (plain values and secrets read from files).
+    pub env: Vec<(String, String)>,
+    /// Names of the variables that hold secrets, so that they are never logged.
+    pub secret_env: Vec<String>,
+    /// Sessions to instances.
+    pub sharing: Sharing,
+    /// When the shared instance starts.
+    pub start: StartMode,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+    /// Start and handshake timeout.
+    pub startup_timeout: Duration,
+    /// Idle stop of per-session instances.
+    pub idle_timeout: Duration,
+    /// Cap on per-session instances.
+    pub max_instances: usize,
+    /// Largest accepted message from the server.
+    pub max_message_bytes: usize,
+    /// Time to exit after stdin closes.
+    pub stop_grace: Duration,
+}
+
+/// A local process.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// The program.
+    pub command: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Its working directory.
+    pub cwd: Option<PathBuf>,
+}
+
+/// A Docker container and its hardening.
+#[derive(Debug, Clone)]
+pub struct DockerSpec {
+    /// The image.
+    pub image: String,
+    /// Pull policy.
+    pub image_pull: ImagePull,
+    /// Command override.
+    pub command: Option<Vec<String>>,
+    /// Entrypoint override.
+    pub entrypoint: Option<Vec<String>>,
+    /// Working directory.
+    pub workdir: Option<String>,
+    /// Network mode.
+    pub network_mode: String,
+    /// Dropped capabilities.
+    pub cap_drop: Vec<String>,
+    /// Added capabilities.
+    pub cap_add: Vec<String>,
+    /// Read-only root filesystem.
+    pub read_only: bool,
+    /// tmpfs mount points.
+    pub tmpfs: Vec<String>,
+    /// Memory limit in bytes.
+    pub memory_bytes: i64,
+    /// CPU limit in nano-CPUs.
+    pub nano_cpus: i64,
+    /// Process limit.
+    pub pids_limit: i64,
+    /// User, or `None` for the image's.
+    pub user: Option<String>,
+    /// Init process.
+    pub init: bool,
+    /// `no-new-privileges`.
+    pub no_new_privileges: bool,
+    /// Bind mounts as Docker `host:container[:ro|rw]` strings.
+    pub binds: Vec<String>,
+}
+
+/// Parses `"512m"`, `"1g"`, `"65536k"` or a plain number of bytes.
+fn parse_bytes(text: &str) -> Option<i64> {
+    let text = text.trim().to_ascii_lowercase();
+    let (number, factor) = match text.chars().last()? {
+        'k' => (&text[..text.len() - 1], 1 << 10),
+        'm' => (&text[..text.len() - 1], 1 << 20),
+        'g' => (&text[..text.len() - 1], 1 << 30),
+        _ => (text.as_str(), 1),
+    };
+    number.trim().parse::<i64>().ok().filter(|n| *n > 0).map(|n| n * factor)
+}
+
+impl BackendConfig {
+    /// The names of the fields set in this table that do not belong to its kind.
+    fn foreign_fields(&self) -> Vec<&'static str> {
+        let native = [("service", self.service.is_some())];
+        let process = [("command", self.command.is_some())];
+        let docker = [
+            ("image", self.image.is_some()),
+            ("image_pull", self.image_pull.is_some()),
+            ("entrypoint", self.entrypoint.is_some()),
+            ("network_mode", self.network_mode.is_some()),
+            ("cap_drop", self.cap_drop.is_some()),
+            ("cap_add", self.cap_add.is_some()),
+            ("read_only", self.read_only.is_some()),
+            ("tmpfs", self.tmpfs.is_some()),
+            ("memory", self.memory.is_some()),
+            ("cpus", self.cpus.is_some()),
+            ("pids_limit", self.pids_limit.is_some()),
+            ("user", self.user.is_some()),
+            ("init", self.init.is_some()),
+            ("no_new_privileges", self.no_new_privileges.is_some()),
+            ("volumes", self.volumes.is_some()),
+        ];
+        let stdio = [
+            ("args", self.args.is_some()),
+            ("cwd", self.cwd.is_some()),
+            ("env", self.env.is_some()),
+            ("env_files", self.env_files.is_some()),
+            ("sharing", self.sharing.is_some()),
+            ("start", self.start.is_some()),
+            ("request_timeout", self.request_timeout.is_some()),
+            ("startup_timeout", self.startup_timeout.is_some()),
+            ("idle_timeout", self.idle_timeout.is_some()),
+            ("max_instances", self.max_instances.is_some()),
+            ("max_message_bytes", self.max_message_bytes.is_some()),
+            ("stop_grace", self.stop_grace.is_some()),
+        ];
+        let foreign: Vec<(&'static str, bool)> = match self.kind {
+            BackendKindName::Native => process.iter().chain(&docker).chain(&stdio).copied().collect(),
+            BackendKindName::Process => native.iter().chain(&docker).copied().collect(),
+            BackendKindName::Docker => native.iter().chain(&process).copied().collect(),
+        };
+        foreign.into_iter().filter(|(_, set)| *set).map(|(name, _)| name).collect()
+    }
+
+    /// Validates the table of backend `name` into a spec; errors are `(field, message)`.
+    pub fn validate(&self, name: &str) -> Result<BackendSpec, (String, String)> {
+        let field = |f: &str| format!("backends.{name}.{f}");
+        if let Some(foreign) = self.foreign_fields().first() {
+            let kind = format!("{:?}", self.kind).to_ascii_lowercase();
+            return Err((field(foreign), format!("`{foreign}` is not a field of kind = \"{kind}\"")));
+        }
+        let launch = match self.kind {
+            BackendKindName::Native => {
+                return Ok(BackendSpec::Native { service: self.service.clone().unwrap_or_else(|| name.to_string()) });
+            }
+            BackendKindName::Process => {
+                let command = self.command.as_ref().map(|c| c.0.clone()).unwrap_or_default();
+                if command.is_empty() {
+                    return Err((field("command"), "a process backend needs a command".into()));
+                }
+                LaunchSpec::Process(ProcessSpec {
+                    command,
+                    args: strings(&self.args),
+                    cwd: self.cwd.as_ref().map(|c| PathBuf::from(&c.0)),
+                })
+            }
+            BackendKindName::Docker => LaunchSpec::Docker(self.docker_spec(&field)?),
+        };
+        let mut env: Vec<(String, String)> =
+            self.env.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+        let mut secret_env = Vec::new();
+        for (key, path) in self.env_files.iter().flatten() {
+            let value = std::fs::read_to_string(&path.0)
+                .map_err(|error| (field("env_files"), format!("cannot read `{}` for {key}: {error}", path.0)))?;
+            env.push((key.clone(), value.trim_end_matches(['\r', '\n']).to_string()));
+            secret_env.push(key.clone());
+        }
+        let duration = |value: Option<ConfigDuration>, default: u64| value.map_or(Duration::from_secs(default), |d| d.0);
+        let max_instances = self.max_instances.unwrap_or(64);
+        if max_instances == 0 {
+            return Err((field("max_instances"), "must be greater than zero".into()));
+        }
+        Ok(BackendSpec::Stdio(StdioSpec {
+            launch,
+            env,
+            secret_env,
+            sharing: self.sharing.unwrap_or_default(),
+            start: self.start.unwrap_or_default(),
+            request_timeout: duration(self.request_timeout, 600),
+            startup_timeout: duration(self.startup_timeout, 60),
+            idle_timeout: duration(self.idle_timeout, 900),
+            max_instances,
+            max_message_bytes: self.max_message_bytes.unwrap_or(16 << 20).max(1024),
+            stop_grace: duration(self.stop_grace, 5),
+        }))
+    }
+
+    fn docker_spec(&self, field: &dyn Fn(&str) -> String) -> Result<DockerSpec, (String, String)> {
+        let image = self.image.clone().filter(|i| !i.is_empty()).ok_or_else(|| (field("image"), "a docker backend needs an image".into()))?;
+        let memory = self.memory.as_deref().unwrap_or("512m");
+        let memory_bytes = parse_bytes(memory)
+            .ok_or_else(|| (field("memory"), format!("`{memory}` is not a size such as \"512m\" or \"1g\"")))?;
+        let cpus = self.cpus.unwrap_or(1.0);
+        if !(cpus > 0.0 && cpus <= 1024.0) {
+            return Err((field("cpus"), "must be a positive number of cores".into()));
+        }
+        let mut binds = Vec::new();
+        for volume in self.volumes.iter().flatten() {
+            let parts: Vec<&str> = volume.0.split(':').collect();
+            let bind = match parts.as_slice() {
+                [host, container] => format!("{host}:{container}:ro"),
+                [host, container, mode @ ("ro" | "rw")] => format!("{host}:{container}:{mode}"),
+                _ => {
+                    return Err((field("volumes"), format!("`{}` is not \"host:container\" or \"host:container:rw\"", volume.0)));
+                }
+            };
+            if !parts[1].starts_with('/') {
+                return Err((field("volumes"), format!("the container path in `{}` must be absolute", volume.0)));
+            }
+            binds.push(bind);
+        }
+        let user = match self.user.as_deref() {
+            None => Some("65534:65534".to_string()),
+            Some("") => None,
+            Some(user) => Some(user.to_string()),
+        };
+        Ok(DockerSpec {
+            image,
+            image_pull: self.image_pull.unwrap_or_default(),
+            command: self.args.as_ref().map(|_| strings(&self.args)),
+            entrypoint: self.entrypoint.clone(),
+            workdir: self.cwd.as_ref().map(|c| c.0.clone()),
+            network_mode: self.network_mode.clone().unwrap_or_else(|| "none".into()),
+            cap_drop: self.cap_drop.clone().unwrap_or_else(|| vec!["ALL".into()]),
+            cap_add: self.cap_add.clone().unwrap_or_default(),
+            read_only: self.read_only.unwrap_or(true),
+            tmpfs: self.tmpfs.clone().unwrap_or_else(|| vec!["/tmp".into()]),
+            memory_bytes,
+            nano_cpus: (cpus * 1e9) as i64,
+            pids_limit: self.pids_limit.unwrap_or(256),
+            user,
+            init: self.init.unwrap_or(true),
+            no_new_privileges: self.no_new_privileges.unwrap_or(true),
+            binds,
+        })
+    }
+}
+
+fn strings(values: &Option<Vec<EnvString>>) -> Vec<String> {
+    values.iter().flatten().map(|v| v.0.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(text: &str) -> Result<BackendSpec, String> {
+        let config: BackendConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate("x").map_err(|(field, message)| format!("{field}: {message}"))
+    }
+
+    #[test]
+    fn kinds_and_their_fields() {
+        let table = [
+            ("kind = \"native\"", Ok("native")),
+            ("kind = \"native\"\ncommand = \"x\"", Err("backends.x.command: `command` is not a field of kind = \"native\"")),
+            ("kind = \"process\"", Err("backends.x.command: a process backend needs a command")),
+            ("kind = \"process\"\ncommand = \"node\"\nargs = [\"a\"]\nsharing = \"per-session\"", Ok("process")),
+            ("kind = \"process\"\ncommand = \"node\"\nimage = \"x\"", Err("backends.x.image: `image` is not a field of kind = \"process\"")),
+            ("kind = \"docker\"", Err("backends.x.image: a docker backend needs an image")),
+            ("kind = \"docker\"\nimage = \"i\"\nmemory = \"lots\"", Err("backends.x.memory: `lots` is not a size such as \"512m\" or \"1g\"")),
+            ("kind = \"docker\"\nimage = \"i\"\nvolumes = [\"/a:b\"]", Err("backends.x.volumes: the container path in `/a:b` must be absolute")),
+            ("kind = \"docker\"\nimage = \"i\"\nvolumes = [\"/srv:/data\", \"/w:/w:rw\"]", Ok("docker")),
+            ("kind = \"process\"\ncommand = \"n\"\nmax_instances = 0", Err("backends.x.max_instances: must be greater than zero")),
+        ];
+        for (text, expected) in table {
+            let got = validate(text).map(|spec| match spec {
+                BackendSpec::Native { .. } => "native",
+                BackendSpec::Stdio(StdioSpec { launch: LaunchSpec::Process(_), .. }) => "process",
+                BackendSpec::Stdio(StdioSpec { launch: LaunchSpec::Docker(_), .. }) => "docker",
+            });
+            assert_eq!(got.as_deref().map_err(String::as_str), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn docker_defaults_are_hardened() {
+        let BackendSpec::Stdio(StdioSpec { launch: LaunchSpec::Docker(spec), .. }) =
+            validate("kind = \"docker\"\nimage = \"i\"\nvolumes = [\"/srv:/data\"]").unwrap()
+        else {
+            panic!("not docker")
+        };
+        assert_eq!(spec.network_mode, "none");
+        assert_eq!(spec.cap_drop, ["ALL"]);
+        assert!(spec.read_only && spec.init && spec.no_new_privileges);
+        assert_eq!(spec.tmpfs, ["/tmp"]);
+        assert_eq!(spec.memory_bytes, 512 << 20);
+        assert_eq!(spec.user.as_deref(), Some("65534:65534"));
+        assert_eq!(spec.binds, ["/srv:/data:ro"]);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("512m"), Some(512 << 20));
+        assert_eq!(parse_bytes("1G"), Some(1 << 30));
+        assert_eq!(parse_bytes("4096"), Some(4096));
+        assert_eq!(parse_bytes("0"), None);
+        assert_eq!(parse_bytes("x"), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! Stdio backends: MCP servers that speak newline-delimited JSON-RPC on stdin/stdout, run as
+//! local processes (`kind = "process"`) or Docker containers (`kind = "docker"`), served over
+//! Streamable HTTP by berth. See `stdio/README.md` for the protocol subtleties.
+
+mod endpoint;
+mod frame;
+mod instance;
+mod jsonrpc;
+mod launch;
+mod process;
+mod relay;
+mod session;
+mod sse;
+
+pub(crate) use endpoint::StdioBackend;
+pub(crate) use launch::{DockerHub, Launcher};

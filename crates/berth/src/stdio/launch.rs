@@ -1,0 +1,194 @@
+//! Starting one instance of a stdio server, as a process or a container, and stopping it.
+//!
+//! Both kinds hand the relay the same thing: a writer for the server's stdin, chunk streams of
+//! its stdout and stderr, and a handle that reports the exit and stops the instance.
+
+use std::{io, pin::Pin, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use tokio::io::AsyncWrite;
+
+use super::process::{ProcessHandle, spawn_process};
+use crate::config::{LaunchSpec, StdioSpec};
+
+/// A started instance.
+pub(crate) struct Launched {
+    /// The server's stdin.
+    pub(crate) stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    /// The server's stdout, in chunks as they arrive.
+    pub(crate) stdout: BoxStream<'static, io::Result<Bytes>>,
+    /// The server's stderr, in chunks as they arrive.
+    pub(crate) stderr: BoxStream<'static, io::Result<Bytes>>,
+    /// Exit and stop.
+    pub(crate) handle: RunHandle,
+}
+
+/// Why an instance could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LaunchError {
+    /// The process could not be spawned.
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        /// The command.
+        command: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The container could not be created or attached.
+    #[error("{0}")]
+    Docker(#[from] berth_docker::DockerError),
+}
+
+/// The running instance.
+pub(crate) enum RunHandle {
+    /// A process group.
+    Process(ProcessHandle),
+    /// A container.
+    Docker(berth_docker::Container),
+}
+
+impl RunHandle {
+    /// Completes when the instance has exited; answers a description of how.
+    pub(crate) async fn exited(&mut self) -> String {
+        match self {
+            Self::Process(process) => process.exited().await,
+            Self::Docker(container) => container.exited().await,
+        }
+    }
+
+    /// Stops the instance: it has `grace` to exit on its own (its stdin is already closed),
+    /// then it is terminated, then killed; containers are removed.
+    pub(crate) async fn stop(self, grace: Duration) {
+        match self {
+            Self::Process(process) => process.stop(grace).await,
+            Self::Docker(container) => container.stop(grace).await,
+        }
+    }
+}
+
+/// Starts instances of one backend.
+pub(crate) enum Launcher {
+    /// Local processes.
+    Process { spec: Arc<StdioSpec> },
+    /// Containers through a Docker engine.
+    Docker { spec: Arc<StdioSpec>, hub: Arc<DockerHub>, backend: String },
+}
+
+/// The Docker engine shared by every docker backend of a gateway.
+pub(crate) struct DockerHub {
+    engine: berth_docker::Engine,
+    /// Containers left by a previous run of this berth are removed once, before this run
+    /// creates its first container (both carry the same owner label).
+    reaped: tokio::sync::OnceCell<()>,
+}
+
+impl std::fmt::Debug for DockerHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerHub").field("owner", &self.engine.owner()).field("up", &self.engine.is_up()).finish()
+    }
+}
+
+impl DockerHub {
+    /// A hub over `engine`.
+    pub(crate) fn new(engine: berth_docker::Engine) -> Arc<Self> {
+        Arc::new(Self { engine, reaped: tokio::sync::OnceCell::new() })
+    }
+
+    /// Watches the engine's health until `shutdown`, and removes orphans if it answers now.
+    pub(crate) async fn start(&self, shutdown: tokio_util::sync::CancellationToken) {
+        self.engine.watch(shutdown);
+        if self.engine.is_up() {
+            self.reap().await;
+        }
+    }
+
+    async fn reap(&self) {
+        self.reaped
+            .get_or_init(|| async {
+                match self.engine.reap_orphans().await {
+                    Ok(0) => {}
+                    Ok(count) => tracing::info!(count, "removed containers left by a previous run of berth"),
+                    Err(error) => tracing::warn!(%error, "could not remove containers left by a previous run"),
+                }
+            })
+            .await;
+    }
+}
+
+impl Launcher {
+    /// Builds the launcher of a stdio backend; docker backends need the gateway's hub.
+    pub(crate) fn new(backend: &str, spec: Arc<StdioSpec>, hub: Option<Arc<DockerHub>>) -> Self {
+        match (&spec.launch, hub) {
+            (LaunchSpec::Docker(_), Some(hub)) => Self::Docker { spec, hub, backend: backend.to_string() },
+            (LaunchSpec::Docker(_), None) => unreachable!("the gateway builds a hub for docker backends"),
+            (LaunchSpec::Process(_), _) => Self::Process { spec },
+        }
+    }
+
+    /// Whether instances can be started now (the Docker engine answers).
+    pub(crate) fn is_available(&self) -> bool {
+        match self {
+            Self::Process { .. } => true,
+            Self::Docker { hub, .. } => hub.engine.is_up(),
+        }
+    }
+
+    /// Starts one instance labelled `instance_id`.
+    pub(crate) async fn launch(&self, instance_id: &str) -> Result<Launched, LaunchError> {
+        match self {
+            Self::Process { spec } => {
+                let LaunchSpec::Process(process) = &spec.launch else {
+                    unreachable!("a process launcher is only built for process specs")
+                };
+                spawn_process(process, &spec.env).map_err(|source| LaunchError::Spawn {
+                    command: process.command.clone(),
+                    source,
+                })
+            }
+            Self::Docker { spec, hub, backend } => {
+                let LaunchSpec::Docker(docker) = &spec.launch else {
+                    unreachable!("a docker launcher is only built for docker specs")
+                };
+                hub.reap().await;
+                let attached = hub.engine.run(&container_spec(backend, instance_id, docker, &spec.env)).await?;
+                Ok(Launched {
+                    stdin: attached.stdin,
+                    stdout: attached.stdout,
+                    stderr: attached.stderr,
+                    handle: RunHandle::Docker(attached.container),
+                })
+            }
+        }
+    }
+}
+
+fn container_spec(
+    backend: &str,
+    instance_id: &str,
+    docker: &crate::config::DockerSpec,
+    env: &[(String, String)],
+) -> berth_docker::ContainerSpec {
+    berth_docker::ContainerSpec {
+        backend: backend.to_string(),
+        instance: instance_id.to_string(),
+        image: docker.image.clone(),
+        pull_if_missing: docker.image_pull == crate::config::ImagePull::IfMissing,
+        command: docker.command.clone(),
+        entrypoint: docker.entrypoint.clone(),
+        workdir: docker.workdir.clone(),
+        env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        network_mode: docker.network_mode.clone(),
+        cap_drop: docker.cap_drop.clone(),
+        cap_add: docker.cap_add.clone(),
+        read_only: docker.read_only,
+        tmpfs: docker.tmpfs.clone(),
+        memory_bytes: docker.memory_bytes,
+        nano_cpus: docker.nano_cpus,
+        pids_limit: docker.pids_limit,
+        user: docker.user.clone(),
+        init: docker.init,
+        no_new_privileges: docker.no_new_privileges,
+        binds: docker.binds.clone(),
+    }
+}
