@@ -118,7 +118,10 @@ enum TraefikCommand {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // bollard logs request bodies at trace, container environments (secrets) included:
+        // never let them through, whatever RUST_LOG asks for.
+        .add_directive("bollard=info".parse().expect("a valid directive"));
     // Colours only on a terminal: container logs and log shippers get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -9,6 +9,8 @@ mod forwarder;
 mod harness;
 mod mcp_client;
 mod proxy;
+mod raw;
 mod shutdown;
+mod stdio;
 mod statuses;
 mod tls;

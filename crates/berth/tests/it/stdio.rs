@@ -1,0 +1,317 @@
+//! Stdio backends run as local processes, in both sharing modes, against berth's raw
+//! JSON-RPC fixture (`berth-fixture-stdio`): pass-through of what berth does not know, server
+//! requests, progress, isolation of concurrent sessions, crashes, timeouts, limits, leaks.
+
+use std::{collections::HashSet, time::Duration};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::{
+    harness::{Berth, alice, config_with, http, workspace_bin},
+    raw::RawSession,
+};
+
+/// A configuration with the fixture as backend `fx` (shared) and `fx-solo` (per-session),
+/// each with `extra` options.
+fn fixture_config(extra: &str) -> String {
+    let command = workspace_bin("berth-fixtures", "berth-fixture-stdio");
+    config_with(&format!(
+        "[backends.fx]\nkind = \"process\"\ncommand = \"{0}\"\n{extra}\n\
+         [backends.fx-solo]\nkind = \"process\"\ncommand = \"{0}\"\nsharing = \"per-session\"\n{extra}\n",
+        command.display()
+    ))
+}
+
+const BOTH: [&str; 2] = ["fx", "fx-solo"];
+
+fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Processes whose parent is this test process (the instances berth spawned), alive.
+fn children() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split(' ').collect();
+            fields.first() != Some(&"Z") && fields.get(1) == Some(&me.as_str())
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn unknown_fields_and_methods_pass_through() {
+    let berth = Berth::start(&fixture_config("")).await;
+    for backend in BOTH {
+        let session = RawSession::open(&berth.url(&format!("/{backend}/mcp")), json!({})).await;
+        assert_eq!(session.init["result"]["x-extra-init"], "kept", "{backend}: {}", session.init);
+        assert!(session.init["result"]["capabilities"]["x-custom-capability"].is_object());
+        let custom = session.request(json!("c1"), "x/echo", json!({"a": 1, "x-extra-param": [true]})).await;
+        assert_eq!(custom["id"], "c1");
+        assert_eq!(custom["result"]["echo"], json!({"a": 1, "x-extra-param": [true]}), "{backend}: {custom}");
+        assert_eq!(custom["result"]["x-extra"], "from the server");
+        assert_eq!(custom["x-extra-envelope"], 1, "{backend}: unknown envelope fields are kept");
+        let echo = session.request(json!(7), "tools/call", json!({"name": "echo", "arguments": {"text": "hi"}})).await;
+        assert_eq!(echo["result"]["x-extra-result"], json!({"nested": [1, 2, 3]}));
+        assert_eq!(echo["result"]["content"][0]["x-extra-content"], true);
+        let mut stream = session.listen().await;
+        assert_eq!(session.tool("notify", json!({})).await, "notified");
+        let first = stream.next().await.unwrap();
+        assert_eq!(first["method"], "notifications/x-custom", "{backend}: {first}");
+        assert_eq!(first["params"]["x-extra"], 42);
+        assert_eq!(stream.next().await.unwrap()["method"], "notifications/tools/list_changed");
+        let missing = session.request(json!(8), "no/such/method", json!({})).await;
+        assert_eq!(missing["error"]["code"], -32601);
+        assert_eq!(session.delete().await, StatusCode::OK);
+    }
+    berth.stop().await;
+}
+
+#[tokio::test]
+async fn server_requests_reach_the_client_and_come_back() {
+    let berth = Berth::start(&fixture_config("")).await;
+    for backend in BOTH {
+        let session = RawSession::open(&berth.url(&format!("/{backend}/mcp")), json!({"sampling": {}})).await;
+        for method in ["sampling/createMessage", "x/custom-server-request"] {
+            let call = json!({"jsonrpc": "2.0", "id": "q", "method": "tools/call",
+                "params": {"name": "ask", "arguments": {"method": method}}});
+            let mut stream = session.send(call).await;
+            let request = stream.next().await.expect("the server's request");
+            assert_eq!(request["method"], method, "{backend}: {request}");
+            let id = request["id"].clone();
+            assert!(id.as_str().is_some_and(|id| id.starts_with("berth-")), "{id}");
+            assert!(request["params"].get("x-extra-param").is_some(), "unknown params pass through: {request}");
+            let answer = json!({"jsonrpc": "2.0", "id": id, "result": {"model": "m", "role": "assistant",
+                "content": {"type": "text", "text": format!("answer to {method}")}}});
+            assert_eq!(session.send(answer).await.status, StatusCode::ACCEPTED);
+            let result = stream.response().await;
+            assert_eq!(result["id"], "q");
+            let text = result["result"]["content"][0]["text"].as_str().unwrap();
+            assert!(text.contains(&format!("answer to {method}")), "{backend}: {text}");
+        }
+    }
+    berth.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_sessions_on_one_instance_each_get_their_own_answers() {
+    let berth = Berth::start(&fixture_config("")).await;
+    let url = berth.url("/fx/mcp");
+    let tasks: Vec<_> = (0..50)
+        .map(|n| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let session = RawSession::open(&url, json!({})).await;
+                let pid = session.tool("pid", json!({})).await;
+                for call in 0..20 {
+                    // Every session uses the same ids and progress tokens: berth must keep them apart.
+                    let text = format!("session {n} call {call}");
+                    let answer = session
+                        .request(json!(1), "tools/call", json!({"name": "echo", "arguments": {"text": text},
+                            "_meta": {"progressToken": "t"}}))
+                        .await;
+                    assert_eq!(answer["id"], 1);
+                    assert_eq!(answer["result"]["content"][0]["text"], text);
+                }
+                let mut progress = session
+                    .send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                        "params": {"name": "progress", "arguments": {"steps": 3, "ms": 5}, "_meta": {"progressToken": "t"}}}))
+                    .await
+                    .all()
+                    .await;
+                let result = progress.pop().unwrap();
+                assert_eq!(result["result"]["content"][0]["text"], "3 steps");
+                assert_eq!(progress.len(), 3, "exactly this session's progress: {progress:?}");
+                assert!(progress.iter().all(|p| p["params"]["progressToken"] == "t"));
+                session.delete().await;
+                pid
+            })
+        })
+        .collect();
+    let mut pids = HashSet::new();
+    for task in tasks {
+        pids.insert(task.await.unwrap());
+    }
+    assert_eq!(pids.len(), 1, "one shared instance served every session");
+    berth.stop().await;
+}
+
+#[tokio::test]
+async fn a_crash_mid_call_fails_the_call_at_once_and_the_session_lives_on() {
+    let berth = Berth::start(&fixture_config("")).await;
+    for backend in BOTH {
+        let session = RawSession::open(&berth.url(&format!("/{backend}/mcp")), json!({})).await;
+        let pid: u32 = session.tool("pid", json!({})).await.parse().unwrap();
+        let slow = json!({"jsonrpc": "2.0", "id": "slow", "method": "tools/call",
+            "params": {"name": "slow", "arguments": {"ms": 600_000}}});
+        let pending = {
+            let session_url = session.url.clone();
+            let id = session.id.clone();
+            tokio::spawn(async move {
+                let response = http()
+                    .post(&session_url)
+                    .header("authorization", alice())
+                    .header("accept", "application/json, text/event-stream")
+                    .header("content-type", "application/json")
+                    .header("mcp-session-id", id)
+                    .body(slow.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                response.json::<Value>().await.unwrap()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+        // The in-flight call fails now, not when the 10-minute call would have ended (the
+        // raw client's guard would catch a hang).
+        let failed = tokio::time::timeout(Duration::from_secs(30), pending).await.expect("no hang").unwrap();
+        assert_eq!(failed["id"], "slow");
+        assert_eq!(failed["error"]["code"], -32000, "{backend}: {failed}");
+        // The same session works again, on a new process, without initializing again.
+        let again: u32 = session.tool("pid", json!({})).await.parse().unwrap();
+        assert_ne!(again, pid, "{backend}: a new process");
+        assert_eq!(session.tool("echo", json!({"text": "back"})).await, "back");
+    }
+    berth.stop().await;
+}
+
+#[tokio::test]
+async fn per_session_instances_are_private_capped_and_stopped() {
+    let berth = Berth::start(&fixture_config("max_instances = 2")).await;
+    let url = berth.url("/fx-solo/mcp");
+    let first = RawSession::open(&url, json!({})).await;
+    let second = RawSession::open(&url, json!({})).await;
+    let one: u32 = first.tool("pid", json!({})).await.parse().unwrap();
+    let two: u32 = second.tool("pid", json!({})).await.parse().unwrap();
+    assert_ne!(one, two);
+    let (status, body) = RawSession::try_open(&url, json!({})).await.err().expect("over the cap");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body["error"]["message"].as_str().unwrap().contains("max_instances"), "{body}");
+    assert_eq!(first.delete().await, StatusCode::OK);
+    wait_until("the deleted session's process is gone", || !is_alive(one)).await;
+    assert!(is_alive(two));
+    assert_eq!(second.tool("echo", json!({"text": "still here"})).await, "still here");
+    let third = RawSession::open(&url, json!({})).await;
+    assert_eq!(third.tool("echo", json!({"text": "room again"})).await, "room again");
+    assert_eq!(first.send(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).await.status, StatusCode::NOT_FOUND);
+    berth.stop().await;
+    wait_until("every instance is gone after shutdown", || !is_alive(two)).await;
+}
+
+#[tokio::test]
+async fn idle_per_session_instances_are_stopped() {
+    let berth = Berth::start(&fixture_config("idle_timeout = \"300ms\"")).await;
+    let session = RawSession::open(&berth.url("/fx-solo/mcp"), json!({})).await;
+    let pid: u32 = session.tool("pid", json!({})).await.parse().unwrap();
+    wait_until("the idle instance stops", || !is_alive(pid)).await;
+    let gone = session.send(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    berth.stop().await;
+}
+
+#[tokio::test]
+async fn requests_time_out_unless_progress_keeps_them_alive() {
+    let berth = Berth::start(&fixture_config("request_timeout = \"1s\"")).await;
+    let session = RawSession::open(&berth.url("/fx/mcp"), json!({})).await;
+    let timed_out = session.request(json!(1), "tools/call", json!({"name": "slow", "arguments": {"ms": 5000}})).await;
+    assert_eq!(timed_out["error"]["code"], -32001, "{timed_out}");
+    let messages = session
+        .send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "progress", "arguments": {"steps": 6, "ms": 400}, "_meta": {"progressToken": 9}}}))
+        .await
+        .all()
+        .await;
+    let last = messages.last().unwrap();
+    assert_eq!(last["result"]["content"][0]["text"], "6 steps", "progress extends the deadline: {last}");
+    berth.stop().await;
+}
+
+#[tokio::test]
+async fn resource_subscriptions_are_reference_counted() {
+    let berth = Berth::start(&fixture_config("")).await;
+    let url = berth.url("/fx/mcp");
+    let a = RawSession::open(&url, json!({})).await;
+    let b = RawSession::open(&url, json!({})).await;
+    let mut stream_a = a.listen().await;
+    let mut stream_b = b.listen().await;
+    for session in [&a, &b] {
+        let answer = session.request(json!(1), "resources/subscribe", json!({"uri": "test://r"})).await;
+        assert_eq!(answer["result"], json!({}));
+    }
+    assert_eq!(a.tool("subscriptions", json!({})).await, "1 0", "the server saw one subscribe");
+    a.tool("touch", json!({"uri": "test://r"})).await;
+    for stream in [&mut stream_a, &mut stream_b] {
+        let updated = stream.next().await.unwrap();
+        assert_eq!(updated["method"], "notifications/resources/updated");
+        assert_eq!(updated["params"]["uri"], "test://r");
+    }
+    a.request(json!(2), "resources/unsubscribe", json!({"uri": "test://r"})).await;
+    assert_eq!(a.tool("subscriptions", json!({})).await, "1 0", "b still listens");
+    b.request(json!(2), "resources/unsubscribe", json!({"uri": "test://r"})).await;
+    assert_eq!(a.tool("subscriptions", json!({})).await, "1 1", "the last one let go");
+    berth.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_reflects_a_backend_that_cannot_start() {
+    let berth = Berth::start(&config_with(
+        "[backends.broken]\nkind = \"process\"\ncommand = \"/nonexistent/mcp-server\"\nstart = \"eager\"\nrequired = true\nstartup_timeout = \"2s\"\n",
+    ))
+    .await;
+    let client = http();
+    wait_until_async(|| async {
+        let ready = client.get(berth.url("/readyz")).send().await.unwrap();
+        ready.status() == StatusCode::SERVICE_UNAVAILABLE && ready.text().await.unwrap().contains("broken")
+    })
+    .await;
+    let (status, body) = RawSession::try_open(&berth.url("/broken/mcp"), json!({})).await.err().unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body["error"]["message"].as_str().unwrap().contains("/nonexistent/mcp-server"), "{body}");
+    berth.stop().await;
+}
+
+async fn wait_until_async<F: std::future::Future<Output = bool>>(mut condition: impl FnMut() -> F) {
+    for _ in 0..200 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_sessions_leave_no_process_behind() {
+    let baseline = children();
+    let berth = Berth::start(&fixture_config("")).await;
+    for backend in BOTH {
+        let url = berth.url(&format!("/{backend}/mcp"));
+        for round in 0..20 {
+            let sessions: Vec<RawSession> =
+                futures::future::join_all((0..10).map(|_| RawSession::open(&url, json!({})))).await;
+            for session in &sessions {
+                assert_eq!(session.tool("echo", json!({"text": "x"})).await, "x", "{backend} round {round}");
+                assert_eq!(session.delete().await, StatusCode::OK);
+            }
+        }
+    }
+    // The shared instance stays up while berth runs; per-session ones are all gone.
+    wait_until("only the shared instance is left", || children() <= baseline + 1).await;
+    berth.stop().await;
+    wait_until("no instance is left after shutdown", || children() == baseline).await;
+}
