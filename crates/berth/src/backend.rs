@@ -5,12 +5,13 @@
 
 use std::{convert::Infallible, sync::Arc};
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use tower::ServiceExt;
 
 use crate::{
     body::{RequestBody, ResponseBody},
     native::NativeService,
+    reply::Rejection,
     stdio::StdioBackend,
 };
 
@@ -37,6 +38,40 @@ impl std::fmt::Debug for BackendKind {
             Self::Stdio(_) => f.write_str("Stdio"),
         }
     }
+}
+
+/// rmcp answers some refusals (an unknown session, a wrong method) in plain text; berth
+/// answers every refusal in JSON, so those are rewrapped, keeping status and headers.
+async fn json_errors(response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let status = response.status();
+    let plain = !response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json") || t.starts_with("text/event-stream"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = match http_body_util::BodyExt::collect(body).await {
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).trim().to_string(),
+        Err(never) => match never {},
+    };
+    let slug = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_ACCEPTABLE => "not_acceptable",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ if status.is_server_error() => "backend_error",
+        _ => "rejected",
+    };
+    let rewrapped = Rejection::new(status, slug, text).into_response();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts.headers.extend(rewrapped.headers().clone());
+    Response::from_parts(parts, rewrapped.into_body())
 }
 
 impl Backend {
@@ -69,7 +104,7 @@ impl Backend {
             BackendKind::Native(service) => {
                 let result: Result<_, Infallible> = service.clone().oneshot(request).await;
                 match result {
-                    Ok(response) => response,
+                    Ok(response) => json_errors(response).await,
                     Err(never) => match never {},
                 }
             }

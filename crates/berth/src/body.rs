@@ -14,11 +14,11 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody, combinators::UnsyncBox
 /// `Send` on futures that hold a request across an `await` (a known higher-ranked lifetime
 /// limitation), and a named type sidesteps it.
 #[derive(Debug)]
-pub struct BodyError(Box<dyn std::error::Error + Send + Sync + 'static>);
+pub(crate) struct BodyError(Box<dyn std::error::Error + Send + Sync + 'static>);
 
 impl BodyError {
     /// Wraps any error.
-    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+    pub(crate) fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         Self(error.into())
     }
 }

@@ -213,7 +213,18 @@ fn hash_password(user: &str, cost: u32) -> ExitCode {
 
 /// Parses the command line and runs it with the native services of `registry`.
 pub fn run(registry: NativeRegistry) -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are not errors; a bad flag or value is a usage error (64).
+        Err(error) if !error.use_stderr() => {
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     init_tracing();
     match cli.command.unwrap_or(Command::Serve { config: None, listen: None }) {
         Command::Serve { config, listen } => {

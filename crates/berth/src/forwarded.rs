@@ -183,7 +183,12 @@ mod tests {
             // A trusted proxy: the rightmost untrusted address is the client; its host counts.
             (&["10.0.0.0/8"], "10.1.2.3:5000", &[xff, xfh], ("203.0.113.7", "fs.mcp.example.com", xff.1)),
             // A chain of trusted proxies is walked through.
-            (&["10.0.0.0/8"], "10.1.2.3:5000", &[("x-forwarded-for", "203.0.113.7, 10.9.9.9")], ("203.0.113.7", "berth.internal:8080", "203.0.113.7, 10.9.9.9")),
+            (
+                &["10.0.0.0/8"],
+                "10.1.2.3:5000",
+                &[("x-forwarded-for", "203.0.113.7, 10.9.9.9")],
+                ("203.0.113.7", "berth.internal:8080", "203.0.113.7, 10.9.9.9"),
+            ),
             // Without X-Forwarded-For, the proxy itself is the client.
             (&["10.0.0.1"], "10.0.0.1:5000", &[], ("10.0.0.1", "berth.internal:8080", "")),
             // An untrusted peer: everything it claims is ignored and removed.
@@ -192,11 +197,20 @@ mod tests {
             // IPv4-mapped peers match IPv4 blocks.
             (&["127.0.0.1"], "[::ffff:127.0.0.1]:5000", &[xff], ("203.0.113.7", "berth.internal:8080", xff.1)),
             // Garbage in the chain stops the walk at the last good address.
-            (&["10.0.0.0/8"], "10.1.2.3:5000", &[("x-forwarded-for", "unknown")], ("10.1.2.3", "berth.internal:8080", "unknown")),
+            (
+                &["10.0.0.0/8"],
+                "10.1.2.3:5000",
+                &[("x-forwarded-for", "unknown")],
+                ("10.1.2.3", "berth.internal:8080", "unknown"),
+            ),
         ];
         for (trusted, peer, headers, (client, host, forwarded_for)) in table {
             let got = seen(trusted, peer, headers).await;
-            assert_eq!(got, (client.to_string(), host.to_string(), forwarded_for.to_string()), "{trusted:?} {peer} {headers:?}");
+            assert_eq!(
+                got,
+                (client.to_string(), host.to_string(), forwarded_for.to_string()),
+                "{trusted:?} {peer} {headers:?}"
+            );
         }
     }
 

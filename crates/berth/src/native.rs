@@ -24,13 +24,13 @@ pub(crate) type NativeService = BoxCloneSyncService<Request<RequestBody>, Respon
 
 /// The transport settings a native service is built with.
 #[derive(Debug, Clone)]
-pub struct NativeOptions {
+pub(crate) struct NativeOptions {
     /// Largest accepted POST body.
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// Interval of SSE keep-alive comments.
-    pub sse_keep_alive: Duration,
+    pub(crate) sse_keep_alive: Duration,
     /// Cancelled at shutdown: ends every session and SSE stream of the service.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
 }
 
 type Factory = Arc<dyn Fn(&NativeOptions) -> NativeService + Send + Sync>;
@@ -97,7 +97,7 @@ impl NativeRegistry {
     }
 
     /// Builds the HTTP service of `name`, if it is registered.
-    pub fn build(&self, name: &str, options: &NativeOptions) -> Option<NativeService> {
+    pub(crate) fn build(&self, name: &str, options: &NativeOptions) -> Option<NativeService> {
         self.services.get(name).map(|factory| factory(options))
     }
 }

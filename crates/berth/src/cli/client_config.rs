@@ -50,7 +50,9 @@ pub(crate) fn basic_value(user: &str, password: &str) -> String {
 pub(crate) fn default_name(url: &str) -> String {
     let Ok(uri) = url.parse::<http::Uri>() else { return "berth".into() };
     let path = uri.path().trim_end_matches('/');
-    if let Some(name) = path.strip_suffix("/mcp").and_then(|rest| rest.strip_prefix('/')).filter(|n| !n.contains('/') && !n.is_empty()) {
+    if let Some(name) =
+        path.strip_suffix("/mcp").and_then(|rest| rest.strip_prefix('/')).filter(|n| !n.contains('/') && !n.is_empty())
+    {
         return name.to_string();
     }
     match uri.host() {
@@ -83,7 +85,8 @@ pub(crate) fn render(client: Client, name: &str, url: &str, credential: Option<&
         Some(value) => format!("export {AUTH_VARIABLE}={}", shell_quote(value)),
         None => format!("export {AUTH_VARIABLE}=\"Basic $(printf '%s' 'USER:PASSWORD' | base64)\""),
     };
-    let env_note = format!("Set {AUTH_VARIABLE} in the client's environment (it holds the whole header value):\n  {export}");
+    let env_note =
+        format!("Set {AUTH_VARIABLE} in the client's environment (it holds the whole header value):\n  {export}");
     match client {
         Client::ClaudeDesktop => {
             let snippet = json!({"mcpServers": {name: {

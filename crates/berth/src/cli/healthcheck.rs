@@ -106,8 +106,8 @@ pub(super) fn probe(target: &Target, timeout: Duration) -> Result<u16, String> {
         .map_err(|error| format!("cannot resolve {}: {error}", target.host))?
         .next()
         .ok_or_else(|| format!("{} has no address", target.host))?;
-    let mut stream =
-        TcpStream::connect_timeout(&address, timeout).map_err(|error| format!("cannot connect to {address}: {error}"))?;
+    let mut stream = TcpStream::connect_timeout(&address, timeout)
+        .map_err(|error| format!("cannot connect to {address}: {error}"))?;
     stream.set_read_timeout(Some(timeout)).map_err(|error| error.to_string())?;
     stream.set_write_timeout(Some(timeout)).map_err(|error| error.to_string())?;
     let host_header = if target.host.contains(':') { format!("[{}]", target.host) } else { target.host.clone() };
@@ -125,8 +125,7 @@ pub(super) fn probe(target: &Target, timeout: Duration) -> Result<u16, String> {
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
             .with_no_client_auth();
         let name = ServerName::try_from(target.host.clone()).map_err(|error| error.to_string())?;
-        let connection =
-            rustls::ClientConnection::new(Arc::new(config), name).map_err(|error| error.to_string())?;
+        let connection = rustls::ClientConnection::new(Arc::new(config), name).map_err(|error| error.to_string())?;
         let mut tls = rustls::StreamOwned::new(connection, stream);
         exchange(&mut tls, request.as_bytes(), &mut answer)?;
     } else {
@@ -160,7 +159,12 @@ trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
 /// Runs the check: `url` if given, else berth's own listener from `config` (and `port`).
-pub(super) fn run(config: Option<&std::path::Path>, port: Option<u16>, url: Option<&str>, timeout: Duration) -> std::process::ExitCode {
+pub(super) fn run(
+    config: Option<&std::path::Path>,
+    port: Option<u16>,
+    url: Option<&str>,
+    timeout: Duration,
+) -> std::process::ExitCode {
     let target = match url {
         Some(url) => Target::from_url(url),
         None => local_target(config, port),
@@ -205,7 +209,10 @@ mod tests {
     fn targets() {
         let table = [
             ("http://127.0.0.1:8080/", Target { tls: false, host: "127.0.0.1".into(), port: 8080, path: "/".into() }),
-            ("https://mcp.example.com", Target { tls: true, host: "mcp.example.com".into(), port: 443, path: "/".into() }),
+            (
+                "https://mcp.example.com",
+                Target { tls: true, host: "mcp.example.com".into(), port: 443, path: "/".into() },
+            ),
             ("http://[::1]:9/readyz", Target { tls: false, host: "::1".into(), port: 9, path: "/readyz".into() }),
         ];
         for (url, expected) in table {

@@ -58,7 +58,11 @@ pub(crate) fn labels(backends: &[String], options: &LabelOptions) -> Vec<String>
 
 /// Prints the labels for the backends of `config`, one YAML list item per line, ready to paste
 /// under a compose service's `labels:` (quoted for YAML, `$` doubled for compose).
-pub(super) fn run(config: &crate::config::Config, domain: Option<String>, mut options: LabelOptions) -> std::process::ExitCode {
+pub(super) fn run(
+    config: &crate::config::Config,
+    domain: Option<String>,
+    mut options: LabelOptions,
+) -> std::process::ExitCode {
     let Some(domain) = domain.or_else(|| config.server.base_domain.as_ref().map(|d| d.get_ref().clone())) else {
         eprintln!("berth: no domain: pass --domain mcp.example.com or set server.base_domain");
         return std::process::ExitCode::from(super::EXIT_USAGE);
@@ -103,9 +107,11 @@ mod tests {
     #[test]
     fn the_wildcard_router_escapes_the_domain() {
         let labels = labels(&["fs".into()], &options(true));
-        assert!(labels.contains(
-            &"traefik.http.routers.berth.rule=HostRegexp(`^[a-z0-9-]+\\.mcp\\.example\\.com$`)".to_string()
-        ));
+        assert!(
+            labels.contains(
+                &"traefik.http.routers.berth.rule=HostRegexp(`^[a-z0-9-]+\\.mcp\\.example\\.com$`)".to_string()
+            )
+        );
         assert!(!labels.iter().any(|l| l.contains("berth-fs")));
     }
 }

@@ -191,11 +191,6 @@ impl StdioBackend {
         }
     }
 
-    /// The number of open sessions.
-    pub(crate) fn session_count(&self) -> usize {
-        self.sessions.len()
-    }
-
     /// Serves one HTTP request of `/<name>/mcp`.
     pub(crate) async fn handle(self: &Arc<Self>, request: Request<RequestBody>) -> Response<ResponseBody> {
         let (parts, body) = request.into_parts();

@@ -209,7 +209,7 @@ impl Instance {
             match crashed {
                 Some(reason) => {
                     tracing::warn!(backend, instance = self.id, "{reason}; restarting");
-                    self.relay.set_link(LinkState::Down(reason.clone()));
+                    self.relay.set_link(LinkState::Down);
                     self.relay.fail_all(&reason);
                     if self.handshake.borrow().is_none() {
                         self.handshake.send_replace(Some(Err(reason)));
@@ -247,7 +247,7 @@ impl Instance {
 
     fn start_failed(&self, reason: &str) {
         tracing::warn!(backend = self.relay.backend(), "{reason}");
-        self.relay.set_link(LinkState::Down(reason.to_string()));
+        self.relay.set_link(LinkState::Down);
         if self.handshake.borrow().is_none() {
             self.handshake.send_replace(Some(Err(reason.to_string())));
         }

@@ -40,7 +40,7 @@ pub(crate) enum LinkState {
     /// Ready for client requests.
     Ready(mpsc::Sender<Bytes>),
     /// Down after a crash, waiting to restart.
-    Down(String),
+    Down,
     /// Stopped for good.
     Stopped,
 }

@@ -223,9 +223,4 @@ impl SessionTable {
     pub(crate) fn drain(&self) -> Vec<Arc<Session>> {
         self.sessions.lock().expect("sessions lock").drain().map(|(_, s)| s).collect()
     }
-
-    /// How many sessions there are.
-    pub(crate) fn len(&self) -> usize {
-        self.sessions.lock().expect("sessions lock").len()
-    }
 }
