@@ -2,10 +2,12 @@
 # Builds the Docker images that berth's Docker tests and benchmarks run, offline (no image can be
 # pulled): nothing is fetched from a registry, everything comes from this machine.
 #
-# Usage: scripts/build-test-images.sh [conformance] [everything]   (both when none is named)
+# Usage: scripts/build-test-images.sh [conformance] [fixture] [everything]   (all when none is named)
 #
 #   berth-test/conformance:dev  FROM scratch + berth's own `berth-conformance` stdio server,
 #                               linked statically. ENTRYPOINT ["/berth-conformance"].
+#   berth-test/fixture:dev      FROM scratch + berth's raw JSON-RPC test fixture
+#                               `berth-fixture-stdio`, linked statically. ENTRYPOINT ["/berth-fixture-stdio"].
 #   berth-test/everything:dev   the npm package @modelcontextprotocol/server-everything (pinned in
 #                               tools/package.json) with the pinned Node 22 from tools/ and the
 #                               shared libraries it needs (ldd), made with `docker import`.
@@ -30,7 +32,7 @@ everything_pkg=@modelcontextprotocol/server-everything
 
 wanted=("$@")
 if [[ ${#wanted[@]} -eq 0 ]]; then
-    wanted=(conformance everything)
+    wanted=(conformance fixture everything)
 fi
 
 mkdir -p "$root/target"
@@ -52,11 +54,13 @@ write_etc() {
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$1/etc/group"
 }
 
-build_conformance() {
-    log "building berth-conformance statically (target dir $static_target)"
+# Builds a FROM-scratch image $3 around the statically linked binary $2 of package $1.
+build_static() {
+    local package=$1 name=$2 tag=$3
+    log "building $name statically (target dir $static_target)"
     (cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR=$static_target \
-        cargo build --quiet --release --target x86_64-unknown-linux-gnu -p berth-conformance)
-    local binary=$static_target/x86_64-unknown-linux-gnu/release/berth-conformance
+        cargo build --quiet --release --target x86_64-unknown-linux-gnu -p "$package" --bin "$name")
+    local binary=$static_target/x86_64-unknown-linux-gnu/release/$name
     # ldd lists "lib => path" lines for a dynamic executable only.
     if ldd "$binary" 2>&1 | grep -q '=>'; then
         log "error: $binary is not statically linked"
@@ -64,31 +68,40 @@ build_conformance() {
     fi
     local digest
     digest=$( (sha256sum "$binary"; sha256sum "${BASH_SOURCE[0]}") | sha256sum | cut -c1-32)
-    if [[ $(current_digest "$conformance_tag") == "$digest" ]]; then
-        log "$conformance_tag is up to date"
+    if [[ $(current_digest "$tag") == "$digest" ]]; then
+        log "$tag is up to date"
         return
     fi
     local context
     context=$(mktemp -d)
-    trap 'rm -rf "$context"' RETURN
-    cp "$binary" "$context/berth-conformance"
+    cp "$binary" "$context/$name"
     write_etc "$context"
     cat >"$context/Dockerfile" <<DOCKERFILE
 FROM scratch
 COPY etc /etc
 COPY tmp /tmp
-COPY berth-conformance /berth-conformance
+COPY $name /$name
 LABEL berth.test.source=$digest
-ENTRYPOINT ["/berth-conformance"]
+ENTRYPOINT ["/$name"]
 DOCKERFILE
     # The classic builder needs nothing from a registry for FROM scratch (BuildKit is not
     # installed here, and would want its frontend image).
     local output
-    if ! output=$(DOCKER_BUILDKIT=0 docker build --quiet --tag "$conformance_tag" "$context" 2>&1); then
+    if ! output=$(DOCKER_BUILDKIT=0 docker build --quiet --tag "$tag" "$context" 2>&1); then
         echo "$output" >&2
+        rm -rf "$context"
         exit 1
     fi
-    log "built $conformance_tag"
+    rm -rf "$context"
+    log "built $tag"
+}
+
+build_conformance() {
+    build_static berth-conformance berth-conformance "$conformance_tag"
+}
+
+build_fixture() {
+    build_static berth-fixtures berth-fixture-stdio berth-test/fixture:dev
 }
 
 # Prints the package directories (relative to tools/) that $everything_pkg needs at run time,
@@ -166,7 +179,8 @@ build_everything() {
 for image in "${wanted[@]}"; do
     case $image in
         conformance) build_conformance ;;
+        fixture) build_fixture ;;
         everything) build_everything ;;
-        *) echo "usage: $0 [conformance] [everything]" >&2; exit 64 ;;
+        *) echo "usage: $0 [conformance] [fixture] [everything]" >&2; exit 64 ;;
     esac
 done

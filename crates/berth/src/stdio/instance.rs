@@ -152,10 +152,17 @@ impl Instance {
                 break;
             }
             self.relay.set_link(LinkState::Starting);
-            let launched = tokio::select! {
-                launched = tokio::time::timeout(self.spec.startup_timeout, self.launcher.launch(&self.id)) => launched,
-                () = self.stop.cancelled() => break,
-            };
+            // A launch is not abandoned when a stop arrives meanwhile: dropping it half-way
+            // could leave a created container behind. It completes (bounded by the startup
+            // timeout), and what it started is stopped properly.
+            let launched = tokio::time::timeout(self.spec.startup_timeout, self.launcher.launch(&self.id)).await;
+            if self.stop.is_cancelled() {
+                if let Ok(Ok(launched)) = launched {
+                    drop(launched.stdin);
+                    launched.handle.stop(self.spec.stop_grace).await;
+                }
+                break;
+            }
             let launched = match launched {
                 Ok(Ok(launched)) => launched,
                 Ok(Err(error)) => {

@@ -63,7 +63,7 @@ fn results(outdir: &Path) -> BTreeMap<String, Vec<String>> {
 
 /// Runs both spec versions of the suite against `route` of a berth with `config`; `label` names
 /// the route in expected failures (`route = "..."`, default all routes).
-async fn run_suite(config: &str, route: &str) -> Vec<String> {
+pub(crate) async fn run_suite(config: &str, route: &str) -> Vec<String> {
     let root = repo_root();
     let expected: ExpectedFailures = toml::from_str(
         &std::fs::read_to_string(root.join("tests/conformance-expected-failures.toml")).unwrap(),

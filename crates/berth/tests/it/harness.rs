@@ -33,6 +33,8 @@ pub(crate) fn alice() -> String {
 pub(crate) struct Berth {
     /// Where it listens.
     pub(crate) addr: SocketAddr,
+    /// The owner name of its containers (label `berth.owner`).
+    pub(crate) owner: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -41,15 +43,18 @@ impl Berth {
     /// Starts berth on a configuration given as TOML text.
     pub(crate) async fn start(toml: &str) -> Self {
         let config = Config::parse(toml, Some(Path::new("test.toml"))).expect("valid test config");
-        let gateway =
-            Gateway::build_with_env(&config, &NativeRegistry::builtin(), &|_| None).expect("gateway builds");
+        // Each berth of the test run gets its own owner name: berth removes containers of its
+        // own name at start-up, and must not take those of a berth running beside it.
+        let owner = unique_name("test");
+        let env = |name: &str| (name == "BERTH_INSTANCE_NAME").then(|| owner.clone());
+        let gateway = Gateway::build_with_env(&config, &NativeRegistry::builtin(), &env).expect("gateway builds");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(listener, async move {
             let _ = stopped.await;
         }));
-        Self { addr, stop: Some(stop), task: Some(task) }
+        Self { addr, owner, stop: Some(stop), task: Some(task) }
     }
 
     /// Starts berth with the default test configuration.
@@ -99,4 +104,49 @@ pub(crate) fn workspace_bin(package: &str, name: &str) -> std::path::PathBuf {
         assert!(status.success(), "building {name} failed");
     }
     path
+}
+
+/// A name unique to this test process and call.
+pub(crate) fn unique_name(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Whether a Docker engine answers. When `BERTH_REQUIRE_DOCKER=1` (CI) a missing engine fails
+/// the test instead of skipping it.
+pub(crate) fn docker_available() -> bool {
+    let up = std::process::Command::new("docker")
+        .arg("version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !up {
+        assert!(
+            std::env::var("BERTH_REQUIRE_DOCKER").as_deref() != Ok("1"),
+            "BERTH_REQUIRE_DOCKER=1 but no Docker engine answers"
+        );
+        eprintln!("no Docker engine answers: skipping this Docker test");
+    }
+    up
+}
+
+/// Builds the offline test images (idempotent; serialised between test processes).
+pub(crate) fn build_test_images(which: &[&str]) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let status = std::process::Command::new("bash")
+        .arg(root.join("scripts/build-test-images.sh"))
+        .args(which)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building test images {which:?} failed");
+}
+
+/// Ids of the containers carrying `label` (`key=value`), running or not.
+pub(crate) fn containers_with(label: &str) -> Vec<String> {
+    let output = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--no-trunc", "--filter", &format!("label={label}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect()
 }
