@@ -16,6 +16,10 @@ if ! command -v dockerd >/dev/null 2>&1; then
     apt-get update -qq
     apt-get install -y -qq docker.io >/dev/null
 fi
+# A pid file left by an engine that is gone would stop the new one from starting.
+if [[ -f /var/run/docker.pid ]] && ! pgrep -x dockerd >/dev/null; then
+    rm -f /var/run/docker.pid
+fi
 echo "start-dockerd: starting dockerd (log: $log)"
 nohup dockerd --bridge=none --iptables=false --ip-masq=false >"$log" 2>&1 &
 for _ in $(seq 1 240); do

@@ -184,14 +184,28 @@ impl Engine {
     ///
     /// Containers of other owners (other berths sharing the engine) are left alone.
     pub async fn reap_orphans(&self) -> Result<usize, DockerError> {
+        self.reap(false).await
+    }
+
+    /// Removes the containers of this owner that have exited or died (never those only created:
+    /// a launch may be between create and start). A running berth calls it after the engine came back: containers the
+    /// engine stopped while it was away could not be removed then, and no instance uses them.
+    pub async fn reap_stopped(&self) -> Result<usize, DockerError> {
+        self.reap(true).await
+    }
+
+    async fn reap(&self, stopped_only: bool) -> Result<usize, DockerError> {
         let docker = self.docker()?;
-        let filters = HashMap::from([(
+        let mut filters = HashMap::from([(
             "label",
             vec![
                 format!("{LABEL_MANAGED_BY}={MANAGED_BY}"),
                 format!("{LABEL_OWNER}={}", self.inner.owner),
             ],
         )]);
+        if stopped_only {
+            filters.insert("status", vec!["exited".to_owned(), "dead".to_owned()]);
+        }
         let options = ListContainersOptionsBuilder::new()
             .all(true)
             .filters(&filters)

@@ -147,15 +147,20 @@ impl Instance {
         let backend = self.relay.backend().to_string();
         let mut backoff = FIRST_BACKOFF;
         let mut expiry = tokio::time::interval(Duration::from_secs(1));
+        let mut generation = 0u32;
         loop {
             if self.stop.is_cancelled() {
                 break;
             }
+            // Each start gets a name of its own: a container the engine could not remove
+            // (it was away) must not block the next one's name.
+            generation += 1;
+            let launch_id = format!("{}-{generation}", self.id);
             self.relay.set_link(LinkState::Starting);
             // A launch is not abandoned when a stop arrives meanwhile: dropping it half-way
             // could leave a created container behind. It completes (bounded by the startup
             // timeout), and what it started is stopped properly.
-            let launched = tokio::time::timeout(self.spec.startup_timeout, self.launcher.launch(&self.id)).await;
+            let launched = tokio::time::timeout(self.spec.startup_timeout, self.launcher.launch(&launch_id)).await;
             if self.stop.is_cancelled() {
                 if let Ok(Ok(launched)) = launched {
                     drop(launched.stdin);
@@ -200,7 +205,7 @@ impl Instance {
                 Some(Ok(result)) => {
                     self.handshake.send_replace(Some(Ok(result)));
                     self.relay.set_link(LinkState::Ready(writer.clone()));
-                    tracing::info!(backend, instance = self.id, "backend ready");
+                    tracing::info!(backend, instance = launch_id, "backend ready");
                     loop {
                         tokio::select! {
                             description = handle.exited() => break Some(format!("backend `{backend}` exited: {description}")),
@@ -215,7 +220,7 @@ impl Instance {
             drop(writer);
             match crashed {
                 Some(reason) => {
-                    tracing::warn!(backend, instance = self.id, "{reason}; restarting");
+                    tracing::warn!(backend, instance = launch_id, "{reason}; restarting");
                     self.relay.set_link(LinkState::Down);
                     self.relay.fail_all(&reason);
                     if self.handshake.borrow().is_none() {

@@ -97,10 +97,32 @@ impl DockerHub {
 
     /// Watches the engine's health until `shutdown`, and removes orphans if it answers now.
     pub(crate) async fn start(&self, shutdown: tokio_util::sync::CancellationToken) {
-        self.engine.watch(shutdown);
+        self.engine.watch(shutdown.clone());
         if self.engine.is_up() {
             self.reap().await;
         }
+        // Containers the engine stopped while it was away could not be removed then: remove
+        // them when it answers again (they are dead, and every instance has moved on).
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let mut was_up = engine.is_up();
+            let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = shutdown.cancelled() => return,
+                }
+                let up = engine.is_up();
+                if up && !was_up {
+                    match engine.reap_stopped().await {
+                        Ok(0) => {}
+                        Ok(count) => tracing::info!(count, "removed containers the engine stopped while it was away"),
+                        Err(error) => tracing::warn!(%error, "could not remove stopped containers"),
+                    }
+                }
+                was_up = up;
+            }
+        });
     }
 
     async fn reap(&self) {

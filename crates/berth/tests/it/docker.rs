@@ -192,6 +192,7 @@ async fn engine_restart_is_survived() {
     let engine_up = || Command::new("docker").arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     assert!(Command::new("pkill").args(["-TERM", "-x", "dockerd"]).status().unwrap().success());
     wait_until("the engine is down", || !engine_up()).await;
+    let dockerd_running = || Command::new("pgrep").args(["-x", "dockerd"]).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
     let client = http();
     let mut not_ready = false;
     for _ in 0..100 {
@@ -203,6 +204,7 @@ async fn engine_restart_is_survived() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(not_ready, "a docker backend is not ready while the engine is away");
+    wait_until("the engine process has exited", || !dockerd_running()).await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     assert!(Command::new("bash").arg(root.join("scripts/start-dockerd.sh")).status().unwrap().success());
     let mut ready = false;
@@ -216,5 +218,8 @@ async fn engine_restart_is_survived() {
     assert!(ready, "ready again once the engine answers");
     // The engine took the old container down with it; the same session gets a new one.
     assert_eq!(session.tool("echo", json!({"text": "after"})).await, "after");
+    let label = format!("berth.owner={}", berth.owner);
     berth.stop().await;
+    // Including the one the engine stopped while it was away.
+    wait_until("no container is left", || containers_with(&label).is_empty()).await;
 }
