@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::{
     conformance::run_suite,
-    harness::{Berth, alice, build_test_images, config_with, containers_with, docker_available, http, unique_name},
+    harness::{Berth, alice, build_test_images, config_with, containers_with, docker_available, http, unique_name, wait_until},
     raw::RawSession,
 };
 
@@ -23,16 +23,6 @@ fn fixture_config(extra: &str) -> String {
         "[backends.fxd]\nkind = \"docker\"\nimage = \"berth-test/fixture:dev\"\n{extra}\n\
          [backends.fxd-solo]\nkind = \"docker\"\nimage = \"berth-test/fixture:dev\"\nsharing = \"per-session\"\n{extra}\n"
     ))
-}
-
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    for _ in 0..600 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

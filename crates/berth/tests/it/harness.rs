@@ -150,3 +150,15 @@ pub(crate) fn containers_with(label: &str) -> Vec<String> {
         .unwrap();
     String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect()
 }
+
+/// Polls `condition` every 100 ms until it holds; panics after a minute (a hang guard, not a
+/// timing assertion).
+pub(crate) async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}

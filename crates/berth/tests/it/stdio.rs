@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::{
-    harness::{Berth, alice, config_with, http, workspace_bin},
+    harness::{Berth, alice, config_with, http, wait_until, workspace_bin},
     raw::RawSession,
 };
 
@@ -28,16 +28,6 @@ const BOTH: [&str; 2] = ["fx", "fx-solo"];
 fn is_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|stat| !stat.split(") ").nth(1).unwrap_or("").starts_with('Z'))
-}
-
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting until {what}");
 }
 
 /// Processes whose parent is this test process (the instances berth spawned), alive.
