@@ -7,7 +7,9 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
 use tower::{ServiceBuilder, util::BoxCloneSyncService};
 use tower_http::{
-    catch_panic::CatchPanicLayer, sensitive_headers::SetSensitiveRequestHeadersLayer, trace::TraceLayer,
+    catch_panic::CatchPanicLayer,
+    sensitive_headers::SetSensitiveRequestHeadersLayer,
+    trace::{DefaultOnFailure, TraceLayer},
 };
 
 use crate::{
@@ -63,7 +65,9 @@ pub(crate) fn build(parts: StackParts) -> HttpStack {
         .layer(forwarded::layer(Arc::clone(&parts.trusted_proxies)))
         // Trace every request, public ones included, with method, path and status; headers
         // marked sensitive above are shown redacted.
-        .layer(TraceLayer::new_for_http())
+        // 5xx answers are logged where they arise (a panic, a backend that failed); a 503 from
+        // /readyz while a backend starts is expected, so the trace reports them at debug.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
         // Turn a panic anywhere below into a 500 JSON answer instead of a dropped connection.
         .layer(CatchPanicLayer::custom(panic_response))
         // Health, readiness and OAuth-discovery answers sit outside authentication: health
