@@ -102,11 +102,18 @@ impl Backend {
     pub(crate) async fn handle(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         match &self.kind {
             BackendKind::Native(service) => {
+                let delete = request.method() == http::Method::DELETE;
                 let result: Result<_, Infallible> = service.clone().oneshot(request).await;
-                match result {
+                let mut response = match result {
                     Ok(response) => json_errors(response).await,
                     Err(never) => match never {},
+                };
+                // rmcp answers a session DELETE with 202; clients (the Python SDK among them)
+                // expect 200 or 204, as stdio backends answer, and warn otherwise.
+                if delete && response.status() == StatusCode::ACCEPTED {
+                    *response.status_mut() = StatusCode::OK;
                 }
+                response
             }
             BackendKind::Stdio(stdio) => stdio.handle(request).await,
         }

@@ -132,12 +132,12 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Host names clients use to reach berth (`mcp.example.com`, `*.mcp.example.com`).
     /// Empty means any `Host` is accepted.
-    pub public_hosts: Vec<Spanned<String>>,
+    pub public_hosts: Vec<Spanned<EnvString>>,
     /// Extra browser origins allowed besides those of the public hosts
     /// (`https://app.example.com`).
-    pub allowed_origins: Vec<Spanned<String>>,
+    pub allowed_origins: Vec<Spanned<EnvString>>,
     /// With `base_domain = "mcp.example.com"`, `fs.mcp.example.com/mcp` reaches backend `fs`.
-    pub base_domain: Option<Spanned<String>>,
+    pub base_domain: Option<Spanned<EnvString>>,
     /// Largest accepted POST body, in bytes.
     pub max_body_bytes: usize,
     /// Most connections served at once; further ones wait in the listen backlog.

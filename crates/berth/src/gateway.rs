@@ -142,7 +142,7 @@ impl Gateway {
                     BackendKind::Native(built)
                 }
                 BackendSpec::Stdio(stdio) => {
-                    let stdio = Arc::new(stdio.clone());
+                    let stdio = Arc::new(stdio.as_ref().clone());
                     let launcher = Arc::new(Launcher::new(name, Arc::clone(&stdio), docker.clone()));
                     BackendKind::Stdio(Arc::new(StdioBackend::new(name, stdio, launcher, server.sse_keep_alive.0, &shutdown)))
                 }
@@ -170,7 +170,7 @@ impl Gateway {
             .iter()
             .map(|origin| parse_origin(origin.get_ref()).expect("validated with the config"))
             .collect();
-        let routes = Arc::new(Routes::new(backends, server.base_domain.as_ref().map(|d| d.get_ref().clone())));
+        let routes = Arc::new(Routes::new(backends, server.base_domain.as_ref().map(|d| d.get_ref().to_string())));
         let parts = StackParts {
             routes: Arc::clone(&routes),
             authenticator,

@@ -63,7 +63,7 @@ pub(super) fn run(
     domain: Option<String>,
     mut options: LabelOptions,
 ) -> std::process::ExitCode {
-    let Some(domain) = domain.or_else(|| config.server.base_domain.as_ref().map(|d| d.get_ref().clone())) else {
+    let Some(domain) = domain.or_else(|| config.server.base_domain.as_ref().map(|d| d.get_ref().to_string())) else {
         eprintln!("berth: no domain: pass --domain mcp.example.com or set server.base_domain");
         return std::process::ExitCode::from(super::EXIT_USAGE);
     };

@@ -138,7 +138,7 @@ pub enum BackendSpec {
         service: String,
     },
     /// A stdio server run as a process or container.
-    Stdio(StdioSpec),
+    Stdio(Box<StdioSpec>),
 }
 
 /// What runs the stdio server.
@@ -321,7 +321,7 @@ impl BackendConfig {
         if max_instances == 0 {
             return Err((field("max_instances"), "must be greater than zero".into()));
         }
-        Ok(BackendSpec::Stdio(StdioSpec {
+        Ok(BackendSpec::Stdio(Box::new(StdioSpec {
             launch,
             env,
             secret_env,
@@ -333,7 +333,7 @@ impl BackendConfig {
             max_instances,
             max_message_bytes: self.max_message_bytes.unwrap_or(16 << 20).max(1024),
             stop_grace: duration(self.stop_grace, 5),
-        }))
+        })))
     }
 
     fn docker_spec(&self, field: &dyn Fn(&str) -> String) -> Result<DockerSpec, (String, String)> {
@@ -417,8 +417,10 @@ mod tests {
         for (text, expected) in table {
             let got = validate(text).map(|spec| match spec {
                 BackendSpec::Native { .. } => "native",
-                BackendSpec::Stdio(StdioSpec { launch: LaunchSpec::Process(_), .. }) => "process",
-                BackendSpec::Stdio(StdioSpec { launch: LaunchSpec::Docker(_), .. }) => "docker",
+                BackendSpec::Stdio(stdio) => match stdio.launch {
+                    LaunchSpec::Process(_) => "process",
+                    LaunchSpec::Docker(_) => "docker",
+                },
             });
             assert_eq!(got.as_deref().map_err(String::as_str), expected, "{text}");
         }
@@ -426,11 +428,11 @@ mod tests {
 
     #[test]
     fn docker_defaults_are_hardened() {
-        let BackendSpec::Stdio(StdioSpec { launch: LaunchSpec::Docker(spec), .. }) =
-            validate("kind = \"docker\"\nimage = \"i\"\nvolumes = [\"/srv:/data\"]").unwrap()
+        let BackendSpec::Stdio(stdio) = validate("kind = \"docker\"\nimage = \"i\"\nvolumes = [\"/srv:/data\"]").unwrap()
         else {
-            panic!("not docker")
+            panic!("not stdio")
         };
+        let LaunchSpec::Docker(spec) = stdio.launch else { panic!("not docker") };
         assert_eq!(spec.network_mode, "none");
         assert_eq!(spec.cap_drop, ["ALL"]);
         assert!(spec.read_only && spec.init && spec.no_new_privileges);

@@ -209,6 +209,7 @@ impl StdioBackend {
         }
     }
 
+    #[allow(clippy::result_large_err)] // The error is the answer itself, built once per refusal.
     fn session(&self, id: Option<String>, first_id: &Value) -> Result<Arc<Session>, Response<ResponseBody>> {
         let Some(id) = id else {
             return Err(rejection(StatusCode::BAD_REQUEST, first_id.clone(), INVALID_REQUEST, "Mcp-Session-Id header required: initialize first"));

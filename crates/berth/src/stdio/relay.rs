@@ -368,7 +368,7 @@ impl Relay {
             return;
         }
         let Some((session, stream)) = self.pick_session(&method) else {
-            let reason = format!("no client session of backend `{}` can answer `{method}`", self.backend);
+            let reason = format!("no single client session of backend `{}` can answer `{method}`: none declared it, or several could have caused it", self.backend);
             let _ = self.write(&jsonrpc::error(id, METHOD_NOT_FOUND, reason)).await;
             return;
         };
@@ -378,25 +378,30 @@ impl Relay {
     }
 
     /// stdio carries no link between a server request and the client request that caused it.
-    /// The best evidence is what is in flight: the session of the most recent in-flight
-    /// request whose client declared the capability, with that request's stream (where the
-    /// spec wants related messages); otherwise any session that declared it, on its GET stream.
+    /// berth forwards it only when one session can be its cause: the one capable session with
+    /// requests in flight (on the stream of its most recent one, where the spec wants related
+    /// messages), or, with nothing in flight, the one capable session there is (on its GET
+    /// stream). When several could be, guessing would hand one user's request, and its content,
+    /// to another user's client: berth refuses instead.
     fn pick_session(&self, method: &str) -> Option<(Arc<Session>, Option<mpsc::Sender<Value>>)> {
         let capable = |session: &Session| session.can_answer(method);
-        let in_flight = {
+        let mut in_flight: Vec<(u64, Arc<Session>, mpsc::Sender<Value>)> = {
             let pending = self.pending.lock().expect("pending lock");
-            let mut candidates: Vec<(u64, Arc<Session>, mpsc::Sender<Value>)> = pending
+            pending
                 .values()
                 .filter_map(|p| Some((p.seq, p.session.as_ref()?.upgrade()?, p.reply.clone())))
                 .filter(|(_, session, _)| capable(session))
-                .collect();
-            candidates.sort_by_key(|(seq, _, _)| *seq);
-            candidates.pop()
+                .collect()
         };
-        if let Some((_, session, stream)) = in_flight {
-            return Some((session, Some(stream)));
+        in_flight.sort_by_key(|(seq, _, _)| *seq);
+        if let Some((_, newest, _)) = in_flight.last() {
+            if in_flight.iter().any(|(_, session, _)| !Arc::ptr_eq(session, newest)) {
+                return None;
+            }
+            return in_flight.pop().map(|(_, session, stream)| (session, Some(stream)));
         }
-        self.sessions().into_iter().find(|session| capable(session)).map(|session| (session, None))
+        let mut idle: Vec<Arc<Session>> = self.sessions().into_iter().filter(|session| capable(session)).collect();
+        (idle.len() == 1).then(|| (idle.remove(0), None))
     }
 }
 

@@ -99,7 +99,7 @@ pub(crate) fn sse(
 /// errors to statuses so that intermediaries see them without reading bodies.
 fn stateless_status(message: &Value) -> StatusCode {
     match message.pointer("/error/code").and_then(Value::as_i64) {
-        Some(-32022 | -32021 | -32020) => StatusCode::BAD_REQUEST,
+        Some(-32022..=-32020) => StatusCode::BAD_REQUEST,
         Some(-32601) => StatusCode::NOT_FOUND,
         _ => StatusCode::OK,
     }

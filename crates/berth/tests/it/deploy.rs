@@ -35,13 +35,8 @@ pub(crate) fn berth_command() -> Command {
 
 /// Runs `berth args...` with `stdin`, returning (exit code, stdout, stderr).
 async fn berth_run(args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = berth_command()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        berth_command().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(stdin.as_bytes()).await.unwrap();
     let output = child.wait_with_output().await.unwrap();
     (
@@ -131,7 +126,10 @@ async fn every_client_snippet_parses_into_the_expected_shape() {
     // The pinned mcp-remote is the one the tests run.
     let package: Value =
         serde_json::from_str(&std::fs::read_to_string(repo_root().join("tools/package.json")).unwrap()).unwrap();
-    assert_eq!(format!("mcp-remote@{}", package["devDependencies"]["mcp-remote"].as_str().unwrap()), "mcp-remote@0.15.1");
+    assert_eq!(
+        format!("mcp-remote@{}", package["devDependencies"]["mcp-remote"].as_str().unwrap()),
+        "mcp-remote@0.15.1"
+    );
     // Without --user, nothing is read and no credential appears.
     let (code, stdout, _) = berth_run(&["client-config", "--client", "metamcp", "--url", url], "").await;
     assert_eq!(code, 0);
@@ -191,8 +189,14 @@ async fn claude_desktop_snippet_works_through_mcp_remote() {
         .unwrap();
     let initialized = answer(&mut lines, 1).await;
     assert!(initialized["result"]["serverInfo"].is_object(), "{initialized}");
-    stdin.write_all(send(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).as_bytes()).await.unwrap();
-    stdin.write_all(send(serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).as_bytes()).await.unwrap();
+    stdin
+        .write_all(send(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).as_bytes())
+        .await
+        .unwrap();
+    stdin
+        .write_all(send(serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).as_bytes())
+        .await
+        .unwrap();
     let listed = answer(&mut lines, 2).await;
     let names: Vec<&str> =
         listed["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
@@ -274,7 +278,12 @@ async fn traefik_labels_match_the_committed_compose_files() {
         let generated: BTreeSet<String> = stdout.lines().map(|l| l.trim().to_string()).collect();
         let committed = compose_labels(file, "berth");
         assert!(!generated.is_empty());
-        assert_eq!(generated, committed, "{file}: regenerate its labels with `berth traefik labels {}`", extra.join(" "));
+        assert_eq!(
+            generated,
+            committed,
+            "{file}: regenerate its labels with `berth traefik labels {}`",
+            extra.join(" ")
+        );
     }
     // The image's configuration is valid, with users from the environment as in the image.
     let parsed = berth::Config::load(Path::new(config)).unwrap();

@@ -3,10 +3,13 @@
 mod checklist;
 mod cli;
 mod conformance;
+mod docker;
 mod deploy;
+mod everything;
 mod examples;
 mod forwarder;
 mod harness;
+mod limits;
 mod mcp_client;
 mod proxy;
 mod raw;

@@ -232,11 +232,8 @@ async fn behind_nginx_like_traefik() {
     // Failed logins are logged with the client's address: through the proxy, the address nginx
     // saw (not the proxy's, nor what the client claimed); directly, the peer's, whatever it claims.
     let wrong = basic("alice", "wrong password");
-    let through_wrong = through
-        .post(&url)
-        .header("authorization", &wrong)
-        .header("x-forwarded-for", "203.0.113.99")
-        .body(INITIALIZE);
+    let through_wrong =
+        through.post(&url).header("authorization", &wrong).header("x-forwarded-for", "203.0.113.99").body(INITIALIZE);
     assert_eq!(through_wrong.send().await.unwrap().status(), 401);
     let direct = client("127.0.0.1", host, berth_addr);
     let direct_wrong = direct

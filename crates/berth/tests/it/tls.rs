@@ -143,7 +143,11 @@ fn missing_or_mismatched_files_are_configuration_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (_, chain, _) = issue("a");
     let (_, _, other_key) = issue("b");
-    let table = [(None, None, "cannot read"), (Some(chain.as_str()), Some("not a key"), "PRIVATE KEY"), (Some(chain.as_str()), Some(other_key.as_str()), "usable pair")];
+    let table = [
+        (None, None, "cannot read"),
+        (Some(chain.as_str()), Some("not a key"), "PRIVATE KEY"),
+        (Some(chain.as_str()), Some(other_key.as_str()), "usable pair"),
+    ];
     for (cert, key, needle) in table {
         for (name, text) in [("fullchain.pem", cert), ("privkey.pem", key)] {
             let path = dir.path().join(name);
