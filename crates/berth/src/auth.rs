@@ -127,15 +127,17 @@ where
                 Authenticator::None => return inner.call(request).await,
                 Authenticator::Basic { users, challenge } => (users, challenge),
             };
-            let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip().to_string());
-            let client = client.as_deref().unwrap_or("-");
-            let path = request.uri().path().to_string();
+            // Client and path are for the failure logs only: an accepted request (every
+            // request, in the steady state) formats nothing.
+            let client = |request: &Request<RequestBody>| {
+                request.extensions().get::<ClientAddr>().map_or_else(|| "-".to_string(), |c| c.0.ip().to_string())
+            };
             let Some(credential) = credential else {
-                tracing::debug!(client, path, "request without credentials");
+                tracing::debug!(client = client(&request), path = request.uri().path(), "request without credentials");
                 return Ok(unauthorized(challenge, "authentication required"));
             };
             let Some((name, password)) = parse_basic(&credential) else {
-                tracing::warn!(client, path, "failed login: malformed Authorization header");
+                tracing::warn!(client = client(&request), path = request.uri().path(), "failed login: malformed Authorization header");
                 return Ok(unauthorized(challenge, "expected HTTP Basic credentials"));
             };
             match users.verify(&name, &password).await {
@@ -144,7 +146,7 @@ where
                     inner.call(request).await
                 }
                 None => {
-                    tracing::warn!(client, user = name, path, "failed login: wrong user name or password");
+                    tracing::warn!(client = client(&request), user = name, path = request.uri().path(), "failed login: wrong user name or password");
                     Ok(unauthorized(challenge, "wrong user name or password"))
                 }
             }

@@ -122,6 +122,12 @@ impl Relay {
 
     /// The writer to use, waiting (bounded) through a start or restart.
     async fn writer(&self, internal: bool) -> Result<mpsc::Sender<Bytes>, SendError> {
+        // The common case, on every request: the link is ready. Answer without subscribing to
+        // the watch or arming a timer (a timer-wheel registration per request, found by
+        // profiling berth-bench).
+        if let LinkState::Ready(writer) = &*self.link.borrow() {
+            return Ok(writer.clone());
+        }
         let mut link = self.link.subscribe();
         let wait = link.wait_for(|state| match state {
             LinkState::Ready(_) | LinkState::Stopped => true,
