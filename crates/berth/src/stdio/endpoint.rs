@@ -51,6 +51,10 @@ pub(crate) struct StdioBackend {
     /// The instance serving stateless clients, started on first use.
     stateless: Arc<Instance>,
     keep_alive: Duration,
+    /// Cancelled when the gateway starts draining: ends GET streams (nothing is in flight on
+    /// them), never a POST's answer.
+    streams: CancellationToken,
+    /// Cancelled by [`StdioBackend::shutdown`], after the drain: stops every instance.
     shutdown: CancellationToken,
 }
 
@@ -125,7 +129,9 @@ impl StdioBackend {
     ) -> Self {
         let name: Arc<str> = name.into();
         let sessions = Arc::new(SessionTable::default());
-        let shutdown = shutdown.child_token();
+        let streams = shutdown.child_token();
+        // Instances outlive the start of the drain: in-flight calls must still be answered.
+        let shutdown = CancellationToken::new();
         let instance = |init: Option<Value>| {
             let relay = Relay::new(Arc::clone(&name), spec.request_timeout);
             Instance::new(relay, Arc::clone(&launcher), Arc::clone(&spec), init, &shutdown)
@@ -136,7 +142,7 @@ impl StdioBackend {
             shared
         });
         let stateless = instance(None);
-        Self { name, spec, launcher, sessions, shared, stateless, keep_alive, shutdown }
+        Self { name, spec, launcher, sessions, shared, stateless, keep_alive, streams, shutdown }
     }
 
     /// Starts what `start = "eager"` asks for, and the idle-session reaper.
@@ -357,7 +363,7 @@ impl StdioBackend {
         if expected == 0 {
             return sse::accepted();
         }
-        sse::answer(answers, expected, session.is_none(), self.keep_alive, self.shutdown.clone()).await
+        sse::answer(answers, expected, session.is_none(), self.keep_alive).await
     }
 
     async fn notification(&self, relay: &Arc<Relay>, session: Option<&Arc<Session>>, mut message: Value) {
@@ -389,7 +395,7 @@ impl StdioBackend {
         };
         session.touch();
         match session.open_stream(GET_STREAM) {
-            Some(messages) => sse::sse(None, messages, None, self.keep_alive, self.shutdown.clone()),
+            Some(messages) => sse::sse(None, messages, None, self.keep_alive, self.streams.clone()),
             None => rejection(StatusCode::CONFLICT, Value::Null, INVALID_REQUEST, "this session already has an open GET stream"),
         }
     }

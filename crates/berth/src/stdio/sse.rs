@@ -106,25 +106,22 @@ fn stateless_status(message: &Value) -> StatusCode {
 }
 
 /// The answer to a POST holding `expected` requests: JSON when the first message is the only
-/// response owed (the common, cheapest case), otherwise an SSE stream.
+/// response owed (the common, cheapest case), otherwise an SSE stream. It is not cut short at
+/// shutdown: the relay answers every request (a result, a timeout, or an error when the
+/// instance stops after the drain).
 pub(crate) async fn answer(
     mut messages: mpsc::Receiver<Value>,
     expected: usize,
     stateless: bool,
     keep_alive: Duration,
-    shutdown: CancellationToken,
 ) -> Response<ResponseBody> {
-    let first = tokio::select! {
-        first = messages.recv() => first,
-        () = shutdown.cancelled() => None,
-    };
-    let Some(first) = first else {
-        let error = jsonrpc::error(Value::Null, jsonrpc::BACKEND_ERROR, "the backend is shutting down");
-        return json(StatusCode::SERVICE_UNAVAILABLE, &error, None);
+    let Some(first) = messages.recv().await else {
+        let error = jsonrpc::error(Value::Null, jsonrpc::BACKEND_ERROR, "the backend went away");
+        return json(StatusCode::BAD_GATEWAY, &error, None);
     };
     if expected == 1 && jsonrpc::kind(&first) == Some(Kind::Response) {
         let status = if stateless { stateless_status(&first) } else { StatusCode::OK };
         return json(status, &first, None);
     }
-    sse(Some(first), messages, Some(expected), keep_alive, shutdown)
+    sse(Some(first), messages, Some(expected), keep_alive, CancellationToken::new())
 }

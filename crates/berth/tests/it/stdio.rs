@@ -305,3 +305,15 @@ async fn two_hundred_sessions_leave_no_process_behind() {
     berth.stop().await;
     wait_until("no instance is left after shutdown", || children() == baseline).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_calls_finish_before_stopping_servers() {
+    let berth = Berth::start(&format!("{}\n[server]\nshutdown_grace = \"60s\"\n", fixture_config(""))).await;
+    let session = RawSession::open(&berth.url("/fx/mcp"), json!({})).await;
+    let pid: u32 = session.tool("pid", json!({})).await.parse().unwrap();
+    let call = tokio::spawn(async move { session.tool("slow", json!({"ms": 1500})).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    berth.stop().await;
+    assert_eq!(call.await.unwrap(), "slow done", "the in-flight call was drained, not cut");
+    wait_until("the server is stopped after the drain", || !is_alive(pid)).await;
+}
