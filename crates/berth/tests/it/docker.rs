@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::{
     conformance::run_suite,
-    harness::{Berth, alice, build_test_images, config_with, containers_with, docker_available, http, unique_name, wait_until},
+    harness::{Berth, build_test_images, config_with, containers_with, docker_available, http, unique_name, wait_until},
     raw::RawSession,
 };
 
@@ -58,22 +58,7 @@ async fn containers_pass_everything_through_and_survive_a_kill() {
         assert!(!before.is_empty());
         let slow = json!({"jsonrpc": "2.0", "id": "slow", "method": "tools/call",
             "params": {"name": "slow", "arguments": {"ms": 600_000}}});
-        let (url, id) = (session.url.clone(), session.id.clone());
-        let pending = tokio::spawn(async move {
-            http()
-                .post(&url)
-                .header("authorization", alice())
-                .header("accept", "application/json, text/event-stream")
-                .header("content-type", "application/json")
-                .header("mcp-session-id", id)
-                .body(slow.to_string())
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        });
+        let pending = session.spawn_request(slow);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let backend_label = format!("berth.backend={backend}");
         let victims: Vec<String> = containers_with(&backend_label).into_iter().filter(|c| before.contains(c)).collect();

@@ -125,6 +125,16 @@ impl RawSession {
         Messages::from(response).await
     }
 
+    /// Sends a request from a task of its own (for calls that stay in flight while the test
+    /// does something else); the task answers the request's response.
+    pub(crate) fn spawn_request(&self, message: Value) -> tokio::task::JoinHandle<Value> {
+        let (client, url, id) = (self.client.clone(), self.url.clone(), self.id.clone());
+        tokio::spawn(async move {
+            let response = post(&client, &url, Some(&id)).body(message.to_string()).send().await.unwrap();
+            Messages::from(response).await.response().await
+        })
+    }
+
     /// Sends a request and answers its response.
     pub(crate) async fn request(&self, id: Value, method: &str, params: Value) -> Value {
         self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})).await.response().await

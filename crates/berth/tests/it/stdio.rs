@@ -5,10 +5,10 @@
 use std::{collections::HashSet, time::Duration};
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
-    harness::{Berth, alice, config_with, http, wait_until, workspace_bin},
+    harness::{Berth, config_with, http, wait_until, workspace_bin},
     raw::RawSession,
 };
 
@@ -148,23 +148,7 @@ async fn a_crash_mid_call_fails_the_call_at_once_and_the_session_lives_on() {
         let pid: u32 = session.tool("pid", json!({})).await.parse().unwrap();
         let slow = json!({"jsonrpc": "2.0", "id": "slow", "method": "tools/call",
             "params": {"name": "slow", "arguments": {"ms": 600_000}}});
-        let pending = {
-            let session_url = session.url.clone();
-            let id = session.id.clone();
-            tokio::spawn(async move {
-                let response = http()
-                    .post(&session_url)
-                    .header("authorization", alice())
-                    .header("accept", "application/json, text/event-stream")
-                    .header("content-type", "application/json")
-                    .header("mcp-session-id", id)
-                    .body(slow.to_string())
-                    .send()
-                    .await
-                    .unwrap();
-                response.json::<Value>().await.unwrap()
-            })
-        };
+        let pending = session.spawn_request(slow);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
         // The in-flight call fails now, not when the 10-minute call would have ended (the
