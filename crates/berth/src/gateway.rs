@@ -224,6 +224,9 @@ impl Gateway {
         serve(listener, build(self.parts.clone()), self.options.clone(), self.shutdown.clone(), shutdown).await;
         // Every backend stops at once: each may wait out its servers' grace periods.
         futures::future::join_all(self.routes.backends().map(|backend| backend.shutdown())).await;
+        if let Some(docker) = &self.docker {
+            docker.reap_stopped().await;
+        }
         self.shutdown.cancel();
     }
 }

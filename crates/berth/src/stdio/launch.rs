@@ -125,6 +125,14 @@ impl DockerHub {
         });
     }
 
+    /// After every backend stopped: removes containers of this owner the engine stopped while
+    /// it was away, should the watcher not have seen the engine come back before shutdown.
+    pub(crate) async fn reap_stopped(&self) {
+        if let Err(error) = self.engine.reap_stopped().await {
+            tracing::warn!(%error, "could not remove stopped containers");
+        }
+    }
+
     async fn reap(&self) {
         self.reaped
             .get_or_init(|| async {
