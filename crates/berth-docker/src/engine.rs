@@ -224,7 +224,7 @@ impl Engine {
                 .build();
             match docker.remove_container(&id, Some(options)).await {
                 Ok(()) => {
-                    tracing::info!(container = %name, "removed a container left by a previous run");
+                    tracing::info!(container = %name, "removed a leftover container");
                     removed += 1;
                 }
                 // Removed meanwhile (by its own AutoRemove or by another reaper): not ours to count.

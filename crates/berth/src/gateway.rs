@@ -225,7 +225,7 @@ impl Gateway {
         // Every backend stops at once: each may wait out its servers' grace periods.
         futures::future::join_all(self.routes.backends().map(|backend| backend.shutdown())).await;
         if let Some(docker) = &self.docker {
-            docker.reap_stopped().await;
+            docker.reap_leftovers().await;
         }
         self.shutdown.cancel();
     }

@@ -16,6 +16,9 @@
 //! - `subscriptions`: returns how many `resources/subscribe` and `resources/unsubscribe` it got.
 //!
 //! The custom request method `x/echo` answers its params with an extra field.
+//!
+//! With `FIXTURE_EXIT_DELAY_MS` set, it lingers that long after its stdin closed before it
+//! exits, like a server that flushes state on the way out.
 
 use std::{
     collections::HashMap,
@@ -174,4 +177,7 @@ fn main() {
         std::thread::spawn(move || handle(message, &out, &waiters, &counters, &next));
     }
     // stdin closed: the client is gone; exit like a well-behaved stdio server.
+    if let Some(ms) = std::env::var("FIXTURE_EXIT_DELAY_MS").ok().and_then(|ms| ms.parse().ok()) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
 }

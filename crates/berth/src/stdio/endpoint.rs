@@ -18,7 +18,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     instance::Instance,
@@ -56,6 +56,9 @@ pub(crate) struct StdioBackend {
     streams: CancellationToken,
     /// Cancelled by [`StdioBackend::shutdown`], after the drain: stops every instance.
     shutdown: CancellationToken,
+    /// Sessions being ended in the background (DELETE, idle expiry): shutdown waits for them, so
+    /// that no per-session instance is still stopping when berth exits.
+    endings: TaskTracker,
 }
 
 fn berth_init_params() -> Value {
@@ -142,7 +145,7 @@ impl StdioBackend {
             shared
         });
         let stateless = instance(None);
-        Self { name, spec, launcher, sessions, shared, stateless, keep_alive, streams, shutdown }
+        Self { name, spec, launcher, sessions, shared, stateless, keep_alive, streams, shutdown, endings: TaskTracker::new() }
     }
 
     /// Starts what `start = "eager"` asks for, and the idle-session reaper.
@@ -155,7 +158,7 @@ impl StdioBackend {
         let backend = Arc::downgrade(self);
         let tick = (self.spec.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
         let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
+        self.endings.spawn(async move {
             let mut ticker = tokio::time::interval(tick);
             loop {
                 tokio::select! {
@@ -195,6 +198,8 @@ impl StdioBackend {
         for stop in stops {
             let _ = stop.await;
         }
+        self.endings.close();
+        self.endings.wait().await;
     }
 
     /// Serves one HTTP request of `/<name>/mcp`.
@@ -410,7 +415,7 @@ impl StdioBackend {
         // Stopping a per-session instance takes up to its grace period: do it in the
         // background and answer at once.
         let backend = Arc::clone(self);
-        tokio::spawn(async move { backend.end_session(session).await });
+        self.endings.spawn(async move { backend.end_session(session).await });
         let mut response = Response::new(crate::body::response_body(""));
         *response.status_mut() = StatusCode::OK;
         response

@@ -125,11 +125,14 @@ impl DockerHub {
         });
     }
 
-    /// After every backend stopped: removes containers of this owner the engine stopped while
-    /// it was away, should the watcher not have seen the engine come back before shutdown.
-    pub(crate) async fn reap_stopped(&self) {
-        if let Err(error) = self.engine.reap_stopped().await {
-            tracing::warn!(%error, "could not remove stopped containers");
+    /// After every backend stopped: removes whatever container of this owner is still there. Each
+    /// instance removes its own container when it stops; this catches those the engine could not
+    /// remove then (it was away, and the watcher did not see it come back before shutdown).
+    pub(crate) async fn reap_leftovers(&self) {
+        match self.engine.reap_orphans().await {
+            Ok(0) => {}
+            Ok(count) => tracing::warn!(count, "removed containers still there after every backend stopped"),
+            Err(error) => tracing::warn!(%error, "could not remove leftover containers"),
         }
     }
 

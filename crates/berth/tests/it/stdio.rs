@@ -301,3 +301,17 @@ async fn shutdown_lets_in_flight_calls_finish_before_stopping_servers() {
     assert_eq!(call.await.unwrap(), "slow done", "the in-flight call was drained, not cut");
     wait_until("the server is stopped after the drain", || !is_alive(pid)).await;
 }
+
+/// A session ended by DELETE is stopped in the background; shutdown right after it must still
+/// wait for that stop, or berth would exit with the instance alive (or its container there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_sessions_still_being_ended() {
+    let berth = Berth::start(&fixture_config("env = { FIXTURE_EXIT_DELAY_MS = \"1500\" }\nstop_grace = \"10s\"")).await;
+    let session = RawSession::open(&berth.url("/fx-solo/mcp"), json!({})).await;
+    let pid: u32 = session.tool("pid", json!({})).await.parse().unwrap();
+    assert_eq!(session.delete().await, StatusCode::OK);
+    assert!(is_alive(pid), "the instance lingers after its stdin closed");
+    berth.stop().await;
+    assert!(!is_alive(pid), "serve returned before the ended session's instance had stopped");
+}
+
