@@ -32,14 +32,15 @@ pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
     /// Its scratch directory (configuration, log), removed when dropped.
     dir: Option<PathBuf>,
+    /// Whether it leads a process group of its own, signalled whole (peer gateways run their
+    /// server through a shell or a runtime of their own).
+    group: bool,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         // SIGTERM first so that berth stops its stdio servers and containers itself.
-        if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
-        }
+        self.signal(nix::sys::signal::Signal::SIGTERM);
         if let Some(dir) = self.dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -60,11 +61,17 @@ impl Server {
     /// Stops the process: SIGTERM, up to `grace` to exit (berth drains and stops its
     /// backends), then SIGKILL.
     pub(crate) async fn stop(mut self, grace: Duration) {
-        if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
-        }
+        self.signal(nix::sys::signal::Signal::SIGTERM);
         if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
+            self.signal(nix::sys::signal::Signal::SIGKILL);
             let _ = self.child.kill().await;
+        }
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(pid) = self.child.id() {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = if self.group { nix::sys::signal::killpg(pid, signal) } else { nix::sys::signal::kill(pid, signal) };
         }
     }
 }
@@ -82,7 +89,8 @@ pub(crate) fn memory(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn free_port() -> anyhow::Result<SocketAddr> {
+/// A free loopback address, for a server to listen on.
+pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
@@ -127,7 +135,7 @@ pub(crate) async fn berth(backends: &str) -> anyhow::Result<Server> {
         .stderr(log)
         .kill_on_drop(true);
     let child = command.spawn().context("start berth")?;
-    let server = Server { child, addr, dir: Some(dir.clone()) };
+    let server = Server { child, addr, dir: Some(dir.clone()), group: false };
     let endpoint = Endpoint::new(addr, "/", None);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -156,5 +164,26 @@ pub(crate) async fn bare_rmcp() -> anyhow::Result<Server> {
         .context("the bare rmcp service printed no address")??
         .context("the bare rmcp service exited")?;
     let addr = line.trim().parse().context("the bare rmcp service printed no address")?;
-    Ok(Server { child, addr, dir: None })
+    Ok(Server { child, addr, dir: None, group: false })
+}
+
+/// Starts a peer gateway with `command` (which must listen on `addr`, serving `path`) in a
+/// process group of its own, and waits until a session can be initialized through it.
+pub(crate) async fn peer(mut command: Command, addr: SocketAddr, path: &str) -> anyhow::Result<Server> {
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).kill_on_drop(true);
+    let child = command.spawn()?;
+    let server = Server { child, addr, dir: None, group: true };
+    let endpoint = Endpoint::new(addr, path, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(mut conn) = Conn::open(&endpoint).await
+            && conn.initialize(&endpoint).await.is_ok()
+        {
+            return Ok(server);
+        }
+        if Instant::now() > deadline {
+            bail!("no session could be initialized at {addr}{path} within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -1,15 +1,124 @@
-//! Scenario 5: peer gateways (supergateway, mcp-proxy) in front of server-everything, when
-//! installed under `tools/` (never globally): the same calls as scenario 1 through them.
+//! Scenario 5: peer gateways (supergateway, mcp-proxy) in front of server-everything, installed
+//! under `tools/peers` by `scripts/install-peers.sh` (never globally): the calls of scenario 1
+//! through each peer and through berth, side by side in the same run. The ratio is berth's
+//! calls/s over the peer's.
 
-use crate::scenarios::{Plan, Report, Skipped};
+use std::{path::Path, time::Duration};
 
-/// Runs the peers that are installed; reports the others as skipped.
+use anyhow::Context as _;
+use tokio::process::Command;
+
+use crate::{
+    child::{self, Server},
+    http::{Conn, Endpoint},
+    load::{self, Until},
+    scenarios::{self, Comparison, Plan, Report, Skipped, StdioServer},
+};
+
+/// A peer gateway: its name as reported, where it is installed, how to start it.
+struct Peer {
+    name: &'static str,
+    /// The executable whose presence means "installed".
+    installed: std::path::PathBuf,
+    /// The command serving `server` on `addr` at `/mcp`.
+    command: Box<dyn Fn(&std::net::SocketAddr, &Stdio) -> Command>,
+}
+
+/// How a peer runs server-everything: node and the script.
+struct Stdio {
+    node: std::path::PathBuf,
+    script: std::path::PathBuf,
+}
+
+fn peers(tools: &Path) -> Vec<Peer> {
+    let peers = tools.join("peers");
+    let supergateway = peers.join("node_modules/supergateway/dist/index.js");
+    let mcp_proxy = peers.join("venv/bin/mcp-proxy");
+    vec![
+        Peer {
+            name: "supergateway 4.0.0",
+            installed: supergateway.clone(),
+            command: Box::new(move |addr, stdio| {
+                // Sessions as berth keeps them (`--stateful`): one server per session, as the
+                // stateless mode would start one per request.
+                let mut command = Command::new(&stdio.node);
+                command
+                    .arg(&supergateway)
+                    .arg("--stdio")
+                    .arg(format!("{} {} stdio", stdio.node.display(), stdio.script.display()))
+                    .args(["--outputTransport", "streamableHttp", "--stateful", "--logLevel", "none"])
+                    .arg("--port")
+                    .arg(addr.port().to_string());
+                command
+            }),
+        },
+        Peer {
+            name: "mcp-proxy 0.13.0",
+            installed: mcp_proxy.clone(),
+            command: Box::new(move |addr, stdio| {
+                let mut command = Command::new(&mcp_proxy);
+                command
+                    .args(["--host", "127.0.0.1", "--log-level", "WARNING", "--port"])
+                    .arg(addr.port().to_string())
+                    .arg(&stdio.node)
+                    .arg(&stdio.script)
+                    .arg("stdio");
+                command
+            }),
+        },
+    ]
+}
+
+/// Runs the peers that are installed against berth; reports the others as skipped.
 pub(crate) async fn run(plan: &Plan, report: &mut Report) {
-    let supergateway = plan.tools.join("node_modules/.bin/supergateway");
-    let mcp_proxy = plan.tools.join("peers/venv/bin/mcp-proxy");
-    for (name, path) in [("supergateway", supergateway), ("mcp-proxy", mcp_proxy)] {
-        if !path.exists() {
-            report.skipped.push(Skipped { scenario: "peers", reason: format!("{name} not installed ({})", path.display()) });
-        }
+    let (installed, missing): (Vec<Peer>, Vec<Peer>) = peers(&plan.tools).into_iter().partition(|p| p.installed.exists());
+    for peer in missing {
+        let reason = format!("{} not installed ({}; scripts/install-peers.sh)", peer.name, peer.installed.display());
+        report.skipped.push(Skipped { scenario: "peers", reason });
     }
+    if installed.is_empty() {
+        return;
+    }
+    if let Err(error) = compare(plan, &installed, report).await {
+        eprintln!("berth-bench: peers failed: {error:#}");
+        report.skipped.push(Skipped { scenario: "peers", reason: format!("{error:#}") });
+    }
+}
+
+async fn compare(plan: &Plan, peers: &[Peer], report: &mut Report) -> anyhow::Result<()> {
+    let server: StdioServer = scenarios::everything_process(&plan.tools)?;
+    let (node, script) = scenarios::everything_paths(&plan.tools)?;
+    let stdio = Stdio { node, script };
+    let berth = scenarios::berth_for(&server.backend).await?;
+    let berth_endpoint = scenarios::berth_endpoint(&berth, "stdio");
+    let berth_sessions = [Conn::open(&berth_endpoint).await?.initialize(&berth_endpoint).await?];
+    for peer in peers {
+        eprintln!("berth-bench: peers: {}", peer.name);
+        let addr = child::free_port()?;
+        let gateway: Server = child::peer((peer.command)(&addr, &stdio), addr, "/mcp").await.with_context(|| format!("start {}", peer.name))?;
+        // The bench's client sends its Basic credentials to every side; peers ignore them.
+        let endpoint = Endpoint::new(addr, "/mcp", Some((child::USER, child::PASSWORD)));
+        let sessions = [Conn::open(&endpoint).await?.initialize(&endpoint).await?];
+        for &inflight in &plan.inflight {
+            let (baseline, subject) = scenarios::side_by_side(
+                plan,
+                async |limit| load::http(&endpoint, &sessions, inflight, &server.call, Until::Elapsed(limit)).await,
+                async |limit| load::http(&berth_endpoint, &berth_sessions, inflight, &server.call, Until::Elapsed(limit)).await,
+            )
+            .await?;
+            report.comparisons.push(Comparison {
+                scenario: "peers",
+                server: server.name.to_string(),
+                baseline_name: peer.name.to_string(),
+                subject_name: "berth".into(),
+                inflight,
+                baseline,
+                subject,
+                subject_peak_kib: berth.memory().1,
+            });
+        }
+        gateway.stop(Duration::from_secs(5)).await;
+    }
+    berth.stop(Duration::from_secs(10)).await;
+    Ok(())
 }

@@ -102,6 +102,10 @@ fn targets(report: &Report) -> Vec<(String, String, bool)> {
     for c in find("native", 8) {
         out.push(("native ≥ 0.9× bare rmcp (8 in flight)".into(), format!("{:.2}×", ratio(c)), ratio(c) >= 0.9));
     }
+    for c in find("peers", 8) {
+        let (floor, peer) = if c.baseline_name.starts_with("supergateway") { (5.0, "supergateway") } else { (7.0, "mcp-proxy") };
+        out.push((format!("berth ≥ {floor}× {peer} (server-everything, 8 in flight)"), format!("{:.1}×", ratio(c)), ratio(c) >= floor));
+    }
     for s in report.sessions.iter().filter(|s| s.count >= 10_000) {
         out.push((format!("{} idle sessions ≤ 50 KiB each", s.count), format!("{:.1} KiB", s.kib_per_session), s.kib_per_session <= 50.0));
         out.push((format!("{} sessions: calls p99 ≤ 10 ms", s.count), format!("{:.2} ms", s.calls.p99), s.calls.p99 <= 10.0));

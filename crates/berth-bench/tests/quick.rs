@@ -57,6 +57,15 @@ fn quick_run_reports_every_scenario_with_sane_numbers() {
         sane("docker baseline", &c["baseline"]);
         sane("docker berth", &c["subject"]);
     }
+    // Peers run when installed (scripts/install-peers.sh, which scripts/test runs); a peer that
+    // is installed and fails is a failure of the bench.
+    for c in comparisons.iter().filter(|c| c["scenario"] == "peers") {
+        sane(&format!("peer {}", c["baseline_name"]), &c["baseline"]);
+        sane("berth against a peer", &c["subject"]);
+    }
+    for s in skipped.iter().filter(|s| s["scenario"] == "peers") {
+        assert!(s["reason"].as_str().unwrap().contains("not installed"), "a peer failed: {s}");
+    }
     // Nothing else may be skipped: a failure of another scenario is a failure of the bench.
     for s in skipped {
         assert!(["docker", "peers"].contains(&s["scenario"].as_str().unwrap()), "a scenario failed: {s}");
