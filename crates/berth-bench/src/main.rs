@@ -4,6 +4,7 @@
 //! Usage: `cargo run --release -p berth-bench [-- --quick] [--json FILE] [--no-docker]`.
 
 mod child;
+mod cpu;
 mod http;
 mod load;
 mod peers;

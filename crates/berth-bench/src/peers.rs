@@ -10,6 +10,7 @@ use tokio::process::Command;
 
 use crate::{
     child::{self, Server},
+    cpu::{Probe, Servers},
     http::{Conn, Endpoint},
     load::{self, Until},
     scenarios::{self, Comparison, Plan, Report, Skipped, StdioServer},
@@ -18,10 +19,15 @@ use crate::{
 /// A peer gateway: its name as reported, where it is installed, how to start it.
 struct Peer {
     name: &'static str,
-    /// The executable whose presence means "installed".
+    kind: Kind,
+    /// The entry point whose presence means "installed".
     installed: std::path::PathBuf,
-    /// The command serving `server` on `addr` at `/mcp`.
-    command: Box<dyn Fn(&std::net::SocketAddr, &Stdio) -> Command>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Supergateway,
+    McpProxy,
 }
 
 /// How a peer runs server-everything: node and the script.
@@ -30,42 +36,44 @@ struct Stdio {
     script: std::path::PathBuf,
 }
 
-fn peers(tools: &Path) -> Vec<Peer> {
-    let peers = tools.join("peers");
-    let supergateway = peers.join("node_modules/supergateway/dist/index.js");
-    let mcp_proxy = peers.join("venv/bin/mcp-proxy");
-    vec![
-        Peer {
-            name: "supergateway 4.0.0",
-            installed: supergateway.clone(),
-            command: Box::new(move |addr, stdio| {
-                // Sessions as berth keeps them (`--stateful`): one server per session, as the
-                // stateless mode would start one per request.
+impl Peer {
+    /// The command serving server-everything on `addr` at `/mcp`.
+    fn command(&self, addr: &std::net::SocketAddr, stdio: &Stdio) -> Command {
+        let port = addr.port().to_string();
+        match self.kind {
+            Kind::Supergateway => {
+                // Sessions as berth keeps them (`--stateful`): its stateless mode would start a
+                // server per request.
                 let mut command = Command::new(&stdio.node);
                 command
-                    .arg(&supergateway)
+                    .arg(&self.installed)
                     .arg("--stdio")
                     .arg(format!("{} {} stdio", stdio.node.display(), stdio.script.display()))
-                    .args(["--outputTransport", "streamableHttp", "--stateful", "--logLevel", "none"])
-                    .arg("--port")
-                    .arg(addr.port().to_string());
+                    .args(["--outputTransport", "streamableHttp", "--stateful", "--logLevel", "none", "--port", &port]);
                 command
-            }),
-        },
-        Peer {
-            name: "mcp-proxy 0.13.0",
-            installed: mcp_proxy.clone(),
-            command: Box::new(move |addr, stdio| {
-                let mut command = Command::new(&mcp_proxy);
+            }
+            Kind::McpProxy => {
+                let mut command = Command::new(&self.installed);
                 command
-                    .args(["--host", "127.0.0.1", "--log-level", "WARNING", "--port"])
-                    .arg(addr.port().to_string())
+                    .args(["--host", "127.0.0.1", "--log-level", "WARNING", "--port", &port])
                     .arg(&stdio.node)
                     .arg(&stdio.script)
                     .arg("stdio");
                 command
-            }),
+            }
+        }
+    }
+}
+
+fn peers(tools: &Path) -> Vec<Peer> {
+    let peers = tools.join("peers");
+    vec![
+        Peer {
+            name: "supergateway 4.0.0",
+            kind: Kind::Supergateway,
+            installed: peers.join("node_modules/supergateway/dist/index.js"),
         },
+        Peer { name: "mcp-proxy 0.13.0", kind: Kind::McpProxy, installed: peers.join("venv/bin/mcp-proxy") },
     ]
 }
 
@@ -92,18 +100,20 @@ async fn compare(plan: &Plan, peers: &[Peer], report: &mut Report) -> anyhow::Re
     let berth = scenarios::berth_for(&server.backend).await?;
     let berth_endpoint = scenarios::berth_endpoint(&berth, "stdio");
     let berth_sessions = [Conn::open(&berth_endpoint).await?.initialize(&berth_endpoint).await?];
+    let berth_probe = Probe { gateway: Some(berth.pid()), server: Servers::DescendantsOf(berth.pid()) };
     for peer in peers {
         eprintln!("berth-bench: peers: {}", peer.name);
         let addr = child::free_port()?;
-        let gateway: Server = child::peer((peer.command)(&addr, &stdio), addr, "/mcp").await.with_context(|| format!("start {}", peer.name))?;
+        let gateway: Server = child::peer(peer.command(&addr, &stdio), addr, "/mcp").await.with_context(|| format!("start {}", peer.name))?;
         // The bench's client sends its Basic credentials to every side; peers ignore them.
         let endpoint = Endpoint::new(addr, "/mcp", Some((child::USER, child::PASSWORD)));
         let sessions = [Conn::open(&endpoint).await?.initialize(&endpoint).await?];
+        let peer_probe = Probe { gateway: Some(gateway.pid()), server: Servers::DescendantsOf(gateway.pid()) };
         for &inflight in &plan.inflight {
             let (baseline, subject) = scenarios::side_by_side(
                 plan,
-                async |limit| load::http(&endpoint, &sessions, inflight, &server.call, Until::Elapsed(limit)).await,
-                async |limit| load::http(&berth_endpoint, &berth_sessions, inflight, &server.call, Until::Elapsed(limit)).await,
+                async |limit| peer_probe.measure(load::http(&endpoint, &sessions, inflight, &server.call, Until::Elapsed(limit))).await,
+                async |limit| berth_probe.measure(load::http(&berth_endpoint, &berth_sessions, inflight, &server.call, Until::Elapsed(limit))).await,
             )
             .await?;
             report.comparisons.push(Comparison {

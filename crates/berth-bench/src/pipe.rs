@@ -25,7 +25,7 @@ type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 /// A stdio MCP server the bench talks to directly.
 pub(crate) struct Pipe {
     /// Held so that the server is killed when the pipe is dropped.
-    _child: Child,
+    child: Child,
     writer: mpsc::Sender<Bytes>,
     waiters: Waiters,
     next_id: AtomicU64,
@@ -70,7 +70,7 @@ impl Pipe {
                 }
             }
         });
-        let pipe = Arc::new(Self { _child: child, writer, waiters, next_id: AtomicU64::new(1) });
+        let pipe = Arc::new(Self { child, writer, waiters, next_id: AtomicU64::new(1) });
         let init = pipe
             .request(
                 "initialize",
@@ -83,6 +83,11 @@ impl Pipe {
         }
         pipe.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await?;
         Ok(pipe)
+    }
+
+    /// The server's process id (0 once it is gone).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
     }
 
     async fn send(&self, message: Value) -> anyhow::Result<()> {

@@ -13,6 +13,10 @@ fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
+fn micros(value: Option<f64>) -> String {
+    value.map_or_else(|| "—".to_owned(), |us| format!("{us:.0}"))
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
@@ -53,6 +57,31 @@ pub(crate) fn markdown(report: &Report, header: &str) -> String {
             mib(c.subject_peak_kib),
             b.errors + s.errors,
         );
+    }
+    let metered: Vec<&Comparison> =
+        report.comparisons.iter().filter(|c| c.subject.gateway_us.is_some() || c.baseline.server_us.is_some()).collect();
+    if !metered.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "| CPU µs per call | server | in flight | baseline | its gateway | its server | subject | its gateway | its server |"
+        );
+        let _ = writeln!(out, "|---|---|--:|---|--:|--:|---|--:|--:|");
+        for c in metered {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                c.scenario,
+                c.server,
+                c.inflight,
+                c.baseline_name,
+                micros(c.baseline.gateway_us),
+                micros(c.baseline.server_us),
+                c.subject_name,
+                micros(c.subject.gateway_us),
+                micros(c.subject.server_us),
+            );
+        }
     }
     if !report.sessions.is_empty() {
         let _ = writeln!(out);
@@ -114,7 +143,8 @@ fn targets(report: &Report) -> Vec<(String, String, bool)> {
 }
 
 fn run_json(run: &Run) -> Value {
-    json!({"calls": run.calls, "errors": run.errors, "per_sec": run.per_sec, "p50_ms": run.p50, "p90_ms": run.p90, "p99_ms": run.p99})
+    json!({"calls": run.calls, "errors": run.errors, "per_sec": run.per_sec, "p50_ms": run.p50, "p90_ms": run.p90, "p99_ms": run.p99,
+        "gateway_cpu_us": run.gateway_us, "server_cpu_us": run.server_us})
 }
 
 /// The report as JSON.

@@ -8,6 +8,7 @@ use tokio::process::Command;
 
 use crate::{
     child::{self, PASSWORD, Server, USER},
+    cpu::{Probe, Servers},
     http::{Conn, Endpoint},
     load::{self, Call, Until},
     pipe::Pipe,
@@ -235,12 +236,17 @@ async fn stdio_path(plan: &Plan, scenario: &'static str, server: StdioServer, re
     let endpoint = berth_endpoint(&berth, "stdio");
     let session = Conn::open(&endpoint).await?.initialize(&endpoint).await?;
     let sessions = [session];
+    let direct_probe = Probe { gateway: None, server: if scenario == "docker" { Servers::Unseen } else { Servers::Pid(pipe.pid()) } };
+    let berth_probe = Probe {
+        gateway: Some(berth.pid()),
+        server: if scenario == "docker" { Servers::Unseen } else { Servers::DescendantsOf(berth.pid()) },
+    };
     let mut found = Vec::new();
     for &inflight in &plan.inflight {
         let (baseline, subject) = side_by_side(
             plan,
-            async |limit| load::pipe(&pipe, inflight, &call, limit).await,
-            async |limit| load::http(&endpoint, &sessions, inflight, &call, Until::Elapsed(limit)).await,
+            async |limit| direct_probe.measure(load::pipe(&pipe, inflight, &call, limit)).await,
+            async |limit| berth_probe.measure(load::http(&endpoint, &sessions, inflight, &call, Until::Elapsed(limit))).await,
         )
         .await?;
         found.push((inflight, baseline, subject));
@@ -273,12 +279,15 @@ async fn native_path(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     let bare_sessions = [Conn::open(&bare_endpoint).await?.initialize(&bare_endpoint).await?];
     let berth_sessions = [Conn::open(&berth_endpoint).await?.initialize(&berth_endpoint).await?];
     let call = simple_text();
+    // The service runs inside both processes: all of their CPU is the gateway's.
+    let bare_probe = Probe { gateway: Some(bare.pid()), server: Servers::Unseen };
+    let berth_probe = Probe { gateway: Some(berth.pid()), server: Servers::Unseen };
     let mut found = Vec::new();
     for &inflight in &plan.inflight {
         let (baseline, subject) = side_by_side(
             plan,
-            async |limit| load::http(&bare_endpoint, &bare_sessions, inflight, &call, Until::Elapsed(limit)).await,
-            async |limit| load::http(&berth_endpoint, &berth_sessions, inflight, &call, Until::Elapsed(limit)).await,
+            async |limit| bare_probe.measure(load::http(&bare_endpoint, &bare_sessions, inflight, &call, Until::Elapsed(limit))).await,
+            async |limit| berth_probe.measure(load::http(&berth_endpoint, &berth_sessions, inflight, &call, Until::Elapsed(limit))).await,
         )
         .await?;
         found.push((inflight, baseline, subject));

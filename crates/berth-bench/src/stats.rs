@@ -31,6 +31,10 @@ pub(crate) struct Run {
     pub(crate) p50: f64,
     pub(crate) p90: f64,
     pub(crate) p99: f64,
+    /// CPU time of the gateway process per call, in microseconds (see `cpu.rs`).
+    pub(crate) gateway_us: Option<f64>,
+    /// CPU time of the stdio server's processes per call, in microseconds.
+    pub(crate) server_us: Option<f64>,
 }
 
 impl Run {
@@ -54,6 +58,8 @@ impl Run {
             p50: at(0.50),
             p90: at(0.90),
             p99: at(0.99),
+            gateway_us: None,
+            server_us: None,
         }
     }
 
