@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::stats::Run;
 
-/// Which processes to charge, sampled before and after a round.
+/// Which processes to charge, sampled before and after a round. The load generator (this
+/// process) is always charged as the client.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Probe {
     /// The gateway process (its own threads only), if the side has one.
@@ -31,6 +32,7 @@ pub(crate) enum Servers {
 /// CPU time consumed so far, in clock ticks.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
+    client: u64,
     gateway: Option<u64>,
     server: Option<u64>,
 }
@@ -42,7 +44,7 @@ impl Probe {
             Servers::Pid(pid) => Some(ticks(pid)),
             Servers::DescendantsOf(pid) => Some(descendants(pid).into_iter().map(ticks).sum()),
         };
-        Sample { gateway: self.gateway.map(ticks), server }
+        Sample { client: ticks(std::process::id()), gateway: self.gateway.map(ticks), server }
     }
 
     /// Runs `round` and charges it the CPU time each process took meanwhile.
@@ -54,6 +56,7 @@ impl Probe {
             let (before, after) = (before?, after?);
             (run.calls > 0).then(|| tick().as_secs_f64() * 1e6 * after.saturating_sub(before) as f64 / run.calls as f64)
         };
+        run.client_us = per_call(Some(before.client), Some(after.client));
         run.gateway_us = per_call(before.gateway, after.gateway);
         run.server_us = per_call(before.server, after.server);
         Ok(run)
@@ -126,8 +129,9 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert!(run.server_us.unwrap() > 0.0, "{run:?}");
-        assert!(run.gateway_us.is_some());
+        assert!(run.gateway_us.is_some() && run.client_us.is_some());
         let unseen = Probe { gateway: None, server: Servers::Unseen }.measure(async { Ok(Run { calls: 1, ..Run::default() }) }).await.unwrap();
         assert_eq!((unseen.gateway_us, unseen.server_us), (None, None));
+        assert!(unseen.client_us.is_some(), "the load generator is always charged");
     }
 }

@@ -13,6 +13,21 @@ fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
+/// The ratio the subject side would reach if its gateway cost no CPU at all and the server cost
+/// as little per call as over its own pipe: `cores / (client + server)` calls/s against the
+/// baseline's calls/s, where client is the subject side's HTTP client and server the baseline's
+/// server. A ceiling only when the cores were busy on both sides (CPU-bound, not waiting).
+fn bound(c: &Comparison) -> Option<f64> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let (client, server) = (c.subject.client_us?, c.baseline.server_us.or(c.subject.server_us)?);
+    let busy = |run: &Run| run.per_sec * (run.client_us.unwrap_or(0.0) + run.gateway_us.unwrap_or(0.0) + run.server_us.unwrap_or(0.0)) / 1e6;
+    // Both sides kept the cores at least 80 % busy: the machine, not a wait, limited them.
+    if busy(&c.baseline) < 0.8 * cores || busy(&c.subject) < 0.8 * cores {
+        return None;
+    }
+    Some(cores * 1e6 / (client + server) / c.baseline.per_sec.max(1e-9))
+}
+
 fn micros(value: Option<f64>) -> String {
     value.map_or_else(|| "—".to_owned(), |us| format!("{us:.0}"))
 }
@@ -64,22 +79,25 @@ pub(crate) fn markdown(report: &Report, header: &str) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "| CPU µs per call | server | in flight | baseline | its gateway | its server | subject | its gateway | its server |"
+            "| CPU µs per call | server | in flight | baseline | client | gateway | server | subject | client | gateway | server | gateway-free bound |"
         );
-        let _ = writeln!(out, "|---|---|--:|---|--:|--:|---|--:|--:|");
+        let _ = writeln!(out, "|---|---|--:|---|--:|--:|--:|---|--:|--:|--:|--:|");
         for c in metered {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.scenario,
                 c.server,
                 c.inflight,
                 c.baseline_name,
+                micros(c.baseline.client_us),
                 micros(c.baseline.gateway_us),
                 micros(c.baseline.server_us),
                 c.subject_name,
+                micros(c.subject.client_us),
                 micros(c.subject.gateway_us),
                 micros(c.subject.server_us),
+                bound(c).map_or_else(|| "—".to_owned(), |b| format!("{b:.2}×")),
             );
         }
     }
@@ -144,7 +162,7 @@ fn targets(report: &Report) -> Vec<(String, String, bool)> {
 
 fn run_json(run: &Run) -> Value {
     json!({"calls": run.calls, "errors": run.errors, "per_sec": run.per_sec, "p50_ms": run.p50, "p90_ms": run.p90, "p99_ms": run.p99,
-        "gateway_cpu_us": run.gateway_us, "server_cpu_us": run.server_us})
+        "client_cpu_us": run.client_us, "gateway_cpu_us": run.gateway_us, "server_cpu_us": run.server_us})
 }
 
 /// The report as JSON.

@@ -31,7 +31,9 @@ pub(crate) struct Run {
     pub(crate) p50: f64,
     pub(crate) p90: f64,
     pub(crate) p99: f64,
-    /// CPU time of the gateway process per call, in microseconds (see `cpu.rs`).
+    /// CPU time of the load generator (this process) per call, in microseconds (see `cpu.rs`).
+    pub(crate) client_us: Option<f64>,
+    /// CPU time of the gateway process per call, in microseconds.
     pub(crate) gateway_us: Option<f64>,
     /// CPU time of the stdio server's processes per call, in microseconds.
     pub(crate) server_us: Option<f64>,
@@ -58,6 +60,7 @@ impl Run {
             p50: at(0.50),
             p90: at(0.90),
             p99: at(0.99),
+            client_us: None,
             gateway_us: None,
             server_us: None,
         }

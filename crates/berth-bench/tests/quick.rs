@@ -39,6 +39,13 @@ fn quick_run_reports_every_scenario_with_sane_numbers() {
                 .unwrap_or_else(|| panic!("no {scenario} {server} at {inflight} in flight:\n{stdout}\n{stderr}"));
             sane(&format!("{scenario} {server} baseline"), &found["baseline"]);
             sane(&format!("{scenario} {server} berth"), &found["subject"]);
+            // The CPU meter saw each process work: berth, the load generator, and (stdio) the
+            // server on both sides.
+            let cpu = |side: &str, key: &str| found[side][key].as_f64().unwrap_or_else(|| panic!("no {side}.{key}: {found}"));
+            assert!(cpu("subject", "gateway_cpu_us") > 0.0 && cpu("subject", "client_cpu_us") > 0.0, "{found}");
+            if scenario == "stdio" {
+                assert!(cpu("baseline", "server_cpu_us") > 0.0 && cpu("subject", "server_cpu_us") > 0.0, "{found}");
+            }
             assert!(found["subject_peak_kib"].as_u64().unwrap() > 0, "no RSS read: {found}");
         }
     }
