@@ -30,14 +30,11 @@ const STREAM_BUFFER: usize = 64;
 /// Options of every tmpfs mount; Docker's default mode 1777 lets any user write.
 const TMPFS_OPTIONS: &str = "rw,nosuid,nodev";
 
-/// Everything needed to create the container of one instance.
-///
-/// There is deliberately no `Debug`: `env` carries secrets.
-pub struct ContainerSpec {
-    /// The backend's name (label `berth.backend`, part of the container name).
-    pub backend: String,
-    /// The instance's id, unique within the backend (label `berth.instance`).
-    pub instance: String,
+/// How every container of one backend is made: the image, what runs in it, and its hardening.
+/// Built once from the configuration; each launch adds its names and environment
+/// ([`ContainerSpec`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerTemplate {
     /// The image reference.
     pub image: String,
     /// Whether to pull the image when the engine does not have it.
@@ -48,8 +45,6 @@ pub struct ContainerSpec {
     pub entrypoint: Option<Vec<String>>,
     /// Overrides the image's working directory.
     pub workdir: Option<String>,
-    /// Environment, `"K=V"`. Never logged.
-    pub env: Vec<String>,
     /// `none`, `bridge`, `host`, a network's name, ...
     pub network_mode: String,
     /// Capabilities to drop (`ALL` for all).
@@ -75,6 +70,20 @@ pub struct ContainerSpec {
     pub no_new_privileges: bool,
     /// Bind mounts, `"host:container:ro|rw"`.
     pub binds: Vec<String>,
+}
+
+/// Everything needed to create the container of one instance.
+///
+/// There is deliberately no `Debug`: `env` carries secrets.
+pub struct ContainerSpec {
+    /// The backend's name (label `berth.backend`, part of the container name).
+    pub backend: String,
+    /// The instance's id, unique within the backend (label `berth.instance`).
+    pub instance: String,
+    /// Environment, `"K=V"`. Never logged.
+    pub env: Vec<String>,
+    /// The backend's image and hardening.
+    pub template: ContainerTemplate,
 }
 
 /// A started container's standard streams, and the handle that stops it.
@@ -121,7 +130,7 @@ impl Engine {
     /// berth attaches before starting, so no early output is lost.
     pub async fn run(&self, spec: &ContainerSpec) -> Result<Attached, DockerError> {
         let docker = self.docker()?;
-        ensure_image(&docker, spec).await?;
+        ensure_image(&docker, &spec.template).await?;
 
         let name = container_name(&spec.backend, &spec.instance);
         let labels = HashMap::from([
@@ -131,12 +140,12 @@ impl Engine {
             (LABEL_INSTANCE.to_owned(), spec.instance.clone()),
         ]);
         let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            cmd: spec.command.clone(),
-            entrypoint: spec.entrypoint.clone(),
-            working_dir: spec.workdir.clone(),
+            image: Some(spec.template.image.clone()),
+            cmd: spec.template.command.clone(),
+            entrypoint: spec.template.entrypoint.clone(),
+            working_dir: spec.template.workdir.clone(),
             env: Some(spec.env.clone()),
-            user: spec.user.clone(),
+            user: spec.template.user.clone(),
             labels: Some(labels),
             open_stdin: Some(true),
             stdin_once: Some(true),
@@ -144,7 +153,7 @@ impl Engine {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             tty: Some(false),
-            host_config: Some(host_config(spec)),
+            host_config: Some(host_config(&spec.template)),
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
@@ -159,7 +168,7 @@ impl Engine {
             tracing::warn!(container = %name, %warning, "Docker warning on create");
         }
         let id = created.id;
-        tracing::debug!(container = %name, %id, image = %spec.image, "created container");
+        tracing::debug!(container = %name, %id, image = %spec.template.image, "created container");
 
         // From here on, a failure must not leave the created container behind.
         match attach_and_start(&docker, &id, &name).await {
@@ -420,7 +429,7 @@ impl Drop for Stdin {
 }
 
 /// Pulls the image when it is missing and pulling is allowed.
-async fn ensure_image(docker: &Docker, spec: &ContainerSpec) -> Result<(), DockerError> {
+async fn ensure_image(docker: &Docker, spec: &ContainerTemplate) -> Result<(), DockerError> {
     match docker.inspect_image(&spec.image).await {
         Ok(_) => return Ok(()),
         Err(error) if is_not_found(&error) => {}
@@ -445,7 +454,7 @@ async fn ensure_image(docker: &Docker, spec: &ContainerSpec) -> Result<(), Docke
     Ok(())
 }
 
-fn host_config(spec: &ContainerSpec) -> HostConfig {
+fn host_config(spec: &ContainerTemplate) -> HostConfig {
     let positive = |v: i64| (v > 0).then_some(v);
     let nonempty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
     HostConfig {

@@ -12,6 +12,6 @@ mod container;
 mod engine;
 mod error;
 
-pub use container::{Attached, Container, ContainerSpec};
+pub use container::{Attached, Container, ContainerSpec, ContainerTemplate};
 pub use engine::Engine;
 pub use error::DockerError;

@@ -19,7 +19,7 @@ use toml::Spanned;
 
 pub(crate) use tls::TlsConfig;
 pub(crate) use backend::{
-    BackendConfig, BackendSpec, DockerSpec, ImagePull, LaunchSpec, ProcessSpec, Sharing, StartMode, StdioSpec,
+    BackendConfig, BackendSpec, DockerSpec, LaunchSpec, ProcessSpec, Sharing, StartMode, StdioSpec,
 };
 pub(crate) use values::{ConfigDuration, EnvSecret, EnvString};
 

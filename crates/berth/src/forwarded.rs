@@ -175,11 +175,15 @@ mod tests {
         (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap())
     }
 
+    /// Trusted blocks, the peer, the forwarded headers it sends, and what berth must make of
+    /// them: (client address, host, X-Forwarded-For passed on).
+    type Case<'a> = (&'a [&'a str], &'a str, &'a [(&'a str, &'a str)], (&'a str, &'a str, &'a str));
+
     #[tokio::test]
     async fn only_trusted_peers_speak_for_the_client() {
         let xff = ("x-forwarded-for", "198.51.100.9, 203.0.113.7");
         let xfh = ("x-forwarded-host", "fs.mcp.example.com");
-        let table: &[(&[&str], &str, &[(&str, &str)], (&str, &str, &str))] = &[
+        let table: &[Case] = &[
             // A trusted proxy: the rightmost untrusted address is the client; its host counts.
             (&["10.0.0.0/8"], "10.1.2.3:5000", &[xff, xfh], ("203.0.113.7", "fs.mcp.example.com", xff.1)),
             // A chain of trusted proxies is walked through.

@@ -51,8 +51,8 @@ async fn exit_of_its_own_is_reported() {
     build_images(&[EVERYTHING]);
 
     let mut spec = hardened(&owner, EVERYTHING);
-    spec.entrypoint = Some(vec!["/usr/local/bin/node".into()]);
-    spec.command = Some(vec!["-e".into(), "process.exit(3)".into()]);
+    spec.template.entrypoint = Some(vec!["/usr/local/bin/node".into()]);
+    spec.template.command = Some(vec!["-e".into(), "process.exit(3)".into()]);
     let mut container = engine.run(&spec).await.unwrap().container;
     assert_eq!(container.exited().await, "exited with code 3");
     // Asking again answers the same.

@@ -123,8 +123,8 @@ async fn stdout_and_stderr_are_separated() {
     build_images(&[EVERYTHING]);
 
     let mut spec = hardened(&owner, EVERYTHING);
-    spec.entrypoint = Some(vec!["/usr/local/bin/node".into()]);
-    spec.command = Some(vec![
+    spec.template.entrypoint = Some(vec!["/usr/local/bin/node".into()]);
+    spec.template.command = Some(vec![
         "-e".into(),
         "for (let i = 0; i < 100; i++) { process.stdout.write(`out ${i}\\n`); process.stderr.write(`err ${i}\\n`); }".into(),
     ]);

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use berth_docker::{ContainerSpec, Engine};
+use berth_docker::{ContainerSpec, ContainerTemplate, Engine};
 use bollard::Docker;
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 use bytes::Bytes;
@@ -82,24 +82,26 @@ pub(crate) fn hardened(owner: &str, image: &str) -> ContainerSpec {
     ContainerSpec {
         backend: owner.to_owned(),
         instance: NEXT.fetch_add(1, Ordering::Relaxed).to_string(),
-        image: image.to_owned(),
-        pull_if_missing: false,
-        command: None,
-        entrypoint: None,
-        workdir: None,
         env: vec!["BERTH_TEST_SECRET=not-to-be-logged".to_owned()],
-        network_mode: "none".to_owned(),
-        cap_drop: vec!["ALL".to_owned()],
-        cap_add: vec![],
-        read_only: true,
-        tmpfs: vec!["/tmp".to_owned()],
-        memory_bytes: 512 << 20,
-        nano_cpus: 1_000_000_000,
-        pids_limit: 128,
-        user: Some("65534:65534".to_owned()),
-        init: true,
-        no_new_privileges: true,
-        binds: vec![],
+        template: ContainerTemplate {
+            image: image.to_owned(),
+            pull_if_missing: false,
+            command: None,
+            entrypoint: None,
+            workdir: None,
+            network_mode: "none".to_owned(),
+            cap_drop: vec!["ALL".to_owned()],
+            cap_add: vec![],
+            read_only: true,
+            tmpfs: vec!["/tmp".to_owned()],
+            memory_bytes: 512 << 20,
+            nano_cpus: 1_000_000_000,
+            pids_limit: 128,
+            user: Some("65534:65534".to_owned()),
+            init: true,
+            no_new_privileges: true,
+            binds: vec![],
+        },
     }
 }
 

@@ -114,7 +114,7 @@ fn call(params: &Value, id: &Value, out: &Out, waiters: &Waiters, counters: &Cou
             counters.subscribes.load(Ordering::Relaxed),
             counters.unsubscribes.load(Ordering::Relaxed)
         )),
-        other => return json!({"error": {"code": -32602, "message": format!("no tool {other}")}}),
+        other => json!({"error": {"code": -32602, "message": format!("no tool {other}")}}),
     }
 }
 

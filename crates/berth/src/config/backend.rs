@@ -188,44 +188,9 @@ pub struct ProcessSpec {
     pub cwd: Option<PathBuf>,
 }
 
-/// A Docker container and its hardening.
-#[derive(Debug, Clone)]
-pub struct DockerSpec {
-    /// The image.
-    pub image: String,
-    /// Pull policy.
-    pub image_pull: ImagePull,
-    /// Command override.
-    pub command: Option<Vec<String>>,
-    /// Entrypoint override.
-    pub entrypoint: Option<Vec<String>>,
-    /// Working directory.
-    pub workdir: Option<String>,
-    /// Network mode.
-    pub network_mode: String,
-    /// Dropped capabilities.
-    pub cap_drop: Vec<String>,
-    /// Added capabilities.
-    pub cap_add: Vec<String>,
-    /// Read-only root filesystem.
-    pub read_only: bool,
-    /// tmpfs mount points.
-    pub tmpfs: Vec<String>,
-    /// Memory limit in bytes.
-    pub memory_bytes: i64,
-    /// CPU limit in nano-CPUs.
-    pub nano_cpus: i64,
-    /// Process limit.
-    pub pids_limit: i64,
-    /// User, or `None` for the image's.
-    pub user: Option<String>,
-    /// Init process.
-    pub init: bool,
-    /// `no-new-privileges`.
-    pub no_new_privileges: bool,
-    /// Bind mounts as Docker `host:container[:ro|rw]` strings.
-    pub binds: Vec<String>,
-}
+/// What a docker backend's containers are made of: berth-docker's template, built and validated
+/// here from the configuration.
+pub(crate) type DockerSpec = berth_docker::ContainerTemplate;
 
 /// Parses `"512m"`, `"1g"`, `"65536k"` or a plain number of bytes.
 fn parse_bytes(text: &str) -> Option<i64> {
@@ -367,7 +332,7 @@ impl BackendConfig {
         };
         Ok(DockerSpec {
             image,
-            image_pull: self.image_pull.unwrap_or_default(),
+            pull_if_missing: self.image_pull.unwrap_or_default() == ImagePull::IfMissing,
             command: self.args.as_ref().map(|_| strings(&self.args)),
             entrypoint: self.entrypoint.clone(),
             workdir: self.cwd.as_ref().map(|c| c.0.clone()),
