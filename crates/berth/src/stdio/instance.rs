@@ -312,8 +312,8 @@ const WRITE_BATCH: usize = 64 * 1024;
 
 /// Writes queued lines to the server's stdin. Lines queued together (several sessions' requests
 /// arriving at once) go out in one write: one system call instead of one per line, and the
-/// server reads them in one wake-up instead of waking once per line (found with berth-bench:
-/// a Node server answers a batch of lines in one event-loop turn).
+/// server can read them in one wake-up (a Node server then answers them in one event-loop turn).
+/// berth-bench shows no throughput change at 8 requests in flight, where lines rarely queue.
 async fn write_stdin(mut stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>, mut outbox: mpsc::Receiver<Bytes>) {
     let mut batch = Vec::with_capacity(4096);
     while let Some(line) = outbox.recv().await {
