@@ -43,9 +43,10 @@ impl Endpoint {
 }
 
 /// One keep-alive HTTP/1.1 connection. Its I/O is driven by the task that sends on it (hyper's
-/// connection future is polled alongside each request) rather than by a task of its own: a
-/// closed-loop worker then costs one task wake-up per answer instead of three, so the load
-/// generator takes less of the CPU it shares with the servers it measures.
+/// connection future is polled alongside each request) rather than by a task of its own: no
+/// hand-offs between a worker and a connection task for each request and answer, so the load
+/// generator takes less of the CPU it shares with the servers it measures. A connection whose
+/// exchange failed is not used again (the loops open a new one).
 pub(crate) struct Conn {
     sender: SendRequest<Full<Bytes>>,
     connection: Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
