@@ -236,11 +236,14 @@ async fn stdio_path(plan: &Plan, scenario: &'static str, server: StdioServer, re
     let endpoint = berth_endpoint(&berth, "stdio");
     let session = Conn::open(&endpoint).await?.initialize(&endpoint).await?;
     let sessions = [session];
-    let direct_probe = Probe { gateway: None, server: if scenario == "docker" { Servers::Unseen } else { Servers::Pid(pipe.pid()) } };
-    let berth_probe = Probe {
-        gateway: Some(berth.pid()),
-        server: if scenario == "docker" { Servers::Unseen } else { Servers::DescendantsOf(berth.pid()) },
+    // A container's processes are the engine's, not children of `docker run` or of berth.
+    let (direct_server, berth_server) = if scenario == "docker" {
+        (Servers::Unseen, Servers::Unseen)
+    } else {
+        (Servers::Pid(pipe.pid()), Servers::DescendantsOf(berth.pid()))
     };
+    let direct_probe = Probe { gateway: None, server: direct_server };
+    let berth_probe = Probe { gateway: Some(berth.pid()), server: berth_server };
     let mut found = Vec::new();
     for &inflight in &plan.inflight {
         let (baseline, subject) = side_by_side(

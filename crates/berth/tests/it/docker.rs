@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::{
     conformance::run_suite,
     harness::{Berth, build_test_images, config_with, containers_with, docker_available, http, unique_name, wait_until},
-    raw::RawSession,
+    raw::{RawSession, churn_sessions},
 };
 
 fn fixture_config(extra: &str) -> String {
@@ -85,15 +85,7 @@ async fn two_hundred_sessions_leave_no_container_behind() {
     let berth = Berth::start(&fixture_config("")).await;
     let label = format!("berth.owner={}", berth.owner);
     for backend in ["fxd", "fxd-solo"] {
-        let url = berth.url(&format!("/{backend}/mcp"));
-        for round in 0..20 {
-            let sessions: Vec<RawSession> =
-                futures::future::join_all((0..10).map(|_| RawSession::open(&url, json!({})))).await;
-            for session in &sessions {
-                assert_eq!(session.tool("echo", json!({"text": "x"})).await, "x", "{backend} round {round}");
-                assert_eq!(session.delete().await, StatusCode::OK);
-            }
-        }
+        churn_sessions(&berth.url(&format!("/{backend}/mcp"))).await;
     }
     // The shared instance's container stays while berth runs; per-session ones are removed.
     wait_until("only the shared container is left", || containers_with(&label).len() <= 1).await;

@@ -177,3 +177,15 @@ impl RawSession {
             .status()
     }
 }
+
+/// Opens and ends 200 sessions at `url`, ten at once per round: each calls the fixture's `echo`
+/// and is deleted. The leak tests count what is left behind afterwards.
+pub(crate) async fn churn_sessions(url: &str) {
+    for round in 0..20 {
+        let sessions: Vec<RawSession> = futures::future::join_all((0..10).map(|_| RawSession::open(url, json!({})))).await;
+        for session in &sessions {
+            assert_eq!(session.tool("echo", json!({"text": "x"})).await, "x", "{url} round {round}");
+            assert_eq!(session.delete().await, StatusCode::OK);
+        }
+    }
+}

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::{
     harness::{Berth, config_with, http, wait_until, workspace_bin},
-    raw::RawSession,
+    raw::{RawSession, churn_sessions},
 };
 
 /// A configuration with the fixture as backend `fx` (shared) and `fx-solo` (per-session),
@@ -274,15 +274,7 @@ async fn two_hundred_sessions_leave_no_process_behind() {
     let baseline = children();
     let berth = Berth::start(&fixture_config("")).await;
     for backend in BOTH {
-        let url = berth.url(&format!("/{backend}/mcp"));
-        for round in 0..20 {
-            let sessions: Vec<RawSession> =
-                futures::future::join_all((0..10).map(|_| RawSession::open(&url, json!({})))).await;
-            for session in &sessions {
-                assert_eq!(session.tool("echo", json!({"text": "x"})).await, "x", "{backend} round {round}");
-                assert_eq!(session.delete().await, StatusCode::OK);
-            }
-        }
+        churn_sessions(&berth.url(&format!("/{backend}/mcp"))).await;
     }
     // The shared instance stays up while berth runs; per-session ones are all gone.
     wait_until("only the shared instance is left", || children() <= baseline + 1).await;
