@@ -71,7 +71,8 @@ impl Server {
     fn signal(&self, signal: nix::sys::signal::Signal) {
         if let Some(pid) = self.child.id() {
             let pid = nix::unistd::Pid::from_raw(pid as i32);
-            let _ = if self.group { nix::sys::signal::killpg(pid, signal) } else { nix::sys::signal::kill(pid, signal) };
+            let _ =
+                if self.group { nix::sys::signal::killpg(pid, signal) } else { nix::sys::signal::kill(pid, signal) };
         }
     }
 }

@@ -114,8 +114,11 @@ mod tests {
     async fn a_busy_descendant_is_charged_as_the_server() {
         // A shell that spins, under a shell that waits: a grandchild, as a peer's server is.
         use std::os::unix::process::CommandExt as _;
-        let mut child =
-            std::process::Command::new("sh").args(["-c", "sh -c 'while :; do :; done'"]).process_group(0).spawn().unwrap();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sh -c 'while :; do :; done'"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
         let me = std::process::id();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(descendants(me).len() >= 2, "the shell and its child");
@@ -125,12 +128,16 @@ mod tests {
             Ok(Run { calls: 1, ..Run::default() })
         };
         let run = probe.measure(round).await.unwrap();
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ =
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
         let _ = child.kill();
         let _ = child.wait();
         assert!(run.server_us.unwrap() > 0.0, "{run:?}");
         assert!(run.gateway_us.is_some() && run.client_us.is_some());
-        let unseen = Probe { gateway: None, server: Servers::Unseen }.measure(async { Ok(Run { calls: 1, ..Run::default() }) }).await.unwrap();
+        let unseen = Probe { gateway: None, server: Servers::Unseen }
+            .measure(async { Ok(Run { calls: 1, ..Run::default() }) })
+            .await
+            .unwrap();
         assert_eq!((unseen.gateway_us, unseen.server_us), (None, None));
         assert!(unseen.client_us.is_some(), "the load generator is always charged");
     }

@@ -72,8 +72,7 @@ impl Answer {
         let text = String::from_utf8_lossy(&self.body);
         text.split("\n\n")
             .filter_map(|event| {
-                let data: String =
-                    event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+                let data: String = event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
                 (!data.is_empty()).then(|| serde_json::from_str(&data).ok()).flatten()
             })
             .collect()
@@ -82,7 +81,10 @@ impl Answer {
     /// Whether the answer holds a successful response to request `id`.
     pub(crate) fn is_result_for(&self, id: u64) -> bool {
         self.status == StatusCode::OK
-            && self.messages().iter().any(|m| m.get("id").and_then(Value::as_u64) == Some(id) && m.get("result").is_some())
+            && self
+                .messages()
+                .iter()
+                .any(|m| m.get("id").and_then(Value::as_u64) == Some(id) && m.get("result").is_some())
     }
 }
 
@@ -168,7 +170,13 @@ impl Conn {
             "clientInfo": {"name": "berth-bench", "version": env!("CARGO_PKG_VERSION")}}});
         let answer = self.post(endpoint, None, Bytes::from(init.to_string())).await?;
         if !answer.is_result_for(0) {
-            bail!("initialize at {}{} answered {}: {:?}", endpoint.addr, endpoint.path, answer.status, answer.messages());
+            bail!(
+                "initialize at {}{} answered {}: {:?}",
+                endpoint.addr,
+                endpoint.path,
+                answer.status,
+                answer.messages()
+            );
         }
         let session = answer.session.context("initialize answered no Mcp-Session-Id")?;
         let initialized = Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);

@@ -79,7 +79,8 @@ fn peers(tools: &Path) -> Vec<Peer> {
 
 /// Runs the peers that are installed against berth; reports the others as skipped.
 pub(crate) async fn run(plan: &Plan, report: &mut Report) {
-    let (installed, missing): (Vec<Peer>, Vec<Peer>) = peers(&plan.tools).into_iter().partition(|p| p.installed.exists());
+    let (installed, missing): (Vec<Peer>, Vec<Peer>) =
+        peers(&plan.tools).into_iter().partition(|p| p.installed.exists());
     for peer in missing {
         let reason = format!("{} not installed ({}; scripts/install-peers.sh)", peer.name, peer.installed.display());
         report.skipped.push(Skipped { scenario: "peers", reason });
@@ -104,7 +105,9 @@ async fn compare(plan: &Plan, peers: &[Peer], report: &mut Report) -> anyhow::Re
     for peer in peers {
         eprintln!("berth-bench: peers: {}", peer.name);
         let addr = child::free_port()?;
-        let gateway: Server = child::peer(peer.command(&addr, &stdio), addr, "/mcp").await.with_context(|| format!("start {}", peer.name))?;
+        let gateway: Server = child::peer(peer.command(&addr, &stdio), addr, "/mcp")
+            .await
+            .with_context(|| format!("start {}", peer.name))?;
         // The bench's client sends its Basic credentials to every side; peers ignore them.
         let endpoint = Endpoint::new(addr, "/mcp", Some((child::USER, child::PASSWORD)));
         let sessions = [Conn::open(&endpoint).await?.initialize(&endpoint).await?];
@@ -112,8 +115,22 @@ async fn compare(plan: &Plan, peers: &[Peer], report: &mut Report) -> anyhow::Re
         for &inflight in &plan.inflight {
             let (baseline, subject) = scenarios::side_by_side(
                 plan,
-                async |limit| peer_probe.measure(load::http(&endpoint, &sessions, inflight, &server.call, Until::Elapsed(limit))).await,
-                async |limit| berth_probe.measure(load::http(&berth_endpoint, &berth_sessions, inflight, &server.call, Until::Elapsed(limit))).await,
+                async |limit| {
+                    peer_probe
+                        .measure(load::http(&endpoint, &sessions, inflight, &server.call, Until::Elapsed(limit)))
+                        .await
+                },
+                async |limit| {
+                    berth_probe
+                        .measure(load::http(
+                            &berth_endpoint,
+                            &berth_sessions,
+                            inflight,
+                            &server.call,
+                            Until::Elapsed(limit),
+                        ))
+                        .await
+                },
             )
             .await?;
             report.comparisons.push(Comparison {

@@ -20,7 +20,10 @@ fn mib(kib: u64) -> String {
 fn bound(c: &Comparison) -> Option<f64> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
     let (client, server) = (c.subject.client_us?, c.baseline.server_us.or(c.subject.server_us)?);
-    let busy = |run: &Run| run.per_sec * (run.client_us.unwrap_or(0.0) + run.gateway_us.unwrap_or(0.0) + run.server_us.unwrap_or(0.0)) / 1e6;
+    let busy = |run: &Run| {
+        run.per_sec * (run.client_us.unwrap_or(0.0) + run.gateway_us.unwrap_or(0.0) + run.server_us.unwrap_or(0.0))
+            / 1e6
+    };
     // Both sides kept the cores at least 80 % busy: the machine, not a wait, limited them.
     if busy(&c.baseline) < 0.8 * cores || busy(&c.subject) < 0.8 * cores {
         return None;
@@ -73,8 +76,11 @@ pub(crate) fn markdown(report: &Report, header: &str) -> String {
             b.errors + s.errors,
         );
     }
-    let metered: Vec<&Comparison> =
-        report.comparisons.iter().filter(|c| c.subject.gateway_us.is_some() || c.baseline.server_us.is_some()).collect();
+    let metered: Vec<&Comparison> = report
+        .comparisons
+        .iter()
+        .filter(|c| c.subject.gateway_us.is_some() || c.baseline.server_us.is_some())
+        .collect();
     if !metered.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(
@@ -113,7 +119,16 @@ pub(crate) fn markdown(report: &Report, header: &str) -> String {
             let _ = writeln!(
                 out,
                 "| {} | {:.0} | {:.1} | {} | {:.0} | {:.2} / {:.2} / {:.2} | {} | {} |",
-                s.count, s.opened_per_sec, s.kib_per_session, c.calls, c.per_sec, c.p50, c.p90, c.p99, mib(s.peak_kib), c.errors
+                s.count,
+                s.opened_per_sec,
+                s.kib_per_session,
+                c.calls,
+                c.per_sec,
+                c.p50,
+                c.p90,
+                c.p99,
+                mib(s.peak_kib),
+                c.errors
             );
         }
     }
@@ -137,25 +152,49 @@ pub(crate) fn markdown(report: &Report, header: &str) -> String {
 fn targets(report: &Report) -> Vec<(String, String, bool)> {
     let mut out = Vec::new();
     let find = |scenario: &'static str, inflight: usize| {
-        report.comparisons.iter().filter(move |c| c.scenario == scenario && c.inflight == inflight && c.subject_name == "berth")
+        report
+            .comparisons
+            .iter()
+            .filter(move |c| c.scenario == scenario && c.inflight == inflight && c.subject_name == "berth")
     };
     for c in find("stdio", 8) {
-        out.push((format!("stdio {} at 8 in flight ≥ 0.6× direct pipe", c.server), format!("{:.2}×", ratio(c)), ratio(c) >= 0.6));
+        out.push((
+            format!("stdio {} at 8 in flight ≥ 0.6× direct pipe", c.server),
+            format!("{:.2}×", ratio(c)),
+            ratio(c) >= 0.6,
+        ));
     }
     for c in find("stdio", 1) {
         let added = c.subject.p50 - c.baseline.p50;
-        out.push((format!("stdio {} p50 added latency ≤ 0.5 ms (1 in flight)", c.server), format!("{added:+.2} ms"), added <= 0.5));
+        out.push((
+            format!("stdio {} p50 added latency ≤ 0.5 ms (1 in flight)", c.server),
+            format!("{added:+.2} ms"),
+            added <= 0.5,
+        ));
     }
     for c in find("native", 8) {
         out.push(("native ≥ 0.9× bare rmcp (8 in flight)".into(), format!("{:.2}×", ratio(c)), ratio(c) >= 0.9));
     }
     for c in find("peers", 8) {
-        let (floor, peer) = if c.baseline_name.starts_with("supergateway") { (5.0, "supergateway") } else { (7.0, "mcp-proxy") };
-        out.push((format!("berth ≥ {floor}× {peer} (server-everything, 8 in flight)"), format!("{:.1}×", ratio(c)), ratio(c) >= floor));
+        let (floor, peer) =
+            if c.baseline_name.starts_with("supergateway") { (5.0, "supergateway") } else { (7.0, "mcp-proxy") };
+        out.push((
+            format!("berth ≥ {floor}× {peer} (server-everything, 8 in flight)"),
+            format!("{:.1}×", ratio(c)),
+            ratio(c) >= floor,
+        ));
     }
     for s in report.sessions.iter().filter(|s| s.count >= 10_000) {
-        out.push((format!("{} idle sessions ≤ 50 KiB each", s.count), format!("{:.1} KiB", s.kib_per_session), s.kib_per_session <= 50.0));
-        out.push((format!("{} sessions: calls p99 ≤ 10 ms", s.count), format!("{:.2} ms", s.calls.p99), s.calls.p99 <= 10.0));
+        out.push((
+            format!("{} idle sessions ≤ 50 KiB each", s.count),
+            format!("{:.1} KiB", s.kib_per_session),
+            s.kib_per_session <= 50.0,
+        ));
+        out.push((
+            format!("{} sessions: calls p99 ≤ 10 ms", s.count),
+            format!("{:.2} ms", s.calls.p99),
+            s.calls.p99 <= 10.0,
+        ));
     }
     out
 }

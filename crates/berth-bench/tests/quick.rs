@@ -35,13 +35,18 @@ fn quick_run_reports_every_scenario_with_sane_numbers() {
         for inflight in [1, 8] {
             let found = comparisons
                 .iter()
-                .find(|c| c["scenario"] == scenario && c["server"].as_str().unwrap().contains(server) && c["inflight"] == inflight)
+                .find(|c| {
+                    c["scenario"] == scenario
+                        && c["server"].as_str().unwrap().contains(server)
+                        && c["inflight"] == inflight
+                })
                 .unwrap_or_else(|| panic!("no {scenario} {server} at {inflight} in flight:\n{stdout}\n{stderr}"));
             sane(&format!("{scenario} {server} baseline"), &found["baseline"]);
             sane(&format!("{scenario} {server} berth"), &found["subject"]);
             // The CPU meter saw each process work: berth, the load generator, and (stdio) the
             // server on both sides.
-            let cpu = |side: &str, key: &str| found[side][key].as_f64().unwrap_or_else(|| panic!("no {side}.{key}: {found}"));
+            let cpu =
+                |side: &str, key: &str| found[side][key].as_f64().unwrap_or_else(|| panic!("no {side}.{key}: {found}"));
             assert!(cpu("subject", "gateway_cpu_us") > 0.0 && cpu("subject", "client_cpu_us") > 0.0, "{found}");
             if scenario == "stdio" {
                 assert!(cpu("baseline", "server_cpu_us") > 0.0 && cpu("subject", "server_cpu_us") > 0.0, "{found}");
@@ -53,7 +58,10 @@ fn quick_run_reports_every_scenario_with_sane_numbers() {
     assert_eq!(sessions.len(), 2, "both session counts ran:\n{stdout}\n{stderr}");
     for run in sessions {
         sane("sessions", &run["calls"]);
-        assert!(run["calls"]["calls"].as_u64().unwrap() >= run["count"].as_u64().unwrap(), "every session called: {run}");
+        assert!(
+            run["calls"]["calls"].as_u64().unwrap() >= run["count"].as_u64().unwrap(),
+            "every session called: {run}"
+        );
         assert!(run["kib_per_session"].as_f64().unwrap() >= 0.0);
     }
     // The Docker scenario runs when an engine answers; otherwise it says why it was skipped.

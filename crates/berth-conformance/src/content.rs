@@ -11,8 +11,7 @@ pub(crate) const PNG_BASE64: &str =
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC";
 
 /// Eight samples of 16-bit mono silence at 8 kHz as a WAV file, base64-encoded.
-pub(crate) const WAV_BASE64: &str =
-    "UklGRjQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YRAAAAAAAAAAAAAAAAAAAAAAAAAA";
+pub(crate) const WAV_BASE64: &str = "UklGRjQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YRAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 /// Deserializes a wire-shaped JSON value into an rmcp model type.
 ///
@@ -20,8 +19,7 @@ pub(crate) const WAV_BASE64: &str =
 /// reader can compare them with the suite line by line; a value that does not fit
 /// the model is a bug in this crate, hence an internal error.
 pub(crate) fn wire<T: DeserializeOwned>(value: Value) -> Result<T, McpError> {
-    serde_json::from_value(value)
-        .map_err(|error| McpError::internal_error(format!("malformed fixture: {error}"), None))
+    serde_json::from_value(value).map_err(|error| McpError::internal_error(format!("malformed fixture: {error}"), None))
 }
 
 /// Deserializes a complete result, marking it `resultType: "complete"`.
@@ -31,9 +29,7 @@ pub(crate) fn wire<T: DeserializeOwned>(value: Value) -> Result<T, McpError> {
 /// it again for peers on older revisions, whose schema does not know it.
 pub(crate) fn complete<T: DeserializeOwned>(mut value: Value) -> Result<T, McpError> {
     if let Value::Object(object) = &mut value {
-        object
-            .entry("resultType")
-            .or_insert_with(|| Value::from("complete"));
+        object.entry("resultType").or_insert_with(|| Value::from("complete"));
     }
     wire(value)
 }

@@ -14,8 +14,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rmcp::model::{
-    ClientCapabilities, InputRequest, InputRequiredResult, InputResponses, ProtocolVersion,
-    RequestStateCodec, RequestStateError, SealOptions, ServerRequest,
+    ClientCapabilities, InputRequest, InputRequiredResult, InputResponses, ProtocolVersion, RequestStateCodec,
+    RequestStateError, SealOptions, ServerRequest,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
@@ -41,9 +41,7 @@ pub(crate) enum Gathered {
 /// ISO dates compare lexically in the same order as chronologically, which is how
 /// rmcp itself orders protocol versions.
 pub(crate) fn is_stateless(context: &RequestContext<RoleServer>) -> bool {
-    context
-        .protocol_version()
-        .is_some_and(|version| version.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
+    context.protocol_version().is_some_and(|version| version.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
 }
 
 /// The client capabilities that apply to this request: the per-request `_meta`
@@ -75,19 +73,17 @@ pub(crate) async fn gather(
         for (key, request) in questions {
             requests.insert((*key).to_owned(), wire::<InputRequest>(request.clone())?);
         }
-        return Ok(Gathered::Pending(InputRequiredResult::new(
-            Some(requests),
-            state,
-        )));
+        return Ok(Gathered::Pending(InputRequiredResult::new(Some(requests), state)));
     }
     let mut answers = InputResponses::new();
     for (key, request) in questions {
         let request: ServerRequest = wire(request.clone())?;
-        let answer = context.peer.send_request(request).await.map_err(|error| {
-            McpError::internal_error(format!("the client did not answer {key}: {error}"), None)
-        })?;
-        let answer = serde_json::to_value(answer)
-            .map_err(|error| McpError::internal_error(error.to_string(), None))?;
+        let answer = context
+            .peer
+            .send_request(request)
+            .await
+            .map_err(|error| McpError::internal_error(format!("the client did not answer {key}: {error}"), None))?;
+        let answer = serde_json::to_value(answer).map_err(|error| McpError::internal_error(error.to_string(), None))?;
         answers.insert((*key).to_owned(), answer);
     }
     Ok(Gathered::All(answers))
@@ -108,22 +104,13 @@ fn answer<'a>(answers: &'a InputResponses, key: &str) -> Result<&'a Map<String, 
 
 /// Reads an `ElicitResult` answer: the action the user took and the content they
 /// submitted (empty unless they accepted).
-pub(crate) fn elicited(
-    answers: &InputResponses,
-    key: &str,
-) -> Result<(String, Map<String, Value>), McpError> {
+pub(crate) fn elicited(answers: &InputResponses, key: &str) -> Result<(String, Map<String, Value>), McpError> {
     let answer = answer(answers, key)?;
     let action = answer
         .get("action")
         .and_then(Value::as_str)
-        .ok_or_else(|| {
-            McpError::invalid_params(format!("inputResponses.{key} is not an ElicitResult"), None)
-        })?;
-    let content = answer
-        .get("content")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+        .ok_or_else(|| McpError::invalid_params(format!("inputResponses.{key} is not an ElicitResult"), None))?;
+    let content = answer.get("content").and_then(Value::as_object).cloned().unwrap_or_default();
     Ok((action.to_owned(), content))
 }
 
@@ -137,17 +124,10 @@ pub(crate) fn sampled(answers: &InputResponses, key: &str) -> Result<String, Mcp
         Some(Value::Array(blocks)) => blocks.iter().collect(),
         Some(block @ Value::Object(_)) => vec![block],
         _ => {
-            return Err(McpError::invalid_params(
-                format!("inputResponses.{key} is not a CreateMessageResult"),
-                None,
-            ));
+            return Err(McpError::invalid_params(format!("inputResponses.{key} is not a CreateMessageResult"), None));
         }
     };
-    Ok(blocks
-        .into_iter()
-        .filter_map(|block| block.get("text").and_then(Value::as_str))
-        .collect::<Vec<_>>()
-        .join(""))
+    Ok(blocks.into_iter().filter_map(|block| block.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(""))
 }
 
 /// Reads a `ListRootsResult` answer and returns the root URIs.
@@ -156,16 +136,8 @@ pub(crate) fn roots(answers: &InputResponses, key: &str) -> Result<Vec<String>, 
     let roots = answer
         .get("roots")
         .and_then(Value::as_array)
-        .ok_or_else(|| {
-            McpError::invalid_params(
-                format!("inputResponses.{key} is not a ListRootsResult"),
-                None,
-            )
-        })?;
-    Ok(roots
-        .iter()
-        .filter_map(|root| root.get("uri").and_then(Value::as_str).map(str::to_owned))
-        .collect())
+        .ok_or_else(|| McpError::invalid_params(format!("inputResponses.{key} is not a ListRootsResult"), None))?;
+    Ok(roots.iter().filter_map(|root| root.get("uri").and_then(Value::as_str).map(str::to_owned)).collect())
 }
 
 /// The ways an echoed `requestState` can be refused; every one is the client's
@@ -204,9 +176,7 @@ impl Sealer {
     /// random-number crate. It is not meant to guard anything of value.
     pub(crate) fn new() -> Self {
         let mut key = [0u8; RequestStateCodec::MIN_KEY_LENGTH];
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         for chunk in key.chunks_mut(8) {
             let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
             hasher.write_u128(nanos);
@@ -220,10 +190,7 @@ impl Sealer {
     /// Seals `payload` for `tool`.
     pub(crate) fn seal(&self, tool: &str, payload: &Value) -> Result<String, McpError> {
         self.codec
-            .seal_json_with(
-                payload,
-                &SealOptions::new().associated_data(tool.as_bytes()),
-            )
+            .seal_json_with(payload, &SealOptions::new().associated_data(tool.as_bytes()))
             .map_err(|error| McpError::internal_error(error.to_string(), None))
     }
 
@@ -244,53 +211,31 @@ mod tests {
     fn sealed_state_opens_only_for_its_tool_and_untampered() {
         let sealer = Sealer::new();
         let sealed = sealer.seal("tool_a", &json!({ "round": 1 })).unwrap();
-        assert_eq!(
-            sealer.open("tool_a", Some(&sealed)).unwrap(),
-            json!({ "round": 1 })
-        );
+        assert_eq!(sealer.open("tool_a", Some(&sealed)).unwrap(), json!({ "round": 1 }));
         assert!(sealer.open("tool_b", Some(&sealed)).is_err());
-        assert!(
-            sealer
-                .open("tool_a", Some(&format!("{sealed}-TAMPERED")))
-                .is_err()
-        );
-        assert!(matches!(
-            sealer.open("tool_a", None),
-            Err(StateError::Missing)
-        ));
+        assert!(sealer.open("tool_a", Some(&format!("{sealed}-TAMPERED"))).is_err());
+        assert!(matches!(sealer.open("tool_a", None), Err(StateError::Missing)));
     }
 
     #[test]
     fn answers_are_validated_as_client_input() {
         let answers: InputResponses = [
-            (
-                "ok".to_owned(),
-                json!({ "action": "accept", "content": { "name": "Alice" } }),
-            ),
+            ("ok".to_owned(), json!({ "action": "accept", "content": { "name": "Alice" } })),
             ("number".to_owned(), json!(12345)),
             (
                 "sample".to_owned(),
                 json!({ "role": "assistant", "model": "m",
                 "content": { "type": "text", "text": "Paris" } }),
             ),
-            (
-                "roots".to_owned(),
-                json!({ "roots": [{ "uri": "file:///r" }] }),
-            ),
+            ("roots".to_owned(), json!({ "roots": [{ "uri": "file:///r" }] })),
         ]
         .into_iter()
         .collect();
         let (action, content) = elicited(&answers, "ok").unwrap();
-        assert_eq!(
-            (action.as_str(), &content["name"]),
-            ("accept", &json!("Alice"))
-        );
+        assert_eq!((action.as_str(), &content["name"]), ("accept", &json!("Alice")));
         assert!(elicited(&answers, "number").is_err());
         assert!(elicited(&answers, "absent").is_err());
         assert_eq!(sampled(&answers, "sample").unwrap(), "Paris");
-        assert_eq!(
-            roots(&answers, "roots").unwrap(),
-            vec!["file:///r".to_owned()]
-        );
+        assert_eq!(roots(&answers, "roots").unwrap(), vec!["file:///r".to_owned()]);
     }
 }

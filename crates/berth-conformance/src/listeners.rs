@@ -67,8 +67,6 @@ impl Listeners {
     /// is still consistent, so poisoning is ignored.
     #[allow(clippy::type_complexity)]
     fn lock(&self) -> std::sync::MutexGuard<'_, (u64, Vec<(u64, SubscriptionSink)>)> {
-        self.sinks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.sinks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

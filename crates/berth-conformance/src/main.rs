@@ -10,9 +10,7 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     // Stdout carries the protocol, so every log line must go to stderr.
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
@@ -21,10 +19,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("failed to start the MCP session on stdio")?;
     // waiting() returns once the client closes stdin or the session ends.
-    let reason = service
-        .waiting()
-        .await
-        .context("the MCP session task failed")?;
+    let reason = service.waiting().await.context("the MCP session task failed")?;
     tracing::info!(?reason, "stdio session ended");
     Ok(())
 }

@@ -1,8 +1,7 @@
 //! The `test_*` prompts of the contract and argument completion.
 
 use rmcp::model::{
-    CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse,
-    ListPromptsResult, Reference,
+    CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse, ListPromptsResult, Reference,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
@@ -48,9 +47,7 @@ pub(crate) async fn get(
         "test_simple_prompt" => json!([user_text("This is a simple prompt for testing.")]),
         "test_prompt_with_arguments" => {
             let (arg1, arg2) = (required(&arguments, "arg1")?, required(&arguments, "arg2")?);
-            json!([user_text(&format!(
-                "Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"
-            ))])
+            json!([user_text(&format!("Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"))])
         }
         "test_prompt_with_embedded_resource" => {
             let uri = required(&arguments, "resourceUri")?;
@@ -76,30 +73,19 @@ pub(crate) async fn get(
                     &["context"],
                 ),
             );
-            let answers =
-                match input::gather(context, request.input_responses.as_ref(), &[question], None)
-                    .await?
-                {
-                    Gathered::All(answers) => answers,
-                    Gathered::Pending(pending) => return Ok(pending.into()),
-                };
+            let answers = match input::gather(context, request.input_responses.as_ref(), &[question], None).await? {
+                Gathered::All(answers) => answers,
+                Gathered::Pending(pending) => return Ok(pending.into()),
+            };
             let (_, content) = input::elicited(&answers, "user_context")?;
-            let context = content
-                .get("context")
-                .and_then(Value::as_str)
-                .unwrap_or("none");
+            let context = content.get("context").and_then(Value::as_str).unwrap_or("none");
             json!([user_text(&format!("Use this context: {context}"))])
         }
         other => {
-            return Err(McpError::invalid_params(
-                format!("unknown prompt: {other}"),
-                Some(json!({ "name": other })),
-            ));
+            return Err(McpError::invalid_params(format!("unknown prompt: {other}"), Some(json!({ "name": other }))));
         }
     };
-    Ok(GetPromptResponse::Complete(complete(
-        json!({ "messages": messages }),
-    )?))
+    Ok(GetPromptResponse::Complete(complete(json!({ "messages": messages }))?))
 }
 
 /// Suggests values for a prompt or resource-template argument.
@@ -108,21 +94,14 @@ pub(crate) async fn get(
 /// the suite only checks the shape, but prefix filtering keeps the answer meaningful.
 pub(crate) fn completion(request: &CompleteRequestParams) -> Result<CompleteResult, McpError> {
     let candidates: &[&str] = match (&request.r#ref, request.argument.name.as_str()) {
-        (Reference::Prompt(prompt), "arg1" | "arg2")
-            if prompt.name == "test_prompt_with_arguments" =>
-        {
+        (Reference::Prompt(prompt), "arg1" | "arg2") if prompt.name == "test_prompt_with_arguments" => {
             &["paris", "park", "party", "test", "testValue1", "testValue2"]
         }
-        (Reference::Resource(resource), "id") if resource.uri == "test://template/{id}/data" => {
-            &["1", "123", "42"]
-        }
+        (Reference::Resource(resource), "id") if resource.uri == "test://template/{id}/data" => &["1", "123", "42"],
         _ => &[],
     };
-    let values: Vec<&str> = candidates
-        .iter()
-        .copied()
-        .filter(|value| value.starts_with(request.argument.value.as_str()))
-        .collect();
+    let values: Vec<&str> =
+        candidates.iter().copied().filter(|value| value.starts_with(request.argument.value.as_str())).collect();
     complete(json!({ "completion": { "values": values, "total": values.len(), "hasMore": false } }))
 }
 
@@ -168,9 +147,6 @@ mod tests {
             "argument": { "name": "arg1", "value": "par" },
         }))
         .unwrap();
-        assert_eq!(
-            completion(&request).unwrap().completion.values,
-            ["paris", "park", "party"]
-        );
+        assert_eq!(completion(&request).unwrap().completion.values, ["paris", "park", "party"]);
     }
 }

@@ -80,9 +80,7 @@ pub(crate) fn read(uri: &str) -> Result<ReadResourceResult, McpError> {
 
 /// Matches `test://template/{id}/data` and returns the id.
 fn template_id(uri: &str) -> Option<&str> {
-    let id = uri
-        .strip_prefix("test://template/")?
-        .strip_suffix("/data")?;
+    let id = uri.strip_prefix("test://template/")?.strip_suffix("/data")?;
     (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
@@ -120,30 +118,19 @@ mod tests {
         let read = read_json("test://template/123/data");
         let text = read["contents"][0]["text"].as_str().unwrap();
         let data: Value = serde_json::from_str(text).unwrap();
-        assert_eq!(
-            data,
-            json!({ "id": "123", "templateTest": true, "data": "Data for ID: 123" })
-        );
+        assert_eq!(data, json!({ "id": "123", "templateTest": true, "data": "Data for ID: 123" }));
     }
 
     #[test]
     fn reads_by_uri() {
-        for (uri, field) in [
-            ("test://static-text", "text"),
-            ("test://static-binary", "blob"),
-            (WATCHED_URI, "text"),
-        ] {
+        for (uri, field) in [("test://static-text", "text"), ("test://static-binary", "blob"), (WATCHED_URI, "text")] {
             assert!(read_json(uri)["contents"][0][field].is_string(), "{uri}");
         }
     }
 
     #[test]
     fn unknown_uris_are_errors_that_name_the_uri() {
-        for uri in [
-            "test://nope",
-            "test://template//data",
-            "test://template/a/b/data",
-        ] {
+        for uri in ["test://nope", "test://template//data", "test://template/a/b/data"] {
             let error = read(uri).unwrap_err();
             assert_eq!(error.data, Some(json!({ "uri": uri })));
         }

@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ListToolsResult,
-    LoggingLevel, LoggingMessageNotificationParam, ProgressNotificationParam, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ListToolsResult, LoggingLevel,
+    LoggingMessageNotificationParam, ProgressNotificationParam, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
@@ -45,51 +45,15 @@ fn one_string(name: &str, description: &str) -> Value {
 /// for a deterministic order).
 fn catalogue() -> Vec<(&'static str, &'static str, Value)> {
     vec![
-        (
-            "test_simple_text",
-            "Returns simple text content.",
-            no_arguments(),
-        ),
-        (
-            "test_image_content",
-            "Returns image content (a base64 PNG).",
-            no_arguments(),
-        ),
-        (
-            "test_audio_content",
-            "Returns audio content (a base64 WAV).",
-            no_arguments(),
-        ),
-        (
-            "test_embedded_resource",
-            "Returns an embedded resource.",
-            no_arguments(),
-        ),
-        (
-            "test_multiple_content_types",
-            "Returns text, image and resource content.",
-            no_arguments(),
-        ),
-        (
-            "test_tool_with_logging",
-            "Sends three log messages while it runs.",
-            no_arguments(),
-        ),
-        (
-            "test_logging_tool",
-            "Sends log messages only at the requested log level.",
-            no_arguments(),
-        ),
-        (
-            "test_tool_with_progress",
-            "Reports progress 0, 50 and 100 of 100.",
-            no_arguments(),
-        ),
-        (
-            "test_error_handling",
-            "Always reports a tool execution error.",
-            no_arguments(),
-        ),
+        ("test_simple_text", "Returns simple text content.", no_arguments()),
+        ("test_image_content", "Returns image content (a base64 PNG).", no_arguments()),
+        ("test_audio_content", "Returns audio content (a base64 WAV).", no_arguments()),
+        ("test_embedded_resource", "Returns an embedded resource.", no_arguments()),
+        ("test_multiple_content_types", "Returns text, image and resource content.", no_arguments()),
+        ("test_tool_with_logging", "Sends three log messages while it runs.", no_arguments()),
+        ("test_logging_tool", "Sends log messages only at the requested log level.", no_arguments()),
+        ("test_tool_with_progress", "Reports progress 0, 50 and 100 of 100.", no_arguments()),
+        ("test_error_handling", "Always reports a tool execution error.", no_arguments()),
         (
             "test_sampling",
             "Asks the client's LLM to answer a prompt.",
@@ -105,31 +69,11 @@ fn catalogue() -> Vec<(&'static str, &'static str, Value)> {
             "Elicits values with defaults for every primitive type (SEP-1034).",
             no_arguments(),
         ),
-        (
-            "test_elicitation_sep1330_enums",
-            "Elicits every enum variant (SEP-1330).",
-            no_arguments(),
-        ),
-        (
-            "test_reconnection",
-            "Takes a moment, to exercise SSE resumption.",
-            no_arguments(),
-        ),
-        (
-            JSON_SCHEMA_TOOL,
-            "Tool with JSON Schema 2020-12 features",
-            json_schema_2020_12(),
-        ),
-        (
-            "test_missing_capability",
-            "Needs the sampling capability; fails with -32021 without it.",
-            no_arguments(),
-        ),
-        (
-            "test_streaming_elicitation",
-            "Needs input from the user while it runs.",
-            no_arguments(),
-        ),
+        ("test_elicitation_sep1330_enums", "Elicits every enum variant (SEP-1330).", no_arguments()),
+        ("test_reconnection", "Takes a moment, to exercise SSE resumption.", no_arguments()),
+        (JSON_SCHEMA_TOOL, "Tool with JSON Schema 2020-12 features", json_schema_2020_12()),
+        ("test_missing_capability", "Needs the sampling capability; fails with -32021 without it.", no_arguments()),
+        ("test_streaming_elicitation", "Needs input from the user while it runs.", no_arguments()),
         (
             "test_header_param",
             "Echoes an argument that is mirrored into the Mcp-Param-Region header (SEP-2243).",
@@ -139,56 +83,16 @@ fn catalogue() -> Vec<(&'static str, &'static str, Value)> {
                 "required": ["region"],
             }),
         ),
-        (
-            "test_trigger_tool_change",
-            "Announces that the tool list changed.",
-            no_arguments(),
-        ),
-        (
-            "test_trigger_prompt_change",
-            "Announces that the prompt list changed.",
-            no_arguments(),
-        ),
-        (
-            "test_input_required_result_elicitation",
-            "Asks the user's name (SEP-2322).",
-            no_arguments(),
-        ),
-        (
-            "test_input_required_result_sampling",
-            "Asks the LLM a question (SEP-2322).",
-            no_arguments(),
-        ),
-        (
-            "test_input_required_result_list_roots",
-            "Asks for the client's roots (SEP-2322).",
-            no_arguments(),
-        ),
-        (
-            "test_input_required_result_request_state",
-            "Round-trips a requestState (SEP-2322).",
-            no_arguments(),
-        ),
-        (
-            "test_input_required_result_multiple_inputs",
-            "Asks three questions at once (SEP-2322).",
-            no_arguments(),
-        ),
-        (
-            "test_input_required_result_multi_round",
-            "Asks over two rounds (SEP-2322).",
-            no_arguments(),
-        ),
-        (
-            "test_input_required_result_tampered_state",
-            "Rejects a tampered requestState (SEP-2322).",
-            no_arguments(),
-        ),
-        (
-            "test_input_required_result_capabilities",
-            "Asks only what the client can answer (SEP-2322).",
-            no_arguments(),
-        ),
+        ("test_trigger_tool_change", "Announces that the tool list changed.", no_arguments()),
+        ("test_trigger_prompt_change", "Announces that the prompt list changed.", no_arguments()),
+        ("test_input_required_result_elicitation", "Asks the user's name (SEP-2322).", no_arguments()),
+        ("test_input_required_result_sampling", "Asks the LLM a question (SEP-2322).", no_arguments()),
+        ("test_input_required_result_list_roots", "Asks for the client's roots (SEP-2322).", no_arguments()),
+        ("test_input_required_result_request_state", "Round-trips a requestState (SEP-2322).", no_arguments()),
+        ("test_input_required_result_multiple_inputs", "Asks three questions at once (SEP-2322).", no_arguments()),
+        ("test_input_required_result_multi_round", "Asks over two rounds (SEP-2322).", no_arguments()),
+        ("test_input_required_result_tampered_state", "Rejects a tampered requestState (SEP-2322).", no_arguments()),
+        ("test_input_required_result_capabilities", "Asks only what the client can answer (SEP-2322).", no_arguments()),
     ]
 }
 
@@ -242,16 +146,14 @@ pub(crate) async fn call(
     let result = match name.as_ref() {
         "test_simple_text" => text("This is a simple text response for testing."),
         "test_image_content" => complete(json!({ "content": [image()] })),
-        "test_audio_content" => complete(
-            json!({ "content": [{ "type": "audio", "data": WAV_BASE64, "mimeType": "audio/wav" }] }),
-        ),
-        "test_embedded_resource" => {
-            complete(json!({ "content": [{ "type": "resource", "resource": {
-                "uri": "test://embedded-resource",
-                "mimeType": "text/plain",
-                "text": "This is an embedded resource content.",
-            }}]}))
+        "test_audio_content" => {
+            complete(json!({ "content": [{ "type": "audio", "data": WAV_BASE64, "mimeType": "audio/wav" }] }))
         }
+        "test_embedded_resource" => complete(json!({ "content": [{ "type": "resource", "resource": {
+            "uri": "test://embedded-resource",
+            "mimeType": "text/plain",
+            "text": "This is an embedded resource content.",
+        }}]})),
         "test_multiple_content_types" => complete(json!({ "content": [
             { "type": "text", "text": "Multiple content types test:" },
             image(),
@@ -271,10 +173,9 @@ pub(crate) async fn call(
             tokio::time::sleep(Duration::from_millis(200)).await;
             text("Reconnection test completed.")
         }
-        JSON_SCHEMA_TOOL => text(&format!(
-            "Received: {}",
-            Value::Object(request.arguments.clone().unwrap_or_default())
-        )),
+        JSON_SCHEMA_TOOL => {
+            text(&format!("Received: {}", Value::Object(request.arguments.clone().unwrap_or_default())))
+        }
         "test_header_param" => text(&format!(
             "Region: {}",
             request
@@ -301,24 +202,13 @@ async fn interactive(
     let name = request.name.as_ref();
     let provided = request.input_responses.as_ref();
     let arguments = request.arguments.clone().unwrap_or_default();
-    let argument = |key: &str, default: &str| {
-        arguments
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or(default)
-            .to_owned()
-    };
+    let argument = |key: &str, default: &str| arguments.get(key).and_then(Value::as_str).unwrap_or(default).to_owned();
     // Which questions to ask, whether the flow carries a sealed state, and which
     // client capabilities the tool cannot do without.
     let (questions, sealed, needs): (Vec<Question>, bool, Option<ClientCapabilities>) = match name {
-        "test_sampling" => (
-            vec![(
-                "sampling",
-                sampling_request(&argument("prompt", "Hello"), 100),
-            )],
-            false,
-            Some(sampling()),
-        ),
+        "test_sampling" => {
+            (vec![("sampling", sampling_request(&argument("prompt", "Hello"), 100))], false, Some(sampling()))
+        }
         "test_elicitation" => (
             vec![(
                 "elicitation",
@@ -334,47 +224,18 @@ async fn interactive(
             false,
             Some(elicitation()),
         ),
-        "test_elicitation_sep1034_defaults" => (
-            vec![("elicitation", sep1034_request())],
-            false,
-            Some(elicitation()),
-        ),
-        "test_elicitation_sep1330_enums" => (
-            vec![("elicitation", sep1330_request())],
-            false,
-            Some(elicitation()),
-        ),
-        "test_missing_capability" => (
-            vec![("sampling", sampling_request("Say hello", 50))],
-            false,
-            Some(sampling()),
-        ),
-        "test_streaming_elicitation" | "test_input_required_result_elicitation" => (
-            vec![("user_name", name_question("What is your name?"))],
-            false,
-            None,
-        ),
-        "test_input_required_result_sampling" => (
-            vec![(
-                "capital_question",
-                sampling_request("What is the capital of France?", 100),
-            )],
-            false,
-            None,
-        ),
-        "test_input_required_result_list_roots" => {
-            (vec![("client_roots", roots_request())], false, None)
+        "test_elicitation_sep1034_defaults" => (vec![("elicitation", sep1034_request())], false, Some(elicitation())),
+        "test_elicitation_sep1330_enums" => (vec![("elicitation", sep1330_request())], false, Some(elicitation())),
+        "test_missing_capability" => (vec![("sampling", sampling_request("Say hello", 50))], false, Some(sampling())),
+        "test_streaming_elicitation" | "test_input_required_result_elicitation" => {
+            (vec![("user_name", name_question("What is your name?"))], false, None)
         }
-        "test_input_required_result_request_state"
-        | "test_input_required_result_tampered_state" => (
-            vec![(
-                "confirm",
-                elicitation_request(
-                    "Please confirm",
-                    json!({ "ok": { "type": "boolean" } }),
-                    &["ok"],
-                ),
-            )],
+        "test_input_required_result_sampling" => {
+            (vec![("capital_question", sampling_request("What is the capital of France?", 100))], false, None)
+        }
+        "test_input_required_result_list_roots" => (vec![("client_roots", roots_request())], false, None),
+        "test_input_required_result_request_state" | "test_input_required_result_tampered_state" => (
+            vec![("confirm", elicitation_request("Please confirm", json!({ "ok": { "type": "boolean" } }), &["ok"]))],
             true,
             None,
         ),
@@ -398,18 +259,12 @@ async fn interactive(
                 questions.push(("user_name", name_question("What is your name?")));
             }
             if declared.sampling.is_some() {
-                questions.push((
-                    "capital_question",
-                    sampling_request("What is the capital of France?", 100),
-                ));
+                questions.push(("capital_question", sampling_request("What is the capital of France?", 100)));
             }
             (questions, false, None)
         }
         other => {
-            return Err(McpError::invalid_params(
-                format!("unknown tool: {other}"),
-                Some(json!({ "name": other })),
-            ));
+            return Err(McpError::invalid_params(format!("unknown tool: {other}"), Some(json!({ "name": other }))));
         }
     };
     if let Some(needs) = needs {
@@ -421,11 +276,7 @@ async fn interactive(
     if sealed && stateless && provided.is_some() {
         shared.sealer.open(name, request.request_state.as_deref())?;
     }
-    let state = if sealed {
-        Some(shared.sealer.seal(name, &json!({ "tool": name }))?)
-    } else {
-        None
-    };
+    let state = if sealed { Some(shared.sealer.seal(name, &json!({ "tool": name }))?) } else { None };
     let answers = match input::gather(context, provided, &questions, state).await? {
         Gathered::All(answers) => answers,
         Gathered::Pending(pending) => return Ok(pending.into()),
@@ -436,17 +287,10 @@ async fn interactive(
             Some("elicitation/create") => {
                 let (action, content) = input::elicited(&answers, key)?;
                 match key {
-                    &"user_name" => format!(
-                        "Hello, {}!",
-                        content
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .unwrap_or("stranger")
-                    ),
-                    _ => format!(
-                        "Elicitation completed: action={action}, content={}",
-                        Value::Object(content)
-                    ),
+                    &"user_name" => {
+                        format!("Hello, {}!", content.get("name").and_then(Value::as_str).unwrap_or("stranger"))
+                    }
+                    _ => format!("Elicitation completed: action={action}, content={}", Value::Object(content)),
                 }
             }
             Some("sampling/createMessage") => {
@@ -488,15 +332,9 @@ async fn multi_round(
             Gathered::Pending(pending) => return Ok(pending.into()),
         };
         let (_, content) = input::elicited(&answers, "step1")?;
-        content
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("stranger")
-            .to_owned()
+        content.get("name").and_then(Value::as_str).unwrap_or("stranger").to_owned()
     };
-    let state = shared
-        .sealer
-        .seal(TOOL, &json!({ "round": 2, "name": name }))?;
+    let state = shared.sealer.seal(TOOL, &json!({ "round": 2, "name": name }))?;
     let step2 = [(
         "step2",
         elicitation_request(
@@ -510,27 +348,17 @@ async fn multi_round(
         Gathered::Pending(pending) => return Ok(pending.into()),
     };
     let (_, content) = input::elicited(&answers, "step2")?;
-    let color = content
-        .get("color")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown");
+    let color = content.get("color").and_then(Value::as_str).unwrap_or("unknown");
     text(&format!("Hello, {name}! Your favorite color is {color}.")).map(CallToolResponse::Complete)
 }
 
 /// Fails with `-32021` unless the client declared `needs` (SEP-2575): a server must
 /// not rely on a capability the client did not declare.
-fn require(
-    context: &RequestContext<RoleServer>,
-    needs: ClientCapabilities,
-) -> Result<(), McpError> {
+fn require(context: &RequestContext<RoleServer>, needs: ClientCapabilities) -> Result<(), McpError> {
     let declared = input::client_capabilities(context);
     let missing = (needs.sampling.is_some() && declared.sampling.is_none())
         || (needs.elicitation.is_some() && declared.elicitation.is_none());
-    if missing {
-        Err(McpError::missing_required_client_capability(needs))
-    } else {
-        Ok(())
-    }
+    if missing { Err(McpError::missing_required_client_capability(needs)) } else { Ok(()) }
 }
 
 /// The sampling capability, as a requirement.
@@ -545,17 +373,9 @@ fn elicitation() -> ClientCapabilities {
 
 /// Sends three info messages about 50 ms apart, as the contract asks, so that a
 /// client sees several notifications arrive during one call.
-async fn with_logging(
-    shared: &Shared,
-    context: &RequestContext<RoleServer>,
-) -> Result<CallToolResult, McpError> {
-    for (index, message) in [
-        "Tool execution started",
-        "Tool processing data",
-        "Tool execution completed",
-    ]
-    .into_iter()
-    .enumerate()
+async fn with_logging(shared: &Shared, context: &RequestContext<RoleServer>) -> Result<CallToolResult, McpError> {
+    for (index, message) in
+        ["Tool execution started", "Tool processing data", "Tool execution completed"].into_iter().enumerate()
     {
         if index > 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -570,12 +390,7 @@ async fn with_logging(
 /// In a session the level is the one set with `logging/setLevel` (everything until
 /// then); in the stateless lifecycle it is the request's `_meta` log level, and a
 /// request without one gets no log messages at all (SEP-2575).
-async fn log(
-    shared: &Shared,
-    context: &RequestContext<RoleServer>,
-    level: LoggingLevel,
-    message: &str,
-) {
+async fn log(shared: &Shared, context: &RequestContext<RoleServer>, level: LoggingLevel, message: &str) {
     let threshold = if input::is_stateless(context) {
         match context.meta.log_level() {
             Some(level) => Some(level),
@@ -750,12 +565,7 @@ mod tests {
 
     #[test]
     fn lists_every_tool_of_the_contract_once() {
-        let names: Vec<String> = list()
-            .unwrap()
-            .tools
-            .iter()
-            .map(|tool| tool.name.to_string())
-            .collect();
+        let names: Vec<String> = list().unwrap().tools.iter().map(|tool| tool.name.to_string()).collect();
         for expected in [
             "test_simple_text",
             "test_image_content",
@@ -774,10 +584,7 @@ mod tests {
             "test_input_required_result_elicitation",
             "test_input_required_result_capabilities",
         ] {
-            assert!(
-                names.iter().any(|name| name == expected),
-                "{expected} is missing"
-            );
+            assert!(names.iter().any(|name| name == expected), "{expected} is missing");
         }
         let mut unique = names.clone();
         unique.sort();
@@ -785,22 +592,14 @@ mod tests {
         assert_eq!(unique.len(), names.len(), "duplicate tool names");
         // SEP-986: names are 1-64 characters from [A-Za-z0-9_.-].
         assert!(names.iter().all(|name| {
-            (1..=64).contains(&name.len())
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            (1..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
         }));
     }
 
     #[test]
     fn json_schema_keywords_survive_the_model() {
         let tools = serde_json::to_value(list().unwrap()).unwrap();
-        let tool = tools["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|tool| tool["name"] == JSON_SCHEMA_TOOL)
-            .unwrap();
+        let tool = tools["tools"].as_array().unwrap().iter().find(|tool| tool["name"] == JSON_SCHEMA_TOOL).unwrap();
         assert_eq!(tool["inputSchema"], json_schema_2020_12());
     }
 
@@ -808,13 +607,9 @@ mod tests {
     fn questions_survive_the_model_unchanged() {
         // Each question is sent either as a server request (sessions) or inside an
         // InputRequiredResult (stateless); both must reach the client as written.
-        for question in [
-            sampling_request("hi", 100),
-            roots_request(),
-            name_question("Name?"),
-            sep1034_request(),
-            sep1330_request(),
-        ] {
+        for question in
+            [sampling_request("hi", 100), roots_request(), name_question("Name?"), sep1034_request(), sep1330_request()]
+        {
             let as_request: ServerRequest = serde_json::from_value(question.clone()).unwrap();
             let as_input: InputRequest = serde_json::from_value(question.clone()).unwrap();
             // rmcp spells out the default elicitation mode, "form", which the
@@ -829,10 +624,7 @@ mod tests {
                 }
                 value
             };
-            assert_eq!(
-                normalize(serde_json::to_value(as_request).unwrap()),
-                question
-            );
+            assert_eq!(normalize(serde_json::to_value(as_request).unwrap()), question);
             assert_eq!(normalize(serde_json::to_value(as_input).unwrap()), question);
         }
     }

@@ -24,7 +24,11 @@ type Recorded = Arc<Mutex<Option<ExitStatus>>>;
 struct RecordExit(Recorded);
 
 impl CommandWrapper for RecordExit {
-    fn wrap_child(&mut self, child: Box<dyn ChildWrapper>, _core: &CommandWrap) -> std::io::Result<Box<dyn ChildWrapper>> {
+    fn wrap_child(
+        &mut self,
+        child: Box<dyn ChildWrapper>,
+        _core: &CommandWrap,
+    ) -> std::io::Result<Box<dyn ChildWrapper>> {
         Ok(Box::new(RecordingChild { child, status: Arc::clone(&self.0) }))
     }
 }

@@ -19,9 +19,7 @@ use tokio::io::AsyncWrite;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::engine::{
-    Engine, LABEL_BACKEND, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_OWNER, MANAGED_BY,
-};
+use crate::engine::{Engine, LABEL_BACKEND, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_OWNER, MANAGED_BY};
 use crate::error::{DockerError, is_not_found};
 
 /// How many demultiplexed frames may wait in each of the stdout and stderr streams before the
@@ -160,10 +158,7 @@ impl Engine {
         let created = docker
             .create_container(Some(options), body)
             .await
-            .map_err(|source| DockerError::Create {
-                name: name.clone(),
-                source,
-            })?;
+            .map_err(|source| DockerError::Create { name: name.clone(), source })?;
         for warning in &created.warnings {
             tracing::warn!(container = %name, %warning, "Docker warning on create");
         }
@@ -182,28 +177,17 @@ impl Engine {
 }
 
 async fn attach_and_start(docker: &Docker, id: &str, name: &str) -> Result<Attached, DockerError> {
-    let options = AttachContainerOptionsBuilder::new()
-        .stream(true)
-        .stdin(true)
-        .stdout(true)
-        .stderr(true)
-        .logs(false)
-        .build();
+    let options =
+        AttachContainerOptionsBuilder::new().stream(true).stdin(true).stdout(true).stderr(true).logs(false).build();
     let attach = docker
         .attach_container(id, Some(options))
         .await
-        .map_err(|source| DockerError::Attach {
-            name: name.to_owned(),
-            source,
-        })?;
+        .map_err(|source| DockerError::Attach { name: name.to_owned(), source })?;
 
     docker
         .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
         .await
-        .map_err(|source| DockerError::Start {
-            name: name.to_owned(),
-            source,
-        })?;
+        .map_err(|source| DockerError::Start { name: name.to_owned(), source })?;
 
     // The wait request is sent only after start: condition "not-running" on a created (never
     // started) container would answer at once, and "next-exit" sent after a quick exit would
@@ -217,9 +201,7 @@ async fn attach_and_start(docker: &Docker, id: &str, name: &str) -> Result<Attac
     let reader = tokio::spawn(demultiplex(attach.output, out_tx, err_tx));
 
     Ok(Attached {
-        stdin: Box::pin(Stdin {
-            inner: Some(attach.input),
-        }),
+        stdin: Box::pin(Stdin { inner: Some(attach.input) }),
         stdout: out_rx.boxed(),
         stderr: err_rx.boxed(),
         container: Container {
@@ -306,10 +288,7 @@ impl Drop for Container {
 /// Removes a container by force, retrying once; logs what fails.
 async fn remove(docker: &Docker, id: &str, name: &str) {
     for attempt in 1..=2 {
-        let options = RemoveContainerOptionsBuilder::new()
-            .force(true)
-            .v(true)
-            .build();
+        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
         match docker.remove_container(id, Some(options)).await {
             Ok(()) => {
                 tracing::debug!(container = %name, "removed container");
@@ -330,9 +309,7 @@ async fn remove(docker: &Docker, id: &str, name: &str) {
 
 /// Waits for the container to exit and publishes a description of the exit.
 async fn wait_exit(docker: Docker, id: String, exit: watch::Sender<Option<String>>) {
-    let options = WaitContainerOptionsBuilder::new()
-        .condition("not-running")
-        .build();
+    let options = WaitContainerOptionsBuilder::new().condition("not-running").build();
     let mut answers = docker.wait_container(&id, Some(options));
     let description = match answers.next().await {
         Some(Ok(answer)) => match answer.error.and_then(|e| e.message) {
@@ -357,9 +334,7 @@ async fn wait_exit(docker: Docker, id: String, exit: watch::Sender<Option<String
 
 /// Splits the attach connection's frames into the stdout and stderr streams.
 async fn demultiplex(
-    mut output: Pin<
-        Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
-    >,
+    mut output: Pin<Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
     mut stdout: futures::channel::mpsc::Sender<std::io::Result<Bytes>>,
     mut stderr: futures::channel::mpsc::Sender<std::io::Result<Bytes>>,
 ) {
@@ -388,11 +363,7 @@ struct Stdin {
 }
 
 impl AsyncWrite for Stdin {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         match self.inner.as_mut() {
             Some(inner) => inner.as_mut().poll_write(cx, buf),
             None => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
@@ -436,20 +407,13 @@ async fn ensure_image(docker: &Docker, spec: &ContainerTemplate) -> Result<(), D
         Err(error) => return Err(error.into()),
     }
     if !spec.pull_if_missing {
-        return Err(DockerError::ImageMissing {
-            image: spec.image.clone(),
-        });
+        return Err(DockerError::ImageMissing { image: spec.image.clone() });
     }
     tracing::info!(image = %spec.image, "pulling image");
-    let options = CreateImageOptionsBuilder::new()
-        .from_image(&spec.image)
-        .build();
+    let options = CreateImageOptionsBuilder::new().from_image(&spec.image).build();
     let mut progress = docker.create_image(Some(options), None, None);
     while let Some(step) = progress.next().await {
-        step.map_err(|source| DockerError::Pull {
-            image: spec.image.clone(),
-            source,
-        })?;
+        step.map_err(|source| DockerError::Pull { image: spec.image.clone(), source })?;
     }
     Ok(())
 }
@@ -461,16 +425,10 @@ fn host_config(spec: &ContainerTemplate) -> HostConfig {
         network_mode: Some(spec.network_mode.clone()),
         cap_drop: nonempty(&spec.cap_drop),
         cap_add: nonempty(&spec.cap_add),
-        security_opt: spec
-            .no_new_privileges
-            .then(|| vec!["no-new-privileges:true".to_owned()]),
+        security_opt: spec.no_new_privileges.then(|| vec!["no-new-privileges:true".to_owned()]),
         readonly_rootfs: Some(spec.read_only),
-        tmpfs: (!spec.tmpfs.is_empty()).then(|| {
-            spec.tmpfs
-                .iter()
-                .map(|m| (m.clone(), TMPFS_OPTIONS.to_owned()))
-                .collect()
-        }),
+        tmpfs: (!spec.tmpfs.is_empty())
+            .then(|| spec.tmpfs.iter().map(|m| (m.clone(), TMPFS_OPTIONS.to_owned())).collect()),
         memory: positive(spec.memory_bytes),
         nano_cpus: positive(spec.nano_cpus),
         pids_limit: positive(spec.pids_limit),
@@ -485,13 +443,7 @@ fn host_config(spec: &ContainerTemplate) -> HostConfig {
 fn container_name(backend: &str, instance: &str) -> String {
     format!("berth-{backend}-{instance}")
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' })
         .collect()
 }
 
@@ -501,11 +453,9 @@ mod tests {
 
     #[test]
     fn container_names_are_valid_for_docker() {
-        for (backend, instance, expected) in [
-            ("fs", "1", "berth-fs-1"),
-            ("my server", "a/b", "berth-my_server-a_b"),
-            ("ünï", "x", "berth-_n_-x"),
-        ] {
+        for (backend, instance, expected) in
+            [("fs", "1", "berth-fs-1"), ("my server", "a/b", "berth-my_server-a_b"), ("ünï", "x", "berth-_n_-x")]
+        {
             assert_eq!(container_name(backend, instance), expected);
         }
     }

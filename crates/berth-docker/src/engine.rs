@@ -103,12 +103,7 @@ impl Engine {
 
     /// The current client; a clone shares its connection pool.
     pub(crate) fn docker(&self) -> Result<Docker, DockerError> {
-        let current = self
-            .inner
-            .docker
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let current = self.inner.docker.read().unwrap_or_else(|e| e.into_inner()).clone();
         match current {
             Some(docker) => Ok(docker),
             None => client(&self.inner.host).map_err(DockerError::Connect),
@@ -198,30 +193,18 @@ impl Engine {
         let docker = self.docker()?;
         let mut filters = HashMap::from([(
             "label",
-            vec![
-                format!("{LABEL_MANAGED_BY}={MANAGED_BY}"),
-                format!("{LABEL_OWNER}={}", self.inner.owner),
-            ],
+            vec![format!("{LABEL_MANAGED_BY}={MANAGED_BY}"), format!("{LABEL_OWNER}={}", self.inner.owner)],
         )]);
         if stopped_only {
             filters.insert("status", vec!["exited".to_owned(), "dead".to_owned()]);
         }
-        let options = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
         let found = docker.list_containers(Some(options)).await?;
         let mut removed = 0;
         for summary in found {
             let Some(id) = summary.id else { continue };
-            let name = summary
-                .names
-                .and_then(|n| n.into_iter().next())
-                .unwrap_or_default();
-            let options = RemoveContainerOptionsBuilder::new()
-                .force(true)
-                .v(true)
-                .build();
+            let name = summary.names.and_then(|n| n.into_iter().next()).unwrap_or_default();
+            let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
             match docker.remove_container(&id, Some(options)).await {
                 Ok(()) => {
                     tracing::info!(container = %name, "removed a leftover container");
@@ -251,8 +234,7 @@ const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 /// `DOCKER_TLS_VERIFY` is set, with the files in `DOCKER_CERT_PATH`).
 fn client(host: &str) -> Result<Docker, bollard::errors::Error> {
     let tls = host.starts_with("https://")
-        || (host.starts_with("tcp://")
-            && std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty()));
+        || (host.starts_with("tcp://") && std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty()));
     if tls {
         // rustls panics when more than one crypto provider is compiled in and none is installed
         // (the workspace links ring; another dependency may add aws-lc-rs). Installing fails
@@ -265,10 +247,7 @@ fn client(host: &str) -> Result<Docker, bollard::errors::Error> {
 /// Pings the engine and lowers the client's API version to the engine's when it is older.
 async fn negotiate(docker: Docker) -> Result<Docker, DockerError> {
     ping(&docker).await.map_err(DockerError::Connect)?;
-    docker
-        .negotiate_version()
-        .await
-        .map_err(DockerError::Connect)
+    docker.negotiate_version().await.map_err(DockerError::Connect)
 }
 
 async fn ping(docker: &Docker) -> Result<(), bollard::errors::Error> {

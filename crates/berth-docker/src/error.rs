@@ -94,11 +94,5 @@ pub(crate) fn is_transport_error(error: &bollard::errors::Error) -> bool {
 
 /// Whether the engine answered 404 (no such container or image).
 pub(crate) fn is_not_found(error: &bollard::errors::Error) -> bool {
-    matches!(
-        error,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
+    matches!(error, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }

@@ -103,10 +103,7 @@ fn unauthorized(challenge: &HeaderValue, message: &str) -> Response<ResponseBody
 
 impl<S> Service<Request<RequestBody>> for Authenticate<S>
 where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
     type Response = Response<ResponseBody>;
@@ -137,7 +134,11 @@ where
                 return Ok(unauthorized(challenge, "authentication required"));
             };
             let Some((name, password)) = parse_basic(&credential) else {
-                tracing::warn!(client = client(&request), path = request.uri().path(), "failed login: malformed Authorization header");
+                tracing::warn!(
+                    client = client(&request),
+                    path = request.uri().path(),
+                    "failed login: malformed Authorization header"
+                );
                 return Ok(unauthorized(challenge, "expected HTTP Basic credentials"));
             };
             match users.verify(&name, &password).await {
@@ -146,7 +147,12 @@ where
                     inner.call(request).await
                 }
                 None => {
-                    tracing::warn!(client = client(&request), user = name, path = request.uri().path(), "failed login: wrong user name or password");
+                    tracing::warn!(
+                        client = client(&request),
+                        user = name,
+                        path = request.uri().path(),
+                        "failed login: wrong user name or password"
+                    );
                     Ok(unauthorized(challenge, "wrong user name or password"))
                 }
             }
@@ -198,10 +204,7 @@ mod tests {
             let response = call(auth.clone(), *authorization).await;
             assert_eq!(response.status().as_u16(), *expected, "{authorization:?}");
             if *expected == 401 {
-                assert_eq!(
-                    response.headers()[header::WWW_AUTHENTICATE],
-                    "Basic realm=\"berth\", charset=\"UTF-8\""
-                );
+                assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Basic realm=\"berth\", charset=\"UTF-8\"");
             }
         }
     }

@@ -43,9 +43,7 @@ pub(crate) type ResponseBody = BoxBody<Bytes, Infallible>;
 
 /// Wraps buffered bytes as a [`RequestBody`].
 pub(crate) fn request_body(bytes: impl Into<Bytes>) -> RequestBody {
-    Full::new(bytes.into())
-        .map_err(|never: Infallible| match never {})
-        .boxed_unsync()
+    Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed_unsync()
 }
 
 /// Wraps buffered bytes as a [`ResponseBody`].

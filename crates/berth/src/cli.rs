@@ -258,7 +258,8 @@ pub fn run(registry: NativeRegistry) -> ExitCode {
             };
             match loaded {
                 Ok(config) => {
-                    let options = traefik::LabelOptions { domain: String::new(), port: 0, entrypoint, resolver, wildcard };
+                    let options =
+                        traefik::LabelOptions { domain: String::new(), port: 0, entrypoint, resolver, wildcard };
                     traefik::run(&config, domain, options)
                 }
                 Err(error) => {

@@ -17,10 +17,10 @@ use std::{
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
-pub(crate) use tls::TlsConfig;
 pub(crate) use backend::{
     BackendConfig, BackendSpec, DockerSpec, LaunchSpec, ProcessSpec, Sharing, StartMode, StdioSpec,
 };
+pub(crate) use tls::TlsConfig;
 pub(crate) use values::{ConfigDuration, EnvSecret, EnvString};
 
 /// The variable naming the user created from the environment.
@@ -205,8 +205,7 @@ impl<'de> Deserialize<'de> for AuthSetting {
                 }
             }
             fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                BasicAuthConfig::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(AuthSetting::Basic)
+                BasicAuthConfig::deserialize(de::value::MapAccessDeserializer::new(map)).map(AuthSetting::Basic)
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -248,18 +247,14 @@ pub struct UserConfig {
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
         Self::parse(&text, Some(path))
     }
 
     /// Parses and validates TOML text; `path` is used in error messages.
     pub fn parse(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|error| {
-            let (line, column) = error
-                .span()
-                .map(|span| line_column(text, span.start))
-                .unwrap_or((1, 1));
+            let (line, column) = error.span().map(|span| line_column(text, span.start)).unwrap_or((1, 1));
             ConfigError::Parse {
                 path: path.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("<text>")),
                 line,
@@ -305,9 +300,8 @@ impl Config {
             self.specs.insert(name.clone(), spec);
         }
         for host in &self.server.public_hosts {
-            crate::host::HostPattern::parse(host.get_ref()).map_err(|message| {
-                self.source.invalid(Some(host.span()), "server.public_hosts", message)
-            })?;
+            crate::host::HostPattern::parse(host.get_ref())
+                .map_err(|message| self.source.invalid(Some(host.span()), "server.public_hosts", message))?;
         }
         for origin in &self.server.allowed_origins {
             crate::host::parse_origin(origin.get_ref()).ok_or_else(|| {
@@ -331,9 +325,8 @@ impl Config {
                 })?;
         }
         for proxy in &self.server.trusted_proxies {
-            crate::forwarded::ProxyNet::parse(proxy.get_ref()).map_err(|message| {
-                self.source.invalid(Some(proxy.span()), "server.trusted_proxies", message)
-            })?;
+            crate::forwarded::ProxyNet::parse(proxy.get_ref())
+                .map_err(|message| self.source.invalid(Some(proxy.span()), "server.trusted_proxies", message))?;
         }
         if let Some(tls) = &self.server.tls
             && tls.reload_interval.0.is_zero()
@@ -428,7 +421,11 @@ mod tests {
             ("[server]\npublic_hosts = [\"ok.example.com\",\n \"bad host\"]\n", "berth.toml:3", "server.public_hosts"),
             ("[backends.Bad_Name]\nkind = \"native\"\n", "berth.toml:1", "backends.Bad_Name"),
             ("[[auth.users]]\nname = \"a\"\n", "berth.toml:1", "exactly one of"),
-            ("[[auth.users]]\nname = \"a\"\npassword = \"${BERTH_TEST_SURELY_UNSET}\"\n", "berth.toml:3:", "BERTH_TEST_SURELY_UNSET"),
+            (
+                "[[auth.users]]\nname = \"a\"\npassword = \"${BERTH_TEST_SURELY_UNSET}\"\n",
+                "berth.toml:3:",
+                "BERTH_TEST_SURELY_UNSET",
+            ),
             ("[server]\nmax_connections = 0\n", "berth.toml", "server.max_connections"),
         ];
         for (text, prefix, needle) in table {

@@ -100,11 +100,7 @@ impl Gateway {
     }
 
     /// Builds the gateway with an explicit environment.
-    pub fn build_with_env(
-        config: &Config,
-        registry: &NativeRegistry,
-        env: EnvLookup<'_>,
-    ) -> Result<Self, ConfigError> {
+    pub fn build_with_env(config: &Config, registry: &NativeRegistry, env: EnvLookup<'_>) -> Result<Self, ConfigError> {
         let server = &config.server;
         let shutdown = CancellationToken::new();
         let authenticator = match (users_from(config, env)?, &config.auth) {
@@ -116,8 +112,10 @@ impl Gateway {
             sse_keep_alive: server.sse_keep_alive.0,
             shutdown: shutdown.clone(),
         };
-        let needs_docker =
-            config.specs.values().any(|spec| matches!(spec, BackendSpec::Stdio(stdio) if matches!(stdio.launch, LaunchSpec::Docker(_))));
+        let needs_docker = config
+            .specs
+            .values()
+            .any(|spec| matches!(spec, BackendSpec::Stdio(stdio) if matches!(stdio.launch, LaunchSpec::Docker(_))));
         let docker = if needs_docker {
             let engine = berth_docker::Engine::new(&owner_name(env))
                 .map_err(|error| config.source.invalid(None, "DOCKER_HOST", error.to_string()))?;
@@ -144,7 +142,13 @@ impl Gateway {
                 BackendSpec::Stdio(stdio) => {
                     let stdio = Arc::new(stdio.as_ref().clone());
                     let launcher = Arc::new(Launcher::new(name, Arc::clone(&stdio), docker.clone()));
-                    BackendKind::Stdio(Arc::new(StdioBackend::new(name, stdio, launcher, server.sse_keep_alive.0, &shutdown)))
+                    BackendKind::Stdio(Arc::new(StdioBackend::new(
+                        name,
+                        stdio,
+                        launcher,
+                        server.sse_keep_alive.0,
+                        &shutdown,
+                    )))
                 }
             };
             backends.push(Arc::new(Backend::new(name, required, kind)));
@@ -192,8 +196,9 @@ impl Gateway {
                 None => None,
                 Some(tls) => {
                     let base = config.source.path.as_deref().and_then(std::path::Path::parent);
-                    let loaded = Tls::load(tls, base)
-                        .map_err(|error| config.source.invalid(Some(tls.cert.span()), "server.tls", error.to_string()))?;
+                    let loaded = Tls::load(tls, base).map_err(|error| {
+                        config.source.invalid(Some(tls.cert.span()), "server.tls", error.to_string())
+                    })?;
                     Some(Arc::new(loaded))
                 }
             },
@@ -260,8 +265,8 @@ mod tests {
 
     #[test]
     fn unknown_native_services_name_the_line() {
-        let error = build("\n[backends.fs]\nkind = \"native\"\n", &[(ENV_USERNAME, "a"), (ENV_PASSWORD, "b")])
-            .unwrap_err();
+        let error =
+            build("\n[backends.fs]\nkind = \"native\"\n", &[(ENV_USERNAME, "a"), (ENV_PASSWORD, "b")]).unwrap_err();
         assert!(error.starts_with("berth.toml:2: `backends.fs.service`"), "{error}");
         assert!(error.contains("conformance"), "{error}");
     }

@@ -198,15 +198,14 @@ mod tests {
     }
 
     async fn status(policy: Arc<HostPolicy>, host: &str, origin: Option<&str>) -> u16 {
-        let service = ServiceBuilder::new().layer(layer(policy)).service(service_fn(
-            |_: Request<RequestBody>| async { Ok::<_, Infallible>(Response::new(response_body(""))) },
-        ));
+        let service = ServiceBuilder::new().layer(layer(policy)).service(service_fn(|_: Request<RequestBody>| async {
+            Ok::<_, Infallible>(Response::new(response_body("")))
+        }));
         let mut request = Request::builder().uri("/fs/mcp").header(header::HOST, host);
         if let Some(origin) = origin {
             request = request.header(header::ORIGIN, origin);
         }
-        let response: Response<ResponseBody> =
-            service.oneshot(request.body(request_body("")).unwrap()).await.unwrap();
+        let response: Response<ResponseBody> = service.oneshot(request.body(request_body("")).unwrap()).await.unwrap();
         response.status().as_u16()
     }
 

@@ -70,16 +70,15 @@ pub(crate) fn check(headers: &HeaderMap, message: &Value) -> Result<(), String> 
     if let Some(field) = name_field(method)
         && let Some(expected) = message.pointer(&format!("/params/{field}")).and_then(Value::as_str)
     {
-        let raw = single(headers, "mcp-name")?.ok_or_else(|| format!("missing required Mcp-Name header for `{method}`"))?;
+        let raw =
+            single(headers, "mcp-name")?.ok_or_else(|| format!("missing required Mcp-Name header for `{method}`"))?;
         let decoded = decode(raw).ok_or_else(|| "Mcp-Name header is not valid Base64".to_string())?;
         if decoded != expected {
             return Err(format!("Mcp-Name header `{decoded}` does not match body value `{expected}`"));
         }
     }
-    let meta_version = message
-        .pointer("/params/_meta")
-        .and_then(|meta| meta.get(META_PROTOCOL_VERSION))
-        .and_then(Value::as_str);
+    let meta_version =
+        message.pointer("/params/_meta").and_then(|meta| meta.get(META_PROTOCOL_VERSION)).and_then(Value::as_str);
     if let Some(meta_version) = meta_version
         && meta_version != version
     {

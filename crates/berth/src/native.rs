@@ -80,11 +80,8 @@ impl NativeRegistry {
                 .with_max_request_body_bytes(options.max_body_bytes)
                 .with_sse_keep_alive(Some(options.sse_keep_alive))
                 .with_cancellation_token(options.shutdown.child_token());
-            let service = StreamableHttpService::new(
-                move || Ok(factory()),
-                Arc::new(LocalSessionManager::default()),
-                config,
-            );
+            let service =
+                StreamableHttpService::new(move || Ok(factory()), Arc::new(LocalSessionManager::default()), config);
             BoxCloneSyncService::new(service)
         });
         self.services.insert(name.into(), build);

@@ -84,7 +84,10 @@ where
 {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = Either<Ready<Result<Response<ResponseBody>, Infallible>>, BoxFuture<'static, Result<Response<ResponseBody>, Infallible>>>;
+    type Future = Either<
+        Ready<Result<Response<ResponseBody>, Infallible>>,
+        BoxFuture<'static, Result<Response<ResponseBody>, Infallible>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)

@@ -32,14 +32,7 @@ impl Rejection {
     /// A refusal with an HTTP status, a short machine-readable `error` slug and a message for
     /// humans.
     pub(crate) fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            error,
-            message: message.into(),
-            id: None,
-            code: INVALID_REQUEST,
-            data: serde_json::Map::new(),
-        }
+        Self { status, error, message: message.into(), id: None, code: INVALID_REQUEST, data: serde_json::Map::new() }
     }
 
     /// Sets the JSON-RPC id of the refused request, turning the body into a JSON-RPC error.
@@ -82,9 +75,7 @@ impl Rejection {
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {
     let mut response = Response::new(response_body(body.to_string()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 

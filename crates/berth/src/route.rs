@@ -66,11 +66,7 @@ impl Routes {
     pub(crate) fn resolve<B>(&self, request: &Request<B>) -> Result<Arc<Backend>, Rejection> {
         let host = request_host(request);
         let name = self.target_name(request.uri().path(), host.as_deref()).ok_or_else(|| {
-            Rejection::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such route: MCP endpoints are at /<backend>/mcp",
-            )
+            Rejection::new(StatusCode::NOT_FOUND, "not_found", "no such route: MCP endpoints are at /<backend>/mcp")
         })?;
         self.backends.get(name).cloned().ok_or_else(|| {
             Rejection::new(StatusCode::NOT_FOUND, "unknown_backend", format!("no backend named `{name}`"))
@@ -112,10 +108,7 @@ pub(crate) struct Route<S> {
 
 impl<S> Service<Request<RequestBody>> for Route<S>
 where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
     type Response = Response<ResponseBody>;
@@ -157,8 +150,9 @@ impl Service<Request<RequestBody>> for Dispatch {
             let Some(Target(backend)) = request.extensions().get::<Target>().cloned() else {
                 // Only reachable if the stack is assembled without the router: a bug, not a
                 // client error, but still an answer rather than a dropped connection.
-                return Ok(Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no route resolved")
-                    .into_response());
+                return Ok(
+                    Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no route resolved").into_response()
+                );
             };
             if let Some(user) = request.extensions().get::<AuthenticatedUser>() {
                 tracing::debug!(user = &*user.0, backend = backend.name(), "dispatching");
@@ -186,10 +180,7 @@ mod tests {
 
     #[tokio::test]
     async fn paths_and_hosts() {
-        let routes = Arc::new(Routes::new(
-            [echo_backend("fs"), echo_backend("git")],
-            Some("mcp.example.com".into()),
-        ));
+        let routes = Arc::new(Routes::new([echo_backend("fs"), echo_backend("git")], Some("mcp.example.com".into())));
         let table = [
             ("/fs/mcp", "berth.local", 200, "fs"),
             ("/git/mcp/", "berth.local", 200, "git"),

@@ -52,10 +52,7 @@ pub(crate) async fn serve(
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let mut connections = JoinSet::new();
     let reloader = options.tls.clone().map(|tls| tokio::spawn(tls.watch(streams.child_token())));
@@ -142,4 +139,3 @@ pub async fn signal() {
         () = terminate => tracing::info!("SIGTERM received"),
     }
 }
-

@@ -240,10 +240,7 @@ async fn check(request: Request<RequestBody>, limit: usize) -> Result<Request<Re
 
 impl<S> Service<Request<RequestBody>> for StreamableChecks<S>
 where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
     type Response = Response<ResponseBody>;
@@ -305,26 +302,130 @@ mod tests {
     #[tokio::test]
     async fn transport_rules() {
         let cases = [
-            Case { method: Method::POST, headers: &[("accept", BOTH), JSON_CT], body: PING, status: 200, jsonrpc_id: None },
-            Case { method: Method::POST, headers: &[("accept", "text/event-stream, application/json;q=0.9"), ("content-type", "application/json; charset=utf-8")], body: PING, status: 200, jsonrpc_id: None },
-            Case { method: Method::POST, headers: &[("accept", "application/json"), JSON_CT], body: PING, status: 406, jsonrpc_id: Some(42) },
-            Case { method: Method::POST, headers: &[("accept", "*/*"), JSON_CT], body: PING, status: 406, jsonrpc_id: Some(42) },
-            Case { method: Method::POST, headers: &[("accept", "application/json, text/event-stream;q=0"), JSON_CT], body: PING, status: 406, jsonrpc_id: Some(42) },
+            Case {
+                method: Method::POST,
+                headers: &[("accept", BOTH), JSON_CT],
+                body: PING,
+                status: 200,
+                jsonrpc_id: None,
+            },
+            Case {
+                method: Method::POST,
+                headers: &[
+                    ("accept", "text/event-stream, application/json;q=0.9"),
+                    ("content-type", "application/json; charset=utf-8"),
+                ],
+                body: PING,
+                status: 200,
+                jsonrpc_id: None,
+            },
+            Case {
+                method: Method::POST,
+                headers: &[("accept", "application/json"), JSON_CT],
+                body: PING,
+                status: 406,
+                jsonrpc_id: Some(42),
+            },
+            Case {
+                method: Method::POST,
+                headers: &[("accept", "*/*"), JSON_CT],
+                body: PING,
+                status: 406,
+                jsonrpc_id: Some(42),
+            },
+            Case {
+                method: Method::POST,
+                headers: &[("accept", "application/json, text/event-stream;q=0"), JSON_CT],
+                body: PING,
+                status: 406,
+                jsonrpc_id: Some(42),
+            },
             Case { method: Method::POST, headers: &[JSON_CT], body: PING, status: 406, jsonrpc_id: Some(42) },
-            Case { method: Method::POST, headers: &[("accept", BOTH), ("content-type", "text/plain")], body: PING, status: 415, jsonrpc_id: Some(42) },
+            Case {
+                method: Method::POST,
+                headers: &[("accept", BOTH), ("content-type", "text/plain")],
+                body: PING,
+                status: 415,
+                jsonrpc_id: Some(42),
+            },
             Case { method: Method::POST, headers: &[("accept", BOTH)], body: PING, status: 415, jsonrpc_id: Some(42) },
-            Case { method: Method::POST, headers: &[("accept", BOTH), JSON_CT], body: r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"0123456789012345678901234567890123456789"}}"#, status: 413, jsonrpc_id: None },
-            Case { method: Method::POST, headers: &[("accept", BOTH), JSON_CT, ("content-length", "100000")], body: "", status: 413, jsonrpc_id: None },
-            Case { method: Method::POST, headers: &[("accept", BOTH), JSON_CT, ("mcp-protocol-version", "1999-01-01")], body: PING, status: 400, jsonrpc_id: Some(42) },
-            Case { method: Method::POST, headers: &[("accept", BOTH), JSON_CT, ("mcp-protocol-version", "2026-07-28"), ("mcp-method", "ping")], body: PING, status: 200, jsonrpc_id: None },
-            Case { method: Method::POST, headers: &[("accept", BOTH), JSON_CT, ("mcp-protocol-version", "2026-07-28")], body: PING, status: 400, jsonrpc_id: Some(42) },
-            Case { method: Method::POST, headers: &[("accept", BOTH), JSON_CT, ("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list")], body: PING, status: 400, jsonrpc_id: Some(42) },
-            Case { method: Method::POST, headers: &[("accept", BOTH), JSON_CT], body: "{not json", status: 400, jsonrpc_id: None },
-            Case { method: Method::GET, headers: &[("accept", "text/event-stream")], body: "", status: 200, jsonrpc_id: None },
+            Case {
+                method: Method::POST,
+                headers: &[("accept", BOTH), JSON_CT],
+                body: r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"0123456789012345678901234567890123456789"}}"#,
+                status: 413,
+                jsonrpc_id: None,
+            },
+            Case {
+                method: Method::POST,
+                headers: &[("accept", BOTH), JSON_CT, ("content-length", "100000")],
+                body: "",
+                status: 413,
+                jsonrpc_id: None,
+            },
+            Case {
+                method: Method::POST,
+                headers: &[("accept", BOTH), JSON_CT, ("mcp-protocol-version", "1999-01-01")],
+                body: PING,
+                status: 400,
+                jsonrpc_id: Some(42),
+            },
+            Case {
+                method: Method::POST,
+                headers: &[("accept", BOTH), JSON_CT, ("mcp-protocol-version", "2026-07-28"), ("mcp-method", "ping")],
+                body: PING,
+                status: 200,
+                jsonrpc_id: None,
+            },
+            Case {
+                method: Method::POST,
+                headers: &[("accept", BOTH), JSON_CT, ("mcp-protocol-version", "2026-07-28")],
+                body: PING,
+                status: 400,
+                jsonrpc_id: Some(42),
+            },
+            Case {
+                method: Method::POST,
+                headers: &[
+                    ("accept", BOTH),
+                    JSON_CT,
+                    ("mcp-protocol-version", "2026-07-28"),
+                    ("mcp-method", "tools/list"),
+                ],
+                body: PING,
+                status: 400,
+                jsonrpc_id: Some(42),
+            },
+            Case {
+                method: Method::POST,
+                headers: &[("accept", BOTH), JSON_CT],
+                body: "{not json",
+                status: 400,
+                jsonrpc_id: None,
+            },
+            Case {
+                method: Method::GET,
+                headers: &[("accept", "text/event-stream")],
+                body: "",
+                status: 200,
+                jsonrpc_id: None,
+            },
             Case { method: Method::GET, headers: &[("accept", "*/*")], body: "", status: 406, jsonrpc_id: None },
             Case { method: Method::GET, headers: &[], body: "", status: 406, jsonrpc_id: None },
-            Case { method: Method::GET, headers: &[("accept", "text/event-stream"), ("mcp-protocol-version", "2025-11-25")], body: "", status: 200, jsonrpc_id: None },
-            Case { method: Method::DELETE, headers: &[("mcp-protocol-version", "bogus")], body: "", status: 400, jsonrpc_id: None },
+            Case {
+                method: Method::GET,
+                headers: &[("accept", "text/event-stream"), ("mcp-protocol-version", "2025-11-25")],
+                body: "",
+                status: 200,
+                jsonrpc_id: None,
+            },
+            Case {
+                method: Method::DELETE,
+                headers: &[("mcp-protocol-version", "bogus")],
+                body: "",
+                status: 400,
+                jsonrpc_id: None,
+            },
             Case { method: Method::DELETE, headers: &[], body: "", status: 200, jsonrpc_id: None },
             Case { method: Method::PUT, headers: &[], body: "", status: 405, jsonrpc_id: None },
         ];

@@ -39,8 +39,8 @@ fn basic(user: &str, password: &str) -> String {
 #[tokio::test]
 async fn greet_through_a_real_berth() {
     let config = Config::load(&config_path()).unwrap_or_else(|error| panic!("{error}"));
-    let gateway = Gateway::build_with_env(&config, &native_greeter::registry(), &env)
-        .unwrap_or_else(|error| panic!("{error}"));
+    let gateway =
+        Gateway::build_with_env(&config, &native_greeter::registry(), &env).unwrap_or_else(|error| panic!("{error}"));
     // The configured address is for people; the test takes a free port.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/greeter/mcp", listener.local_addr().unwrap());

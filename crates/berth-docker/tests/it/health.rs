@@ -20,11 +20,7 @@ struct Proxy {
 
 impl Proxy {
     fn new(path: PathBuf, upstream: PathBuf) -> Proxy {
-        Proxy {
-            path,
-            upstream,
-            tasks: JoinSet::new(),
-        }
+        Proxy { path, upstream, tasks: JoinSet::new() }
     }
 
     /// Starts accepting and forwarding connections.
@@ -74,8 +70,7 @@ async fn watch_follows_the_engine_going_and_coming_back() {
         return;
     };
     drop(real);
-    let host =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     let Some(upstream) = host.strip_prefix("unix://") else {
         eprintln!("notice: DOCKER_HOST is not a unix socket; the proxy of this test needs one");
         return;
@@ -91,21 +86,11 @@ async fn watch_follows_the_engine_going_and_coming_back() {
     engine.watch(shutdown.clone());
     proxy.open();
     until_up_is(&engine, true).await;
-    assert_eq!(
-        engine.reap_orphans().await.unwrap(),
-        0,
-        "the engine answers through the proxy"
-    );
+    assert_eq!(engine.reap_orphans().await.unwrap(), 0, "the engine answers through the proxy");
 
     proxy.close();
     until_up_is(&engine, false).await;
-    assert!(
-        engine
-            .reap_orphans()
-            .await
-            .unwrap_err()
-            .is_engine_unreachable()
-    );
+    assert!(engine.reap_orphans().await.unwrap_err().is_engine_unreachable());
 
     proxy.open();
     until_up_is(&engine, true).await;

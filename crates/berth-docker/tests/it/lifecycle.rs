@@ -8,8 +8,7 @@ use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 
 use crate::support::{
-    CONFORMANCE, Cleanup, EVERYTHING, build_images, containers_of, docker, engine, exists,
-    hardened, owner,
+    CONFORMANCE, Cleanup, EVERYTHING, build_images, containers_of, docker, engine, exists, hardened, owner,
 };
 
 /// An image the engine does not have, with pulling not allowed, is a clear error and leaves no
@@ -23,20 +22,10 @@ async fn missing_image_is_a_clear_error() {
     let _cleanup = Cleanup::new(&[&owner]);
 
     let spec = hardened(&owner, "berth-test/absent:never");
-    let error = engine
-        .run(&spec)
-        .await
-        .err()
-        .expect("run succeeded without an image");
-    assert!(
-        matches!(error, DockerError::ImageMissing { .. }),
-        "{error:?}"
-    );
+    let error = engine.run(&spec).await.err().expect("run succeeded without an image");
+    assert!(matches!(error, DockerError::ImageMissing { .. }), "{error:?}");
     let message = error.to_string();
-    assert!(
-        message.contains("berth-test/absent:never") && message.contains("image_pull"),
-        "{message}"
-    );
+    assert!(message.contains("berth-test/absent:never") && message.contains("image_pull"), "{message}");
     assert!(containers_of(&docker().await, &owner).await.is_empty());
 }
 
@@ -78,10 +67,7 @@ async fn stop_removes_a_running_container() {
     assert!(exists(&docker, &id).await);
     // stdin stays open: the server has no reason to exit before the stop signal.
     attached.container.stop(Duration::from_secs(1)).await;
-    assert!(
-        !exists(&docker, &id).await,
-        "container {id} still exists after stop()"
-    );
+    assert!(!exists(&docker, &id).await, "container {id} still exists after stop()");
     drop(attached.stdin);
 }
 
@@ -138,11 +124,7 @@ async fn reap_orphans_removes_only_this_owners_containers() {
         let docker = docker.clone();
         async move {
             let options = CreateContainerOptionsBuilder::new().name(&name).build();
-            docker
-                .create_container(Some(options), body)
-                .await
-                .unwrap()
-                .id
+            docker.create_container(Some(options), body).await.unwrap().id
         }
     };
     let created = create(&owner, format!("berth-{owner}-created")).await;
@@ -151,9 +133,6 @@ async fn reap_orphans_removes_only_this_owners_containers() {
     assert_eq!(engine.reap_orphans().await.unwrap(), 2);
     assert!(!exists(&docker, &running).await);
     assert!(!exists(&docker, &created).await);
-    assert!(
-        exists(&docker, &foreign).await,
-        "another owner's container was reaped"
-    );
+    assert!(exists(&docker, &foreign).await, "another owner's container was reaped");
     assert_eq!(engine.reap_orphans().await.unwrap(), 0);
 }

@@ -4,8 +4,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::support::{
-    CONFORMANCE, Cleanup, EVERYTHING, Lines, build_images, docker, engine, exists, handshake,
-    hardened, line, owner,
+    CONFORMANCE, Cleanup, EVERYTHING, Lines, build_images, docker, engine, exists, handshake, hardened, line, owner,
 };
 
 /// For each image: initialize, initialized, tools/list through the attached streams of a
@@ -20,29 +19,20 @@ async fn mcp_session_over_attached_streams() {
     build_images(&[CONFORMANCE, EVERYTHING]);
     let docker = docker().await;
 
-    for (image, server_name, a_tool) in [
-        (CONFORMANCE, "berth-conformance", "test_simple_text"),
-        (EVERYTHING, "mcp-servers/everything", "echo"),
-    ] {
+    for (image, server_name, a_tool) in
+        [(CONFORMANCE, "berth-conformance", "test_simple_text"), (EVERYTHING, "mcp-servers/everything", "echo")]
+    {
         let attached = engine.run(&hardened(&owner, image)).await.unwrap();
         let (mut stdin, mut container) = (attached.stdin, attached.container);
         let mut stdout = Lines::new(attached.stdout);
         for message in handshake() {
             stdin.write_all(&line(&message)).await.unwrap();
         }
-        stdin
-            .write_all(&line(
-                &json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }),
-            ))
-            .await
-            .unwrap();
+        stdin.write_all(&line(&json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }))).await.unwrap();
         stdin.flush().await.unwrap();
 
         let initialized = stdout.response(1).await;
-        assert_eq!(
-            initialized["result"]["serverInfo"]["name"], server_name,
-            "{image}: {initialized}"
-        );
+        assert_eq!(initialized["result"]["serverInfo"]["name"], server_name, "{image}: {initialized}");
         let tools = stdout.response(2).await;
         let names: Vec<&str> = tools["result"]["tools"]
             .as_array()
@@ -50,10 +40,7 @@ async fn mcp_session_over_attached_streams() {
             .iter()
             .filter_map(|t| t["name"].as_str())
             .collect();
-        assert!(
-            names.contains(&a_tool),
-            "{image}: {a_tool} not in {names:?}"
-        );
+        assert!(names.contains(&a_tool), "{image}: {a_tool} not in {names:?}");
 
         // Closing stdin is the MCP stdio transport's request to exit: it must reach the server.
         drop(stdin);
@@ -61,10 +48,7 @@ async fn mcp_session_over_attached_streams() {
         assert_eq!(exit, "exited with code 0", "{image}");
         let id = container.id().to_owned();
         container.stop(std::time::Duration::from_secs(10)).await;
-        assert!(
-            !exists(&docker, &id).await,
-            "{image}: container {id} still exists after stop()"
-        );
+        assert!(!exists(&docker, &id).await, "{image}: container {id} still exists after stop()");
     }
 }
 
@@ -85,9 +69,7 @@ async fn large_message_in_chunks() {
     for message in handshake() {
         stdin.write_all(&line(&message)).await.unwrap();
     }
-    let text: String = (0..1 << 20)
-        .map(|i| char::from(b'a' + (i % 26) as u8))
-        .collect();
+    let text: String = (0..1 << 20).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
     let call = line(&json!({
         "jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": { "name": "echo", "arguments": { "message": text } }
@@ -99,14 +81,8 @@ async fn large_message_in_chunks() {
     }
     stdout.response(1).await;
     let answer = stdout.response(7).await;
-    let echoed = answer["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{answer:.200}"));
-    assert!(
-        echoed.ends_with(&text),
-        "the echo lost or changed bytes ({} bytes back)",
-        echoed.len()
-    );
+    let echoed = answer["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("{answer:.200}"));
+    assert!(echoed.ends_with(&text), "the echo lost or changed bytes ({} bytes back)", echoed.len());
 
     drop(stdin);
     container.stop(std::time::Duration::from_secs(10)).await;
@@ -126,22 +102,14 @@ async fn stdout_and_stderr_are_separated() {
     spec.template.entrypoint = Some(vec!["/usr/local/bin/node".into()]);
     spec.template.command = Some(vec![
         "-e".into(),
-        "for (let i = 0; i < 100; i++) { process.stdout.write(`out ${i}\\n`); process.stderr.write(`err ${i}\\n`); }".into(),
+        "for (let i = 0; i < 100; i++) { process.stdout.write(`out ${i}\\n`); process.stderr.write(`err ${i}\\n`); }"
+            .into(),
     ]);
     let attached = engine.run(&spec).await.unwrap();
     let (stdout, stderr) = (Lines::new(attached.stdout), Lines::new(attached.stderr));
-    let (out, err) = tokio::join!(async move { stdout.rest_owned().await }, async move {
-        stderr.rest_owned().await
-    },);
-    let expected = |prefix: &str| {
-        (0..100)
-            .map(|i| format!("{prefix} {i}\n"))
-            .collect::<String>()
-    };
+    let (out, err) = tokio::join!(async move { stdout.rest_owned().await }, async move { stderr.rest_owned().await },);
+    let expected = |prefix: &str| (0..100).map(|i| format!("{prefix} {i}\n")).collect::<String>();
     assert_eq!(out, expected("out"));
     assert_eq!(err, expected("err"));
-    attached
-        .container
-        .stop(std::time::Duration::from_secs(10))
-        .await;
+    attached.container.stop(std::time::Duration::from_secs(10)).await;
 }

@@ -46,19 +46,12 @@ pub(crate) async fn engine(owner: &str) -> Option<Engine> {
 
 /// A bollard client for checks behind berth-docker's back.
 pub(crate) async fn docker() -> Docker {
-    Docker::connect_with_defaults()
-        .unwrap()
-        .negotiate_version()
-        .await
-        .unwrap()
+    Docker::connect_with_defaults().unwrap().negotiate_version().await.unwrap()
 }
 
 /// Builds (or finds up to date) the named test images; see `scripts/build-test-images.sh`.
 pub(crate) fn build_images(images: &[&str]) {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/build-test-images.sh"
-    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/build-test-images.sh");
     let names: Vec<&str> = images
         .iter()
         .map(|image| match *image {
@@ -67,11 +60,7 @@ pub(crate) fn build_images(images: &[&str]) {
             other => panic!("no recipe for test image {other}"),
         })
         .collect();
-    let status = Command::new("bash")
-        .arg(script)
-        .args(&names)
-        .status()
-        .unwrap();
+    let status = Command::new("bash").arg(script).args(&names).status().unwrap();
     assert!(status.success(), "{script} {names:?} failed: {status}");
 }
 
@@ -108,26 +97,15 @@ pub(crate) fn hardened(owner: &str, image: &str) -> ContainerSpec {
 /// The containers labelled with `owner`, running or not.
 pub(crate) async fn containers_of(docker: &Docker, owner: &str) -> Vec<String> {
     let filters = HashMap::from([("label", vec![format!("berth.owner={owner}")])]);
-    let options = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&filters)
-        .build();
-    docker
-        .list_containers(Some(options))
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|c| c.id)
-        .collect()
+    let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+    docker.list_containers(Some(options)).await.unwrap().into_iter().filter_map(|c| c.id).collect()
 }
 
 /// Whether the engine still knows the container.
 pub(crate) async fn exists(docker: &Docker, id: &str) -> bool {
     match docker.inspect_container(id, None).await {
         Ok(_) => true,
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => false,
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
         Err(error) => panic!("inspecting {id}: {error}"),
     }
 }
@@ -140,9 +118,7 @@ pub(crate) struct Cleanup {
 impl Cleanup {
     /// Cleans up after `owners`.
     pub(crate) fn new(owners: &[&str]) -> Cleanup {
-        Cleanup {
-            owners: owners.iter().map(|o| (*o).to_owned()).collect(),
-        }
+        Cleanup { owners: owners.iter().map(|o| (*o).to_owned()).collect() }
     }
 }
 
@@ -151,18 +127,12 @@ impl Drop for Cleanup {
         let owners = std::mem::take(&mut self.owners);
         // A thread of its own, with its own runtime: the test's runtime may be unwinding.
         let cleaning = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async {
                 let docker = docker().await;
                 for owner in &owners {
                     for id in containers_of(&docker, owner).await {
-                        let options = RemoveContainerOptionsBuilder::new()
-                            .force(true)
-                            .v(true)
-                            .build();
+                        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
                         if let Err(error) = docker.remove_container(&id, Some(options)).await {
                             eprintln!("cleanup: cannot remove {id}: {error}");
                         }
@@ -182,10 +152,7 @@ pub(crate) struct Lines {
 
 impl Lines {
     pub(crate) fn new(chunks: BoxStream<'static, std::io::Result<Bytes>>) -> Lines {
-        Lines {
-            chunks,
-            buffer: Vec::new(),
-        }
+        Lines { chunks, buffer: Vec::new() }
     }
 
     /// The next line without its newline, or `None` at the end of the stream.
@@ -219,10 +186,7 @@ impl Lines {
     /// The response to the request with this id, skipping notifications and other messages.
     pub(crate) async fn response(&mut self, id: i64) -> Value {
         loop {
-            let line = self
-                .next_line()
-                .await
-                .unwrap_or_else(|| panic!("output ended before response {id}"));
+            let line = self.next_line().await.unwrap_or_else(|| panic!("output ended before response {id}"));
             let message: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("not JSON ({e}): {}", &line[..line.len().min(200)]));
             if message["id"] == id && message.get("method").is_none() {

@@ -79,8 +79,11 @@ fn call(params: &Value, id: &Value, out: &Out, waiters: &Waiters, counters: &Cou
             for step in 1..=steps {
                 std::thread::sleep(Duration::from_millis(arguments["ms"].as_u64().unwrap_or(10)));
                 if let Some(token) = &token {
-                    send(out, &json!({"jsonrpc": "2.0", "method": "notifications/progress",
-                        "params": {"progressToken": token, "progress": step, "total": steps}}));
+                    send(
+                        out,
+                        &json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                        "params": {"progressToken": token, "progress": step, "total": steps}}),
+                    );
                 }
             }
             text(format!("{steps} steps"))
@@ -91,9 +94,12 @@ fn call(params: &Value, id: &Value, out: &Out, waiters: &Waiters, counters: &Cou
             let request_id = format!("ask-{}", next.fetch_add(1, Ordering::Relaxed));
             let (tx, rx) = mpsc::channel();
             waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(request_id.clone(), tx);
-            send(out, &json!({"jsonrpc": "2.0", "id": request_id, "method": method, "params": {
+            send(
+                out,
+                &json!({"jsonrpc": "2.0", "id": request_id, "method": method, "params": {
                 "messages": [{"role": "user", "content": {"type": "text", "text": "hello?"}}],
-                "maxTokens": 10, "x-extra-param": id}}));
+                "maxTokens": 10, "x-extra-param": id}}),
+            );
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(answer) => text(answer.to_string()),
                 Err(_) => json!({"content": [{"type": "text", "text": "no answer"}], "isError": true}),
@@ -105,8 +111,11 @@ fn call(params: &Value, id: &Value, out: &Out, waiters: &Waiters, counters: &Cou
             text("notified")
         }
         "touch" => {
-            send(out, &json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
-                "params": {"uri": arguments["uri"]}}));
+            send(
+                out,
+                &json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+                "params": {"uri": arguments["uri"]}}),
+            );
             text("touched")
         }
         "subscriptions" => text(format!(
@@ -124,7 +133,8 @@ fn handle(message: Value, out: &Out, waiters: &Waiters, counters: &Counters, nex
     let (Some(id), Some(method)) = (id.clone(), method) else {
         // A response to one of our requests, or a notification.
         if let (Some(id), None) = (id, message.get("method"))
-            && let Some(waiter) = waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(id.as_str().unwrap_or_default())
+            && let Some(waiter) =
+                waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(id.as_str().unwrap_or_default())
         {
             let _ = waiter.send(message.get("result").or(message.get("error")).cloned().unwrap_or(Value::Null));
         }
@@ -151,12 +161,17 @@ fn handle(message: Value, out: &Out, waiters: &Waiters, counters: &Counters, nex
         }
         "x/echo" => json!({"echo": params, "x-extra": "from the server"}),
         _ => {
-            send(out, &json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("no method {method}")}}));
+            send(
+                out,
+                &json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("no method {method}")}}),
+            );
             return;
         }
     };
     let reply = match result.get("error") {
-        Some(error) if result.as_object().is_some_and(|o| o.len() == 1) => json!({"jsonrpc": "2.0", "id": id, "error": error}),
+        Some(error) if result.as_object().is_some_and(|o| o.len() == 1) => {
+            json!({"jsonrpc": "2.0", "id": id, "error": error})
+        }
         _ => json!({"jsonrpc": "2.0", "id": id, "result": result, "x-extra-envelope": 1}),
     };
     send(out, &reply);

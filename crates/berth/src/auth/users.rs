@@ -7,7 +7,7 @@ use std::{
 };
 
 use sha2::{Digest, Sha256};
-use subtle::{ConstantTimeEq, Choice};
+use subtle::{Choice, ConstantTimeEq};
 use tokio::sync::Semaphore;
 
 use crate::secret::Secret;
@@ -153,8 +153,7 @@ impl UsersBuilder {
     /// Adds every user of an htpasswd file (bcrypt lines only, as `htpasswd -B` writes them).
     pub(crate) fn htpasswd_file(self, path: &Path) -> Result<Self, UsersError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| UsersError::Io { path: display.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| UsersError::Io { path: display.clone(), source })?;
         self.htpasswd(&text, &display)
     }
 
@@ -196,11 +195,7 @@ impl UsersBuilder {
         Users {
             users: self.users,
             has_bcrypt,
-            cache: Mutex::new(VerifiedCache {
-                capacity: cache_size,
-                entries: HashMap::new(),
-                order: VecDeque::new(),
-            }),
+            cache: Mutex::new(VerifiedCache { capacity: cache_size, entries: HashMap::new(), order: VecDeque::new() }),
             bcrypt_slots: Semaphore::new(slots),
         }
     }
@@ -254,11 +249,9 @@ impl Users {
         };
         let _slot = self.bcrypt_slots.acquire().await.ok()?;
         let password = Secret::new(password);
-        let verified = tokio::task::spawn_blocking(move || {
-            bcrypt::verify(password.expose(), &hash).unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
+        let verified = tokio::task::spawn_blocking(move || bcrypt::verify(password.expose(), &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
         let user = bcrypt_candidate.filter(|_| verified)?;
         self.cache.lock().expect("cache lock").insert(key, user.name.clone());
         Some(user.name.clone())
@@ -277,11 +270,7 @@ mod tests {
     fn store() -> Users {
         let hash = hash_password("bcrypt-pw", 4).unwrap();
         let text = format!("# a comment\n\nbob:{hash}\n");
-        Users::builder()
-            .plain("alice", &Secret::new("plain-pw"))
-            .htpasswd(&text, "users")
-            .unwrap()
-            .build(2)
+        Users::builder().plain("alice", &Secret::new("plain-pw")).htpasswd(&text, "users").unwrap().build(2)
     }
 
     #[tokio::test]

@@ -272,8 +272,7 @@ impl BackendConfig {
             }
             BackendKindName::Docker => LaunchSpec::Docker(self.docker_spec(&field)?),
         };
-        let mut env: Vec<(String, String)> =
-            self.env.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+        let mut env: Vec<(String, String)> = self.env.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
         let mut secret_env = Vec::new();
         for (key, path) in self.env_files.iter().flatten() {
             let value = std::fs::read_to_string(&path.0)
@@ -281,7 +280,8 @@ impl BackendConfig {
             env.push((key.clone(), value.trim_end_matches(['\r', '\n']).to_string()));
             secret_env.push(key.clone());
         }
-        let duration = |value: Option<ConfigDuration>, default: u64| value.map_or(Duration::from_secs(default), |d| d.0);
+        let duration =
+            |value: Option<ConfigDuration>, default: u64| value.map_or(Duration::from_secs(default), |d| d.0);
         let max_instances = self.max_instances.unwrap_or(64);
         if max_instances == 0 {
             return Err((field("max_instances"), "must be greater than zero".into()));
@@ -302,7 +302,11 @@ impl BackendConfig {
     }
 
     fn docker_spec(&self, field: &dyn Fn(&str) -> String) -> Result<DockerSpec, (String, String)> {
-        let image = self.image.clone().filter(|i| !i.is_empty()).ok_or_else(|| (field("image"), "a docker backend needs an image".into()))?;
+        let image = self
+            .image
+            .clone()
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| (field("image"), "a docker backend needs an image".into()))?;
         let memory = self.memory.as_deref().unwrap_or("512m");
         let memory_bytes = parse_bytes(memory)
             .ok_or_else(|| (field("memory"), format!("`{memory}` is not a size such as \"512m\" or \"1g\"")))?;
@@ -317,7 +321,10 @@ impl BackendConfig {
                 [host, container] => format!("{host}:{container}:ro"),
                 [host, container, mode @ ("ro" | "rw")] => format!("{host}:{container}:{mode}"),
                 _ => {
-                    return Err((field("volumes"), format!("`{}` is not \"host:container\" or \"host:container:rw\"", volume.0)));
+                    return Err((
+                        field("volumes"),
+                        format!("`{}` is not \"host:container\" or \"host:container:rw\"", volume.0),
+                    ));
                 }
             };
             if !parts[1].starts_with('/') {
@@ -369,15 +376,30 @@ mod tests {
     fn kinds_and_their_fields() {
         let table = [
             ("kind = \"native\"", Ok("native")),
-            ("kind = \"native\"\ncommand = \"x\"", Err("backends.x.command: `command` is not a field of kind = \"native\"")),
+            (
+                "kind = \"native\"\ncommand = \"x\"",
+                Err("backends.x.command: `command` is not a field of kind = \"native\""),
+            ),
             ("kind = \"process\"", Err("backends.x.command: a process backend needs a command")),
             ("kind = \"process\"\ncommand = \"node\"\nargs = [\"a\"]\nsharing = \"per-session\"", Ok("process")),
-            ("kind = \"process\"\ncommand = \"node\"\nimage = \"x\"", Err("backends.x.image: `image` is not a field of kind = \"process\"")),
+            (
+                "kind = \"process\"\ncommand = \"node\"\nimage = \"x\"",
+                Err("backends.x.image: `image` is not a field of kind = \"process\""),
+            ),
             ("kind = \"docker\"", Err("backends.x.image: a docker backend needs an image")),
-            ("kind = \"docker\"\nimage = \"i\"\nmemory = \"lots\"", Err("backends.x.memory: `lots` is not a size such as \"512m\" or \"1g\"")),
-            ("kind = \"docker\"\nimage = \"i\"\nvolumes = [\"/a:b\"]", Err("backends.x.volumes: the container path in `/a:b` must be absolute")),
+            (
+                "kind = \"docker\"\nimage = \"i\"\nmemory = \"lots\"",
+                Err("backends.x.memory: `lots` is not a size such as \"512m\" or \"1g\""),
+            ),
+            (
+                "kind = \"docker\"\nimage = \"i\"\nvolumes = [\"/a:b\"]",
+                Err("backends.x.volumes: the container path in `/a:b` must be absolute"),
+            ),
             ("kind = \"docker\"\nimage = \"i\"\nvolumes = [\"/srv:/data\", \"/w:/w:rw\"]", Ok("docker")),
-            ("kind = \"process\"\ncommand = \"n\"\nmax_instances = 0", Err("backends.x.max_instances: must be greater than zero")),
+            (
+                "kind = \"process\"\ncommand = \"n\"\nmax_instances = 0",
+                Err("backends.x.max_instances: must be greater than zero"),
+            ),
         ];
         for (text, expected) in table {
             let got = validate(text).map(|spec| match spec {
@@ -393,7 +415,8 @@ mod tests {
 
     #[test]
     fn docker_defaults_are_hardened() {
-        let BackendSpec::Stdio(stdio) = validate("kind = \"docker\"\nimage = \"i\"\nvolumes = [\"/srv:/data\"]").unwrap()
+        let BackendSpec::Stdio(stdio) =
+            validate("kind = \"docker\"\nimage = \"i\"\nvolumes = [\"/srv:/data\"]").unwrap()
         else {
             panic!("not stdio")
         };

@@ -16,9 +16,8 @@ impl ConfigDuration {
         let text = text.trim();
         let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let value: u64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a duration such as \"500ms\", \"10s\", \"5m\""))?;
+        let value: u64 =
+            number.parse().map_err(|_| format!("`{text}` is not a duration such as \"500ms\", \"10s\", \"5m\""))?;
         let duration = match unit.trim() {
             "ms" => Duration::from_millis(value),
             "" | "s" => Duration::from_secs(value),
@@ -118,9 +117,7 @@ pub struct EnvSecret(pub Secret);
 impl<'de> Deserialize<'de> for EnvSecret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(deserializer)?;
-        interpolate(&raw, env_lookup)
-            .map(|value| EnvSecret(Secret::new(value)))
-            .map_err(de::Error::custom)
+        interpolate(&raw, env_lookup).map(|value| EnvSecret(Secret::new(value))).map_err(de::Error::custom)
     }
 }
 

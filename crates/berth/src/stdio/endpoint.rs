@@ -145,7 +145,18 @@ impl StdioBackend {
             shared
         });
         let stateless = instance(None);
-        Self { name, spec, launcher, sessions, shared, stateless, keep_alive, streams, shutdown, endings: TaskTracker::new() }
+        Self {
+            name,
+            spec,
+            launcher,
+            sessions,
+            shared,
+            stateless,
+            keep_alive,
+            streams,
+            shutdown,
+            endings: TaskTracker::new(),
+        }
     }
 
     /// Starts what `start = "eager"` asks for, and the idle-session reaper.
@@ -210,7 +221,9 @@ impl StdioBackend {
             Method::POST => {
                 let bytes: Bytes = match body.collect().await {
                     Ok(collected) => collected.to_bytes(),
-                    Err(_) => return rejection(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, "unreadable body"),
+                    Err(_) => {
+                        return rejection(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, "unreadable body");
+                    }
                 };
                 self.post(&parts.headers, session_id, &bytes).await
             }
@@ -223,17 +236,39 @@ impl StdioBackend {
     #[allow(clippy::result_large_err)] // The error is the answer itself, built once per refusal.
     fn session(&self, id: Option<String>, first_id: &Value) -> Result<Arc<Session>, Response<ResponseBody>> {
         let Some(id) = id else {
-            return Err(rejection(StatusCode::BAD_REQUEST, first_id.clone(), INVALID_REQUEST, "Mcp-Session-Id header required: initialize first"));
+            return Err(rejection(
+                StatusCode::BAD_REQUEST,
+                first_id.clone(),
+                INVALID_REQUEST,
+                "Mcp-Session-Id header required: initialize first",
+            ));
         };
         self.sessions.get(&id).ok_or_else(|| {
-            rejection(StatusCode::NOT_FOUND, first_id.clone(), INVALID_REQUEST, "session not found: it ended or expired; initialize again")
+            rejection(
+                StatusCode::NOT_FOUND,
+                first_id.clone(),
+                INVALID_REQUEST,
+                "session not found: it ended or expired; initialize again",
+            )
         })
     }
 
-    async fn post(self: &Arc<Self>, headers: &HeaderMap, session_id: Option<String>, body: &[u8]) -> Response<ResponseBody> {
+    async fn post(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        session_id: Option<String>,
+        body: &[u8],
+    ) -> Response<ResponseBody> {
         let parsed: Value = match serde_json::from_slice(body) {
             Ok(parsed) => parsed,
-            Err(_) => return rejection(StatusCode::BAD_REQUEST, Value::Null, jsonrpc::INVALID_REQUEST, "the body is not JSON"),
+            Err(_) => {
+                return rejection(
+                    StatusCode::BAD_REQUEST,
+                    Value::Null,
+                    jsonrpc::INVALID_REQUEST,
+                    "the body is not JSON",
+                );
+            }
         };
         let messages = match parsed {
             Value::Array(batch) if !batch.is_empty() => batch,
@@ -245,10 +280,20 @@ impl StdioBackend {
             if header_str(headers, crate::streamable::PROTOCOL_VERSION_HEADER).is_some_and(|v| v >= "2026-07-28") {
                 // The stateless generation removed initialize. berth answers for the server:
                 // forwarding it would fix the stateless instance's pipe to the old lifecycle.
-                return rejection(StatusCode::NOT_FOUND, first_id, jsonrpc::METHOD_NOT_FOUND, "initialize does not exist in protocol version 2026-07-28; use server/discover");
+                return rejection(
+                    StatusCode::NOT_FOUND,
+                    first_id,
+                    jsonrpc::METHOD_NOT_FOUND,
+                    "initialize does not exist in protocol version 2026-07-28; use server/discover",
+                );
             }
             if messages.len() != 1 || session_id.is_some() {
-                return rejection(StatusCode::BAD_REQUEST, first_id, INVALID_REQUEST, "initialize must be sent alone and without a session");
+                return rejection(
+                    StatusCode::BAD_REQUEST,
+                    first_id,
+                    INVALID_REQUEST,
+                    "initialize must be sent alone and without a session",
+                );
             }
             return self.initialize(init.clone()).await;
         }
@@ -279,8 +324,10 @@ impl StdioBackend {
         let (session, result) = match &self.shared {
             Some(shared) => match shared.ready().await {
                 Ok(mut result) => {
-                    let instance_version = result["protocolVersion"].as_str().unwrap_or(SHARED_PROTOCOL_VERSION).to_string();
-                    result["protocolVersion"] = Value::from(negotiate(params["protocolVersion"].as_str(), &instance_version));
+                    let instance_version =
+                        result["protocolVersion"].as_str().unwrap_or(SHARED_PROTOCOL_VERSION).to_string();
+                    result["protocolVersion"] =
+                        Value::from(negotiate(params["protocolVersion"].as_str(), &instance_version));
                     (Session::new(Arc::clone(shared.relay()), None, capabilities), result)
                 }
                 Err(reason) => return rejection(StatusCode::SERVICE_UNAVAILABLE, id, jsonrpc::BACKEND_ERROR, reason),
@@ -292,11 +339,20 @@ impl StdioBackend {
                         StatusCode::SERVICE_UNAVAILABLE,
                         id,
                         jsonrpc::BACKEND_ERROR,
-                        format!("backend `{}` runs its maximum of {} instances (max_instances); try again later", self.name, self.spec.max_instances),
+                        format!(
+                            "backend `{}` runs its maximum of {} instances (max_instances); try again later",
+                            self.name, self.spec.max_instances
+                        ),
                     );
                 }
                 let relay = Relay::new(Arc::clone(&self.name), self.spec.request_timeout);
-                let instance = Instance::new(relay, Arc::clone(&self.launcher), Arc::clone(&self.spec), Some(params), &self.shutdown);
+                let instance = Instance::new(
+                    relay,
+                    Arc::clone(&self.launcher),
+                    Arc::clone(&self.spec),
+                    Some(params),
+                    &self.shutdown,
+                );
                 let session = Session::new(Arc::clone(instance.relay()), Some(Arc::clone(&instance)), capabilities);
                 instance.relay().set_audience(Audience::One(Arc::downgrade(&session)));
                 match instance.ready().await {
@@ -353,7 +409,10 @@ impl StdioBackend {
                                 message["id"] = server_id;
                                 let _ = relay.write(&message).await;
                             }
-                            None => tracing::debug!(backend = &*self.name, "a response to no pending server request; ignored"),
+                            None => tracing::debug!(
+                                backend = &*self.name,
+                                "a response to no pending server request; ignored"
+                            ),
                         }
                     }
                     None => tracing::debug!(backend = &*self.name, "a response without a session; ignored"),
@@ -390,7 +449,12 @@ impl StdioBackend {
 
     fn get(&self, headers: &HeaderMap, session_id: Option<String>) -> Response<ResponseBody> {
         if session_id.is_none() && is_stateless(headers, &[]) {
-            let mut response = rejection(StatusCode::METHOD_NOT_ALLOWED, Value::Null, INVALID_REQUEST, "stateless clients have no GET stream");
+            let mut response = rejection(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Value::Null,
+                INVALID_REQUEST,
+                "stateless clients have no GET stream",
+            );
             response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));
             return response;
         }
@@ -401,7 +465,12 @@ impl StdioBackend {
         session.touch();
         match session.open_stream(GET_STREAM) {
             Some(messages) => sse::sse(None, messages, None, self.keep_alive, self.streams.clone()),
-            None => rejection(StatusCode::CONFLICT, Value::Null, INVALID_REQUEST, "this session already has an open GET stream"),
+            None => rejection(
+                StatusCode::CONFLICT,
+                Value::Null,
+                INVALID_REQUEST,
+                "this session already has an open GET stream",
+            ),
         }
     }
 
@@ -429,7 +498,8 @@ impl StdioBackend {
             for uri in session.take_subscriptions() {
                 if instance.remove_subscription(&uri) && session.instance().is_none() {
                     let (reply, _) = mpsc::channel(1);
-                    let request = json!({"jsonrpc": "2.0", "id": 0, "method": "resources/unsubscribe", "params": {"uri": uri}});
+                    let request =
+                        json!({"jsonrpc": "2.0", "id": 0, "method": "resources/unsubscribe", "params": {"uri": uri}});
                     let _ = instance.relay().request(request, reply, None).await;
                 }
             }

@@ -99,7 +99,9 @@ impl Instance {
         match tokio::time::timeout(self.spec.startup_timeout + Duration::from_secs(1), wait).await {
             Ok(Ok(outcome)) => outcome.clone().unwrap_or_else(|| Err("no handshake".into())),
             Ok(Err(_)) => Err(format!("backend `{}` stopped", self.relay.backend())),
-            Err(_) => Err(format!("backend `{}` did not start within {:?}", self.relay.backend(), self.spec.startup_timeout)),
+            Err(_) => {
+                Err(format!("backend `{}` did not start within {:?}", self.relay.backend(), self.spec.startup_timeout))
+            }
         }
     }
 
@@ -178,7 +180,10 @@ impl Instance {
                     continue;
                 }
                 Err(_) => {
-                    self.start_failed(&format!("backend `{backend}` did not start within {:?}", self.spec.startup_timeout));
+                    self.start_failed(&format!(
+                        "backend `{backend}` did not start within {:?}",
+                        self.spec.startup_timeout
+                    ));
                     if !self.pause(&mut backoff).await {
                         break;
                     }
@@ -286,12 +291,15 @@ impl Instance {
         self.relay.request_internal(request, reply).await?;
         let answer = tokio::time::timeout(self.spec.startup_timeout, answers.recv())
             .await
-            .map_err(|_| format!("backend `{backend}` did not answer initialize within {:?}", self.spec.startup_timeout))?
+            .map_err(|_| {
+                format!("backend `{backend}` did not answer initialize within {:?}", self.spec.startup_timeout)
+            })?
             .ok_or_else(|| format!("backend `{backend}` went away during initialize"))?;
         if let Some(error) = answer.get("error") {
             return Err(format!("backend `{backend}` refused initialize: {error}"));
         }
-        let result = answer.get("result").cloned().ok_or_else(|| format!("backend `{backend}` sent no initialize result"))?;
+        let result =
+            answer.get("result").cloned().ok_or_else(|| format!("backend `{backend}` sent no initialize result"))?;
         self.write_internal(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await?;
         let uris: Vec<String> = self.subscriptions.lock().expect("subscriptions lock").keys().cloned().collect();
         for uri in uris {
@@ -314,7 +322,10 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// arriving at once) go out in one write: one system call instead of one per line, and the
 /// server can read them in one wake-up (a Node server then answers them in one event-loop turn).
 /// berth-bench shows no throughput change at 8 requests in flight, where lines rarely queue.
-async fn write_stdin(mut stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>, mut outbox: mpsc::Receiver<Bytes>) {
+async fn write_stdin(
+    mut stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    mut outbox: mpsc::Receiver<Bytes>,
+) {
     let mut batch = Vec::with_capacity(4096);
     while let Some(line) = outbox.recv().await {
         let result = match outbox.try_recv() {
@@ -344,7 +355,11 @@ async fn write_stdin(mut stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Se
 }
 
 /// Frames the server's stdout and hands each message to the relay.
-async fn read_stdout(relay: Arc<Relay>, mut stdout: futures::stream::BoxStream<'static, std::io::Result<Bytes>>, max: usize) {
+async fn read_stdout(
+    relay: Arc<Relay>,
+    mut stdout: futures::stream::BoxStream<'static, std::io::Result<Bytes>>,
+    max: usize,
+) {
     let mut framer = LineFramer::new(max);
     while let Some(Ok(chunk)) = stdout.next().await {
         let framed = framer.feed(&chunk);

@@ -174,10 +174,8 @@ impl Launcher {
                 let LaunchSpec::Process(process) = &spec.launch else {
                     unreachable!("a process launcher is only built for process specs")
                 };
-                spawn_process(process, &spec.env).map_err(|source| LaunchError::Spawn {
-                    command: process.command.clone(),
-                    source,
-                })
+                spawn_process(process, &spec.env)
+                    .map_err(|source| LaunchError::Spawn { command: process.command.clone(), source })
             }
             Self::Docker { spec, hub, backend } => {
                 let LaunchSpec::Docker(docker) = &spec.launch else {

@@ -196,15 +196,7 @@ impl Relay {
         let timeout = if method == "subscriptions/listen" { LONG_LIVED } else { self.request_timeout };
         self.pending.lock().expect("pending lock").insert(
             id,
-            Pending {
-                client_id,
-                progress,
-                reply,
-                session,
-                deadline: Instant::now() + timeout,
-                seq: id,
-                method,
-            },
+            Pending { client_id, progress, reply, session, deadline: Instant::now() + timeout, seq: id, method },
         );
         if send_line(&writer, &message).await.is_err() {
             self.pending.lock().expect("pending lock").remove(&id);
@@ -267,7 +259,9 @@ impl Relay {
             Some(Kind::Response) => self.on_response(message),
             Some(Kind::Notification) => self.on_notification(message),
             Some(Kind::Request) => self.on_server_request(message).await,
-            None => tracing::warn!(backend = &*self.backend, "the server wrote a message that is not JSON-RPC; ignored"),
+            None => {
+                tracing::warn!(backend = &*self.backend, "the server wrote a message that is not JSON-RPC; ignored")
+            }
         }
     }
 
@@ -374,7 +368,10 @@ impl Relay {
             return;
         }
         let Some((session, stream)) = self.pick_session(&method) else {
-            let reason = format!("no single client session of backend `{}` can answer `{method}`: none declared it, or several could have caused it", self.backend);
+            let reason = format!(
+                "no single client session of backend `{}` can answer `{method}`: none declared it, or several could have caused it",
+                self.backend
+            );
             let _ = self.write(&jsonrpc::error(id, METHOD_NOT_FOUND, reason)).await;
             return;
         };

@@ -65,10 +65,9 @@ fn results(outdir: &Path) -> BTreeMap<String, Vec<String>> {
 /// the route in expected failures (`route = "..."`, default all routes).
 pub(crate) async fn run_suite(config: &str, route: &str) -> Vec<String> {
     let root = repo_root();
-    let expected: ExpectedFailures = toml::from_str(
-        &std::fs::read_to_string(root.join("tests/conformance-expected-failures.toml")).unwrap(),
-    )
-    .unwrap();
+    let expected: ExpectedFailures =
+        toml::from_str(&std::fs::read_to_string(root.join("tests/conformance-expected-failures.toml")).unwrap())
+            .unwrap();
     let berth = Berth::start(config).await;
     let forwarder = forwarder::start(berth.addr, alice()).await;
     let url = format!("http://127.0.0.1:{}/{route}/mcp", forwarder.addr.port());
@@ -102,7 +101,11 @@ pub(crate) async fn run_suite(config: &str, route: &str) -> Vec<String> {
         assert!(unexpected.is_empty(), "{route} {spec}: unexpected failures: {unexpected:#?}");
         let stale: Vec<_> = allowed.iter().filter(|s| !failing.contains_key(*s)).collect();
         assert!(stale.is_empty(), "{route} {spec}: listed as failing but passed (remove them): {stale:?}");
-        report.push(format!("{route} {spec}: {}/{} scenarios passed", scenarios.len() - failing.len(), scenarios.len()));
+        report.push(format!(
+            "{route} {spec}: {}/{} scenarios passed",
+            scenarios.len() - failing.len(),
+            scenarios.len()
+        ));
     }
     drop(forwarder);
     berth.stop().await;

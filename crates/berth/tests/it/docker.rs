@@ -14,7 +14,9 @@ use serde_json::json;
 
 use crate::{
     conformance::run_suite,
-    harness::{Berth, build_test_images, config_with, containers_with, docker_available, http, unique_name, wait_until},
+    harness::{
+        Berth, build_test_images, config_with, containers_with, docker_available, http, unique_name, wait_until,
+    },
     raw::{RawSession, churn_sessions},
 };
 
@@ -156,10 +158,18 @@ async fn engine_restart_is_survived() {
     .await;
     let session = RawSession::open(&berth.url("/fxd/mcp"), json!({})).await;
     assert_eq!(session.tool("echo", json!({"text": "before"})).await, "before");
-    let engine_up = || Command::new("docker").arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let engine_up = || {
+        Command::new("docker")
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
     assert!(Command::new("pkill").args(["-TERM", "-x", "dockerd"]).status().unwrap().success());
     wait_until("the engine is down", || !engine_up()).await;
-    let dockerd_running = || Command::new("pgrep").args(["-x", "dockerd"]).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    let dockerd_running =
+        || Command::new("pgrep").args(["-x", "dockerd"]).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
     let client = http();
     let mut not_ready = false;
     for _ in 0..100 {

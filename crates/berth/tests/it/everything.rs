@@ -66,7 +66,9 @@ fn process_config() -> String {
 /// berth's hardened container defaults.
 fn docker_config() -> String {
     let backend = |name: &str, sharing: &str| {
-        format!("[backends.{name}]\nkind = \"docker\"\nimage = \"berth-test/everything:dev\"\nsharing = \"{sharing}\"\n\n")
+        format!(
+            "[backends.{name}]\nkind = \"docker\"\nimage = \"berth-test/everything:dev\"\nsharing = \"{sharing}\"\n\n"
+        )
     };
     config_with(&(backend("every-docker", "shared") + &backend("every-docker-solo", "per-session")))
 }
@@ -113,8 +115,11 @@ impl ClientHandler for Answerer {
         self.sampled.lock().unwrap().push(asked.clone());
         tokio::time::sleep(self.think).await;
         let label = if self.label.is_empty() { "rmcp" } else { self.label };
-        Ok(CreateMessageResult::new(SamplingMessage::assistant_text(format!("{label} sampled: {asked}")), "rmcp-model".into())
-            .with_stop_reason(CreateMessageResult::STOP_REASON_END_TURN))
+        Ok(CreateMessageResult::new(
+            SamplingMessage::assistant_text(format!("{label} sampled: {asked}")),
+            "rmcp-model".into(),
+        )
+        .with_stop_reason(CreateMessageResult::STOP_REASON_END_TURN))
     }
 
     async fn create_elicitation(
@@ -123,7 +128,8 @@ impl ClientHandler for Answerer {
         _context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
         *self.elicited.lock().unwrap() += 1;
-        Ok(ElicitResult::new(ElicitationAction::Accept).with_content(json!({"name": "rmcp tester", "check": true, "integer": 7})))
+        Ok(ElicitResult::new(ElicitationAction::Accept)
+            .with_content(json!({"name": "rmcp tester", "check": true, "integer": 7})))
     }
 
     async fn list_roots(&self, _context: RequestContext<RoleClient>) -> Result<ListRootsResult, ErrorData> {
@@ -147,7 +153,9 @@ impl ClientHandler for Answerer {
 fn transport(url: String) -> StreamableHttpClientTransport<reqwest::Client> {
     let mut headers = HashMap::new();
     headers.insert(HeaderName::from_static("authorization"), HeaderValue::from_str(&alice()).unwrap());
-    StreamableHttpClientTransport::from_config(StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers))
+    StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
+    )
 }
 
 /// The text blocks of a tool result, joined.
@@ -186,12 +194,18 @@ async fn rmcp_session(berth: &Berth, route: &str) {
     assert_eq!(call(&client, "get-sum", json!({"a": 2, "b": 40})).await, "The sum of 2 and 40 is 42.", "{route}");
 
     let sampled = call(&client, "trigger-sampling-request", json!({"prompt": "rmcp prompt", "maxTokens": 20})).await;
-    assert!(sampled.contains("rmcp sampled: Resource trigger-sampling-request context: rmcp prompt"), "{route}: {sampled}");
+    assert!(
+        sampled.contains("rmcp sampled: Resource trigger-sampling-request context: rmcp prompt"),
+        "{route}: {sampled}"
+    );
     assert!(sampled.contains("rmcp-model"), "{route}: {sampled}");
     assert_eq!(answerer.sampled.lock().unwrap().len(), 1, "{route}: one sampling request");
 
     let elicited = call(&client, "trigger-elicitation-request", json!({})).await;
-    assert!(elicited.contains("- Name: rmcp tester") && elicited.contains("- Favorite Integer: 7"), "{route}: {elicited}");
+    assert!(
+        elicited.contains("- Name: rmcp tester") && elicited.contains("- Favorite Integer: 7"),
+        "{route}: {elicited}"
+    );
     assert_eq!(*answerer.elicited.lock().unwrap(), 1, "{route}: one elicitation request");
 
     let roots = call(&client, "get-roots-list", json!({})).await;
@@ -210,25 +224,36 @@ async fn rmcp_session(berth: &Berth, route: &str) {
     let progress = answerer.progress.lock().unwrap().clone();
     let steps: Vec<(f64, Option<f64>)> = progress.iter().map(|p| (p.progress, p.total)).collect();
     assert_eq!(steps, [(1.0, Some(3.0)), (2.0, Some(3.0)), (3.0, Some(3.0))], "{route}: {progress:?}");
-    assert!(progress.iter().all(|p| p.progress_token == progress[0].progress_token), "{route}: one token, the client's own");
+    assert!(
+        progress.iter().all(|p| p.progress_token == progress[0].progress_token),
+        "{route}: one token, the client's own"
+    );
 
     let resources = serde_json::to_value(client.list_all_resources().await.expect("resources/list")).unwrap();
     let document = "demo://resource/static/document/architecture.md";
     assert!(resources.as_array().unwrap().iter().any(|r| r["uri"] == document), "{route}: {resources}");
-    let read = serde_json::to_value(client.read_resource(ReadResourceRequestParams::new(document)).await.expect("read")).unwrap();
+    let read =
+        serde_json::to_value(client.read_resource(ReadResourceRequestParams::new(document)).await.expect("read"))
+            .unwrap();
     assert!(read["contents"][0]["text"].as_str().unwrap().contains("Architecture"), "{route}: {read}");
 
     let templates = serde_json::to_value(client.list_all_resource_templates().await.expect("templates")).unwrap();
     let template = "demo://resource/dynamic/text/{resourceId}";
     assert!(templates.as_array().unwrap().iter().any(|t| t["uriTemplate"] == template), "{route}: {templates}");
-    let dynamic = client.read_resource(ReadResourceRequestParams::new("demo://resource/dynamic/text/7")).await.expect("read");
+    let dynamic =
+        client.read_resource(ReadResourceRequestParams::new("demo://resource/dynamic/text/7")).await.expect("read");
     let dynamic = serde_json::to_value(dynamic).unwrap();
-    assert!(dynamic["contents"][0]["text"].as_str().unwrap().starts_with("Resource 7: This is a plaintext resource"), "{dynamic}");
+    assert!(
+        dynamic["contents"][0]["text"].as_str().unwrap().starts_with("Resource 7: This is a plaintext resource"),
+        "{dynamic}"
+    );
 
     let prompts = client.list_all_prompts().await.expect("prompts/list");
     let names: Vec<&str> = prompts.iter().map(|p| p.name.as_str()).collect();
     assert!(names.contains(&"simple-prompt") && names.contains(&"args-prompt"), "{route}: {names:?}");
-    let simple = serde_json::to_value(client.get_prompt(GetPromptRequestParams::new("simple-prompt")).await.expect("get")).unwrap();
+    let simple =
+        serde_json::to_value(client.get_prompt(GetPromptRequestParams::new("simple-prompt")).await.expect("get"))
+            .unwrap();
     assert_eq!(simple["messages"][0]["content"]["text"], "This is a simple prompt without arguments.", "{route}");
     let Value::Object(arguments) = json!({"city": "Lyon", "state": "Rhone"}) else { unreachable!() };
     let with_args = client
@@ -267,23 +292,33 @@ async fn python_session(berth: &Berth, route: &str) -> Value {
         .unwrap_or_else(|_| panic!("{route}: the Python session did not finish within {SESSION_LIMIT:?}"))
         .unwrap();
     assert!(output.status.success(), "{route}: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{route}: {}", String::from_utf8_lossy(&output.stdout)))
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{route}: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 fn check_python_summary(route: &str, report: &Value) {
-    let text = |key: &str| report[key].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect::<Vec<_>>().join("\n");
+    let text =
+        |key: &str| report[key].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect::<Vec<_>>().join("\n");
     let has = |key: &str, item: &str| report[key].as_array().unwrap().contains(&Value::from(item));
     assert_eq!(report["server"], "mcp-servers/everything", "{route}: {report}");
-    for tool in ["echo", "get-sum", "trigger-long-running-operation", "trigger-sampling-request", "trigger-elicitation-request"] {
+    for tool in
+        ["echo", "get-sum", "trigger-long-running-operation", "trigger-sampling-request", "trigger-elicitation-request"]
+    {
         assert!(has("tools", tool), "{route}: no {tool} in {report}");
     }
     assert_eq!(text("echo"), "Echo: hello from python", "{route}");
     assert_eq!(text("sum"), "The sum of 2 and 40 is 42.", "{route}");
     let sampled = text("sampling");
-    assert!(sampled.contains("python sampled: Resource trigger-sampling-request context: python prompt"), "{route}: {sampled}");
+    assert!(
+        sampled.contains("python sampled: Resource trigger-sampling-request context: python prompt"),
+        "{route}: {sampled}"
+    );
     assert_eq!(report["sampling_requests"].as_array().unwrap().len(), 1, "{route}: {report}");
     let elicited = text("elicitation");
-    assert!(elicited.contains("- Name: python tester") && elicited.contains("- Favorite Integer: 7"), "{route}: {elicited}");
+    assert!(
+        elicited.contains("- Name: python tester") && elicited.contains("- Favorite Integer: 7"),
+        "{route}: {elicited}"
+    );
     assert_eq!(report["elicitation_requests"], 1, "{route}: {report}");
     assert!(text("roots").contains("file:///python/root"), "{route}: {report}");
     assert!(text("long_running").starts_with("Long running operation completed"), "{route}: {report}");
@@ -291,7 +326,10 @@ fn check_python_summary(route: &str, report: &Value) {
     assert!(has("resources", "demo://resource/static/document/architecture.md"), "{route}: {report}");
     assert!(report["document"].as_str().unwrap().contains("Architecture"), "{route}: {report}");
     assert!(has("templates", "demo://resource/dynamic/text/{resourceId}"), "{route}: {report}");
-    assert!(report["dynamic"].as_str().unwrap().starts_with("Resource 7: This is a plaintext resource"), "{route}: {report}");
+    assert!(
+        report["dynamic"].as_str().unwrap().starts_with("Resource 7: This is a plaintext resource"),
+        "{route}: {report}"
+    );
     assert!(has("prompts", "simple-prompt") && has("prompts", "args-prompt"), "{route}: {report}");
     assert_eq!(text("simple_prompt"), "This is a simple prompt without arguments.", "{route}");
     assert_eq!(text("args_prompt"), "What's weather in Lyon, Rhone?", "{route}");
@@ -321,8 +359,11 @@ async fn concurrent_sessions_on_a_shared_instance_never_get_each_others_sampling
         clients.push((label, answerer.clone(), answerer.serve(transport(url.clone())).await.expect("initialize")));
     }
     let calls = clients.iter().map(|(label, _, client)| async move {
-        let Value::Object(arguments) = json!({"prompt": format!("{label}'s secret"), "maxTokens": 20}) else { unreachable!() };
-        let result = client.call_tool(CallToolRequestParams::new("trigger-sampling-request").with_arguments(arguments)).await;
+        let Value::Object(arguments) = json!({"prompt": format!("{label}'s secret"), "maxTokens": 20}) else {
+            unreachable!()
+        };
+        let result =
+            client.call_tool(CallToolRequestParams::new("trigger-sampling-request").with_arguments(arguments)).await;
         (*label, result.map(|r| serde_json::to_value(&r).unwrap().to_string()).unwrap_or_else(|e| e.to_string()))
     });
     let results = tokio::time::timeout(SESSION_LIMIT, futures::future::join_all(calls)).await.expect("no hang");

@@ -83,7 +83,8 @@ pub(crate) async fn start(upstream: SocketAddr, authorization: String) -> Forwar
             let client = client.clone();
             let authorization = authorization.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| forward(request, client.clone(), upstream, authorization.clone()));
+                let service =
+                    service_fn(move |request| forward(request, client.clone(), upstream, authorization.clone()));
                 let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }

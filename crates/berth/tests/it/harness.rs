@@ -134,11 +134,8 @@ pub(crate) fn docker_available() -> bool {
 /// Builds the offline test images (idempotent; serialised between test processes).
 pub(crate) fn build_test_images(which: &[&str]) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let status = std::process::Command::new("bash")
-        .arg(root.join("scripts/build-test-images.sh"))
-        .args(which)
-        .status()
-        .unwrap();
+    let status =
+        std::process::Command::new("bash").arg(root.join("scripts/build-test-images.sh")).args(which).status().unwrap();
     assert!(status.success(), "building test images {which:?} failed");
 }
 

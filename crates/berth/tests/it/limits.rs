@@ -26,7 +26,11 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     // The server closes the connection (possibly after a 408) instead of waiting for ever; the
     // long guard only keeps a broken build from hanging the suite.
     let answer = read_some(&mut slow, Duration::from_secs(30)).await.expect("the server gave up on the client");
-    assert!(answer.is_empty() || String::from_utf8_lossy(&answer).contains("408"), "{}", String::from_utf8_lossy(&answer));
+    assert!(
+        answer.is_empty() || String::from_utf8_lossy(&answer).contains("408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     berth.stop().await;
 }
 

@@ -3,8 +3,8 @@
 mod checklist;
 mod cli;
 mod conformance;
-mod docker;
 mod deploy;
+mod docker;
 mod everything;
 mod examples;
 mod forwarder;
@@ -14,6 +14,6 @@ mod mcp_client;
 mod proxy;
 mod raw;
 mod shutdown;
-mod stdio;
 mod statuses;
+mod stdio;
 mod tls;

@@ -18,7 +18,9 @@ use crate::harness::{Berth, alice, http};
 fn transport(url: String) -> StreamableHttpClientTransport<reqwest::Client> {
     let mut headers = HashMap::new();
     headers.insert(HeaderName::from_static("authorization"), HeaderValue::from_str(&alice()).unwrap());
-    StreamableHttpClientTransport::from_config(StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers))
+    StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
+    )
 }
 
 async fn exercise(client: &RunningService<RoleClient, ()>) {
@@ -46,9 +48,8 @@ async fn rmcp_client_with_sessions() {
 async fn rmcp_client_stateless_2026() {
     let berth = Berth::default().await;
     let lifecycle = ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] };
-    let client = ().serve_with_lifecycle(transport(berth.url("/conformance/mcp")), lifecycle)
-        .await
-        .expect("server/discover");
+    let client =
+        ().serve_with_lifecycle(transport(berth.url("/conformance/mcp")), lifecycle).await.expect("server/discover");
     exercise(&client).await;
     client.cancel().await.unwrap();
     berth.stop().await;
@@ -78,7 +79,11 @@ async fn concurrent_clients_each_get_their_own_answers() {
 
 /// POSTs one JSON-RPC message; answers the status, headers and the JSON-RPC message in the body
 /// (plain JSON or the first SSE `data:` event carrying an id).
-pub(crate) async fn post(url: &str, session: Option<&str>, body: Value) -> (StatusCode, reqwest::header::HeaderMap, Option<Value>) {
+pub(crate) async fn post(
+    url: &str,
+    session: Option<&str>,
+    body: Value,
+) -> (StatusCode, reqwest::header::HeaderMap, Option<Value>) {
     let mut request = http()
         .post(url)
         .header("authorization", alice())
@@ -111,18 +116,14 @@ async fn session_lifecycle_over_raw_http() {
     assert_eq!(status, StatusCode::OK);
     let session = headers["mcp-session-id"].to_str().unwrap().to_string();
     assert_eq!(message.unwrap()["result"]["protocolVersion"], "2025-11-25");
-    let (status, _, _) = post(&url, Some(&session), json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await;
+    let (status, _, _) =
+        post(&url, Some(&session), json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let (status, _, message) = post(&url, Some(&session), json!({"jsonrpc":"2.0","id":2,"method":"tools/list"})).await;
     assert_eq!(status, StatusCode::OK);
     assert!(message.unwrap()["result"]["tools"].as_array().is_some_and(|t| !t.is_empty()));
-    let deleted = http()
-        .delete(&url)
-        .header("authorization", alice())
-        .header("mcp-session-id", &session)
-        .send()
-        .await
-        .unwrap();
+    let deleted =
+        http().delete(&url).header("authorization", alice()).header("mcp-session-id", &session).send().await.unwrap();
     assert!(deleted.status().is_success(), "{}", deleted.status());
     let (status, _, _) = post(&url, Some(&session), json!({"jsonrpc":"2.0","id":3,"method":"tools/list"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "a deleted session is gone");

@@ -32,7 +32,8 @@ impl Messages {
             .headers()
             .get("content-type")
             .is_some_and(|v| v.to_str().unwrap_or("").starts_with("application/json"));
-        let mut messages = Self { body: response.bytes_stream().boxed(), buffer: String::new(), ready: VecDeque::new(), status };
+        let mut messages =
+            Self { body: response.bytes_stream().boxed(), buffer: String::new(), ready: VecDeque::new(), status };
         if is_json {
             let mut bytes = Vec::new();
             while let Some(Ok(chunk)) = messages.body.next().await {
@@ -142,7 +143,9 @@ impl RawSession {
 
     /// Calls a tool and answers its text (or the error object as text).
     pub(crate) async fn tool(&self, name: &str, arguments: Value) -> String {
-        let response = self.request(json!(format!("call-{name}")), "tools/call", json!({"name": name, "arguments": arguments})).await;
+        let response = self
+            .request(json!(format!("call-{name}")), "tools/call", json!({"name": name, "arguments": arguments}))
+            .await;
         match response.pointer("/result/content/0/text") {
             Some(text) => text.as_str().unwrap().to_string(),
             None => response.to_string(),
@@ -182,7 +185,8 @@ impl RawSession {
 /// and is deleted. The leak tests count what is left behind afterwards.
 pub(crate) async fn churn_sessions(url: &str) {
     for round in 0..20 {
-        let sessions: Vec<RawSession> = futures::future::join_all((0..10).map(|_| RawSession::open(url, json!({})))).await;
+        let sessions: Vec<RawSession> =
+            futures::future::join_all((0..10).map(|_| RawSession::open(url, json!({})))).await;
         for session in &sessions {
             assert_eq!(session.tool("echo", json!({"text": "x"})).await, "x", "{url} round {round}");
             assert_eq!(session.delete().await, StatusCode::OK);

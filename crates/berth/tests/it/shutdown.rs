@@ -41,8 +41,5 @@ async fn shutdown_ends_open_sse_streams_and_returns() {
     });
     let stopped = tokio::time::timeout(Duration::from_secs(30), berth.stop()).await;
     assert!(stopped.is_ok(), "serve must return well within the grace period");
-    tokio::time::timeout(Duration::from_secs(10), reader)
-        .await
-        .expect("the SSE stream must end at shutdown")
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), reader).await.expect("the SSE stream must end at shutdown").unwrap();
 }

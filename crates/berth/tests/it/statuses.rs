@@ -40,21 +40,76 @@ async fn every_status_berth_answers_itself() {
     let cases = vec![
         Case { auth: None, ..case("health needs no auth", Method::GET, "/", StatusCode::OK) },
         Case { auth: None, ..case("readyz needs no auth", Method::GET, "/readyz", StatusCode::OK) },
-        Case { auth: None, ..case("oauth discovery fails fast", Method::GET, "/.well-known/oauth-protected-resource", StatusCode::NOT_FOUND) },
-        Case { auth: None, ..case("oauth metadata fails fast", Method::GET, "/.well-known/oauth-authorization-server", StatusCode::NOT_FOUND) },
+        Case {
+            auth: None,
+            ..case(
+                "oauth discovery fails fast",
+                Method::GET,
+                "/.well-known/oauth-protected-resource",
+                StatusCode::NOT_FOUND,
+            )
+        },
+        Case {
+            auth: None,
+            ..case(
+                "oauth metadata fails fast",
+                Method::GET,
+                "/.well-known/oauth-authorization-server",
+                StatusCode::NOT_FOUND,
+            )
+        },
         Case { auth: None, ..case("no credentials", Method::POST, "/conformance/mcp", StatusCode::UNAUTHORIZED) },
-        Case { auth: Some(basic("alice", "wrong")), ..case("wrong password", Method::POST, "/conformance/mcp", StatusCode::UNAUTHORIZED) },
-        Case { auth: Some(basic("mallory", "correct horse battery staple")), ..case("unknown user", Method::GET, "/conformance/mcp", StatusCode::UNAUTHORIZED) },
-        Case { auth: None, ..case("unknown backend hides behind auth", Method::GET, "/nope/mcp", StatusCode::UNAUTHORIZED) },
+        Case {
+            auth: Some(basic("alice", "wrong")),
+            ..case("wrong password", Method::POST, "/conformance/mcp", StatusCode::UNAUTHORIZED)
+        },
+        Case {
+            auth: Some(basic("mallory", "correct horse battery staple")),
+            ..case("unknown user", Method::GET, "/conformance/mcp", StatusCode::UNAUTHORIZED)
+        },
+        Case {
+            auth: None,
+            ..case("unknown backend hides behind auth", Method::GET, "/nope/mcp", StatusCode::UNAUTHORIZED)
+        },
         case("unknown backend", Method::GET, "/nope/mcp", StatusCode::NOT_FOUND),
         case("not an MCP path", Method::GET, "/conformance", StatusCode::NOT_FOUND),
-        Case { headers: vec![("host", "evil.example.org")], ..case("foreign host", Method::GET, "/conformance/mcp", StatusCode::FORBIDDEN) },
-        Case { headers: vec![("origin", "https://evil.example.org"), ("accept", "text/event-stream")], ..case("foreign origin", Method::GET, "/conformance/mcp", StatusCode::FORBIDDEN) },
+        Case {
+            headers: vec![("host", "evil.example.org")],
+            ..case("foreign host", Method::GET, "/conformance/mcp", StatusCode::FORBIDDEN)
+        },
+        Case {
+            headers: vec![("origin", "https://evil.example.org"), ("accept", "text/event-stream")],
+            ..case("foreign origin", Method::GET, "/conformance/mcp", StatusCode::FORBIDDEN)
+        },
         case("GET without text/event-stream", Method::GET, "/conformance/mcp", StatusCode::NOT_ACCEPTABLE),
-        post("POST accepting only JSON", vec![("accept", "application/json"), json], INIT, StatusCode::NOT_ACCEPTABLE, Some(1)),
-        post("POST that is not JSON", vec![("accept", BOTH), ("content-type", "text/plain")], INIT, StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(1)),
-        post("POST over the body limit", vec![("accept", BOTH), json], &format!(r#"{{"jsonrpc":"2.0","id":2,"method":"ping","params":{{"pad":"{}"}}}}"#, "x".repeat(4096)), StatusCode::PAYLOAD_TOO_LARGE, None),
-        post("unknown protocol version", vec![("accept", BOTH), json, ("mcp-protocol-version", "2023-01-01")], INIT, StatusCode::BAD_REQUEST, Some(1)),
+        post(
+            "POST accepting only JSON",
+            vec![("accept", "application/json"), json],
+            INIT,
+            StatusCode::NOT_ACCEPTABLE,
+            Some(1),
+        ),
+        post(
+            "POST that is not JSON",
+            vec![("accept", BOTH), ("content-type", "text/plain")],
+            INIT,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some(1),
+        ),
+        post(
+            "POST over the body limit",
+            vec![("accept", BOTH), json],
+            &format!(r#"{{"jsonrpc":"2.0","id":2,"method":"ping","params":{{"pad":"{}"}}}}"#, "x".repeat(4096)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+        ),
+        post(
+            "unknown protocol version",
+            vec![("accept", BOTH), json, ("mcp-protocol-version", "2023-01-01")],
+            INIT,
+            StatusCode::BAD_REQUEST,
+            Some(1),
+        ),
         post("malformed JSON", vec![("accept", BOTH), json], "{\"jsonrpc\":", StatusCode::BAD_REQUEST, None),
         case("PUT on an MCP endpoint", Method::PUT, "/conformance/mcp", StatusCode::METHOD_NOT_ALLOWED),
         post("a good initialize", vec![("accept", BOTH), json], INIT, StatusCode::OK, None),
@@ -135,7 +190,11 @@ async fn bcrypt_users_from_an_htpasswd_file() {
     ))
     .await;
     let client = http();
-    for (password, status) in [("s3cret", StatusCode::NOT_ACCEPTABLE), ("nope", StatusCode::UNAUTHORIZED), ("s3cret", StatusCode::NOT_ACCEPTABLE)] {
+    for (password, status) in [
+        ("s3cret", StatusCode::NOT_ACCEPTABLE),
+        ("nope", StatusCode::UNAUTHORIZED),
+        ("s3cret", StatusCode::NOT_ACCEPTABLE),
+    ] {
         let response = client
             .get(berth.url("/conformance/mcp"))
             .header("authorization", basic("bob", password))

@@ -306,4 +306,3 @@ async fn shutdown_waits_for_sessions_still_being_ended() {
     berth.stop().await;
     assert!(!is_alive(pid), "serve returned before the ended session's instance had stopped");
 }
-
