@@ -22,8 +22,8 @@ pub(crate) use users::{Users, hash_password};
 
 use crate::{
     body::{RequestBody, ResponseBody},
+    extensions::{AuthenticatedUser, ClientAddr},
     reply::Rejection,
-    server::ClientAddr,
 };
 
 /// Who may pass.
@@ -49,10 +49,6 @@ impl Authenticator {
         Self::Basic { users, challenge }
     }
 }
-
-/// The name of the authenticated user, put in the request's extensions for later layers.
-#[derive(Debug, Clone)]
-pub(crate) struct AuthenticatedUser(pub Arc<str>);
 
 /// The layer for [`Authenticate`].
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ use std::{
 use http::{HeaderName, HeaderValue, Request, header};
 use tower::util::MapRequestLayer;
 
-use crate::{body::RequestBody, server::ClientAddr};
+use crate::{body::RequestBody, extensions::ClientAddr};
 
 /// One `server.trusted_proxies` entry: an address or a CIDR block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

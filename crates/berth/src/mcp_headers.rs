@@ -11,10 +11,25 @@ use base64::Engine;
 use http::HeaderMap;
 use serde_json::Value;
 
+/// The `MCP-Protocol-Version` header.
+pub(crate) const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
+/// The `Mcp-Session-Id` header of the session-based generation.
+pub(crate) const SESSION_HEADER: &str = "mcp-session-id";
 /// The first protocol version that has these headers.
 pub(crate) const STANDARD_HEADERS_VERSION: &str = "2026-07-28";
-/// JSON-RPC error code for a header that contradicts the body.
-pub(crate) const HEADER_MISMATCH: i64 = -32020;
+/// The first stateless protocol version (no initialize, no session, no GET stream).
+pub(crate) const STATELESS_VERSION: &str = "2026-07-28";
+
+/// Whether `version` (a date-shaped protocol version) belongs to the stateless generation.
+/// Versions are compared as strings, which orders ISO dates correctly.
+pub(crate) fn is_stateless_version(version: &str) -> bool {
+    version >= STATELESS_VERSION
+}
+
+/// The `MCP-Protocol-Version` header of a request, if present and readable.
+pub(crate) fn protocol_version(headers: &HeaderMap) -> Option<&str> {
+    headers.get(PROTOCOL_VERSION_HEADER).and_then(|v| v.to_str().ok())
+}
 const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 
 /// The body field that `Mcp-Name` must repeat, by method.
@@ -50,7 +65,7 @@ fn decode(value: &str) -> Option<String> {
 
 /// Checks one message against the headers; `Err` carries the reason for the -32020 error.
 pub(crate) fn check(headers: &HeaderMap, message: &Value) -> Result<(), String> {
-    let Ok(Some(version)) = single(headers, crate::streamable::PROTOCOL_VERSION_HEADER) else {
+    let Ok(Some(version)) = single(headers, PROTOCOL_VERSION_HEADER) else {
         return Ok(());
     };
     if version < STANDARD_HEADERS_VERSION {

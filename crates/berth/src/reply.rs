@@ -8,14 +8,10 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::body::{ResponseBody, response_body};
-
-/// JSON-RPC error code for an invalid request (the message is not acceptable as sent).
-pub(crate) const INVALID_REQUEST: i64 = -32600;
-/// JSON-RPC error code of SEP-2575's UnsupportedProtocolVersionError.
-pub(crate) const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
-/// JSON-RPC error code for a message whose body is not JSON.
-pub(crate) const PARSE_ERROR: i64 = -32700;
+use crate::{
+    body::{ResponseBody, response_body},
+    jsonrpc::INVALID_REQUEST,
+};
 
 /// A refusal berth answers itself, before or instead of a backend.
 #[derive(Debug, Clone)]

@@ -17,9 +17,9 @@ use http::{Request, Response, StatusCode};
 use tower::{Layer, Service};
 
 use crate::{
-    auth::AuthenticatedUser,
     backend::Backend,
     body::{RequestBody, ResponseBody},
+    extensions::{AuthenticatedUser, Target},
     host::request_host,
     reply::Rejection,
 };
@@ -73,10 +73,6 @@ impl Routes {
         })
     }
 }
-
-/// The backend a request was routed to.
-#[derive(Debug, Clone)]
-pub(crate) struct Target(pub Arc<Backend>);
 
 /// The layer for [`Route`].
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 //! SSE writes would otherwise wait ~40 ms for delayed ACKs), a header read timeout against slow
 //! clients, and a permit from a semaphore that caps concurrent connections.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use http::Request;
 use http_body_util::BodyExt;
@@ -18,12 +18,7 @@ use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::{body::BodyError, stack::HttpStack, tls::Tls};
-
-/// The address of the client at the other end of the connection, put in every request's
-/// extensions (for logs of failed logins, and later rate limits).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub SocketAddr);
+use crate::{body::BodyError, extensions::ClientAddr, stack::HttpStack, tls::Tls};
 
 /// Limits of the listener.
 #[derive(Debug, Clone)]

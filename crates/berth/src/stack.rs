@@ -17,6 +17,7 @@ use crate::{
     body::{BodyError, RequestBody, ResponseBody},
     forwarded::{self, TrustedProxies},
     host::{self, HostPolicy},
+    jsonrpc::INTERNAL_ERROR,
     public::PublicLayer,
     reply::Rejection,
     route::{Dispatch, RouteLayer, Routes},
@@ -46,7 +47,9 @@ pub(crate) struct StackParts {
 
 fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response<ResponseBody> {
     tracing::error!("a request handler panicked; answering 500");
-    Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response()
+    Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        .with_code(INTERNAL_ERROR)
+        .into_response()
 }
 
 /// Builds the stack. Each layer's comment says why it is there and why in that place.

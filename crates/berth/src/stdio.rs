@@ -5,7 +5,6 @@
 mod endpoint;
 mod frame;
 mod instance;
-mod jsonrpc;
 mod launch;
 mod process;
 mod relay;

@@ -26,11 +26,11 @@ use tower::{Layer, Service};
 
 use crate::{
     body::{RequestBody, ResponseBody, request_body},
-    reply::{PARSE_ERROR, Rejection, UNSUPPORTED_PROTOCOL_VERSION},
+    jsonrpc::{HEADER_MISMATCH, PARSE_ERROR, UNSUPPORTED_PROTOCOL_VERSION},
+    mcp_headers::{self, PROTOCOL_VERSION_HEADER},
+    reply::Rejection,
 };
 
-/// The protocol version header.
-pub(crate) const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
 const JSON: &str = "application/json";
 const EVENT_STREAM: &str = "text/event-stream";
 
@@ -187,17 +187,14 @@ async fn check_post(request: Request<RequestBody>, limit: usize) -> Result<Reque
     if let Err(rejection) = check_protocol_version(headers) {
         return reject(rejection);
     }
-    let standard_headers = headers
-        .get(PROTOCOL_VERSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v >= crate::mcp_headers::STANDARD_HEADERS_VERSION);
+    let standard_headers =
+        mcp_headers::protocol_version(headers).is_some_and(|v| v >= mcp_headers::STANDARD_HEADERS_VERSION);
     if standard_headers {
         // Only the newest generation routes on headers; only then is the body parsed here.
         let message: Value = serde_json::from_slice(&bytes).map_err(|_| parse_error())?;
-        if let Err(reason) = crate::mcp_headers::check(headers, &message) {
+        if let Err(reason) = mcp_headers::check(headers, &message) {
             return reject(
-                Rejection::new(StatusCode::BAD_REQUEST, "header_mismatch", reason)
-                    .with_code(crate::mcp_headers::HEADER_MISMATCH),
+                Rejection::new(StatusCode::BAD_REQUEST, "header_mismatch", reason).with_code(HEADER_MISMATCH),
             );
         }
     } else if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {

@@ -22,15 +22,16 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     instance::Instance,
-    jsonrpc::{self, INVALID_REQUEST, Kind},
     launch::Launcher,
     relay::{Audience, Relay},
     session::{ClientCaps, Session, SessionTable},
-    sse::{self, SESSION_HEADER},
+    sse,
 };
 use crate::{
     body::{RequestBody, ResponseBody},
     config::{Sharing, StartMode, StdioSpec},
+    jsonrpc::{self, INVALID_REQUEST, Kind},
+    mcp_headers::{PROTOCOL_VERSION_HEADER, SESSION_HEADER, is_stateless_version},
 };
 
 /// Capacity of the stream of one POST's answers.
@@ -80,7 +81,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Whether a session-less request comes from a stateless (2026-07-28) client.
 fn is_stateless(headers: &HeaderMap, messages: &[Value]) -> bool {
-    header_str(headers, crate::streamable::PROTOCOL_VERSION_HEADER).is_some_and(|v| v >= "2026-07-28")
+    header_str(headers, PROTOCOL_VERSION_HEADER).is_some_and(is_stateless_version)
         || messages.iter().any(|m| {
             jsonrpc::method(m) == Some("server/discover")
                 || m.pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion").is_some()
@@ -277,7 +278,7 @@ impl StdioBackend {
         };
         let first_id = messages[0].get("id").cloned().unwrap_or(Value::Null);
         if let Some(init) = messages.iter().find(|m| jsonrpc::method(m) == Some("initialize")) {
-            if header_str(headers, crate::streamable::PROTOCOL_VERSION_HEADER).is_some_and(|v| v >= "2026-07-28") {
+            if header_str(headers, PROTOCOL_VERSION_HEADER).is_some_and(is_stateless_version) {
                 // The stateless generation removed initialize. berth answers for the server:
                 // forwarding it would fix the stateless instance's pipe to the old lifecycle.
                 return rejection(

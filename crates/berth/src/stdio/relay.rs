@@ -23,10 +23,8 @@ use tokio::{
     time::Instant,
 };
 
-use super::{
-    jsonrpc::{self, BACKEND_ERROR, Kind, METHOD_NOT_FOUND, TIMEOUT},
-    session::{Session, SessionTable},
-};
+use super::session::{Session, SessionTable};
+use crate::jsonrpc::{self, BACKEND_ERROR, Kind, METHOD_NOT_FOUND, TIMEOUT};
 
 /// The state of the pipe to the current process or container of this instance.
 #[derive(Debug, Clone)]

@@ -11,11 +11,11 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::jsonrpc::{self, Kind};
 use crate::body::{ResponseBody, response_body};
-
-/// The `Mcp-Session-Id` header.
-pub(crate) const SESSION_HEADER: &str = "mcp-session-id";
+use crate::{
+    jsonrpc::{self, Kind},
+    mcp_headers::SESSION_HEADER,
+};
 
 /// A JSON response carrying one message.
 pub(crate) fn json(status: StatusCode, message: &Value, session: Option<&str>) -> Response<ResponseBody> {
@@ -99,8 +99,8 @@ pub(crate) fn sse(
 /// errors to statuses so that intermediaries see them without reading bodies.
 fn stateless_status(message: &Value) -> StatusCode {
     match message.pointer("/error/code").and_then(Value::as_i64) {
-        Some(-32022..=-32020) => StatusCode::BAD_REQUEST,
-        Some(-32601) => StatusCode::NOT_FOUND,
+        Some(jsonrpc::UNSUPPORTED_PROTOCOL_VERSION..=jsonrpc::HEADER_MISMATCH) => StatusCode::BAD_REQUEST,
+        Some(jsonrpc::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
         _ => StatusCode::OK,
     }
 }

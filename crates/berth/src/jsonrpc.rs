@@ -1,18 +1,27 @@
-//! The little of JSON-RPC 2.0 the relay needs to know: what kind a message is, and how to
-//! build an error. Everything else in a message passes through untouched.
+//! JSON-RPC 2.0 as berth needs it: every error code berth answers with (this is the only place
+//! that defines them), the kinds of message, and how to build an error or a result. Everything
+//! else in a message passes through untouched.
 
 use serde_json::{Value, json};
 
-/// JSON-RPC error: the server (backend) failed or went away.
-pub(crate) const BACKEND_ERROR: i64 = -32000;
-/// JSON-RPC error: the request timed out in berth.
-pub(crate) const TIMEOUT: i64 = -32001;
-/// JSON-RPC error: method not found.
-pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
-/// JSON-RPC error: invalid params.
-pub(crate) const INVALID_PARAMS: i64 = -32602;
-/// JSON-RPC error: invalid request.
+/// The body is not JSON.
+pub(crate) const PARSE_ERROR: i64 = -32700;
+/// The message is not an acceptable JSON-RPC request as sent.
 pub(crate) const INVALID_REQUEST: i64 = -32600;
+/// The method does not exist (or is not offered to this client).
+pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
+/// The params are invalid (a stateless request without its `_meta`).
+pub(crate) const INVALID_PARAMS: i64 = -32602;
+/// berth itself failed.
+pub(crate) const INTERNAL_ERROR: i64 = -32603;
+/// The backend failed, went away, or could not start.
+pub(crate) const BACKEND_ERROR: i64 = -32000;
+/// The request timed out in berth without an answer from the backend.
+pub(crate) const TIMEOUT: i64 = -32001;
+/// SEP-2243 `HeaderMismatch`: a 2026-07-28 header contradicts the body.
+pub(crate) const HEADER_MISMATCH: i64 = -32020;
+/// SEP-2575 `UnsupportedProtocolVersionError`.
+pub(crate) const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
 /// The three shapes of a JSON-RPC message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
