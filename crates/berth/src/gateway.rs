@@ -148,6 +148,7 @@ impl Gateway {
                         launcher,
                         server.sse_keep_alive.0,
                         &shutdown,
+                        None,
                     )))
                 }
             };

@@ -2,7 +2,11 @@
 //! that defines them), the kinds of message, and how to build an error or a result. Everything
 //! else in a message passes through untouched.
 
-use serde_json::{Value, json};
+mod message;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+pub(crate) use message::{Body, IdKey, Message};
 
 /// The body is not JSON.
 pub(crate) const PARSE_ERROR: i64 = -32700;
@@ -34,42 +38,42 @@ pub(crate) enum Kind {
     Response,
 }
 
-/// Classifies a message; `None` for anything that is not JSON-RPC.
-pub(crate) fn kind(message: &Value) -> Option<Kind> {
-    let object = message.as_object()?;
-    match (object.get("method").is_some_and(Value::is_string), object.contains_key("id")) {
-        (true, true) => Some(Kind::Request),
-        (true, false) => Some(Kind::Notification),
-        (false, true) if object.contains_key("result") || object.contains_key("error") => Some(Kind::Response),
-        _ => None,
-    }
+/// A JSON-RPC error response to the request whose id is `id` (raw JSON text, `null` when the
+/// id is unknown).
+pub(crate) fn error(id: &[u8], code: i64, message: &str) -> Bytes {
+    let message = serde_json::to_string(message).unwrap_or_else(|_| "\"error\"".to_string());
+    let mut out = BytesMut::with_capacity(64 + id.len() + message.len());
+    out.put_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.put_slice(id);
+    out.put_slice(b",\"error\":{\"code\":");
+    out.put_slice(code.to_string().as_bytes());
+    out.put_slice(b",\"message\":");
+    out.put_slice(message.as_bytes());
+    out.put_slice(b"}}");
+    out.freeze()
 }
 
-/// The `method` of a request or notification.
-pub(crate) fn method(message: &Value) -> Option<&str> {
-    message.get("method").and_then(Value::as_str)
+/// A JSON-RPC result response: `result` is raw JSON text.
+pub(crate) fn result(id: &[u8], result: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(40 + id.len() + result.len());
+    out.put_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.put_slice(id);
+    out.put_slice(b",\"result\":");
+    out.put_slice(result.as_bytes());
+    out.put_slice(b"}");
+    out.freeze()
 }
 
-/// A JSON-RPC error response.
-pub(crate) fn error(id: Value, code: i64, message: impl Into<String>) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message.into()}})
+/// A notification berth sends itself: `params` is raw JSON text.
+pub(crate) fn notification(method: &str, params: &str) -> Bytes {
+    let method = serde_json::to_string(method).unwrap_or_default();
+    Bytes::from(format!("{{\"jsonrpc\":\"2.0\",\"method\":{method},\"params\":{params}}}"))
 }
 
-/// A JSON-RPC result response.
-pub(crate) fn result(id: Value, result: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "result": result})
-}
-
-/// `params._meta.progressToken`, if the request asks for progress.
-pub(crate) fn progress_token(message: &Value) -> Option<&Value> {
-    message.get("params")?.get("_meta")?.get("progressToken")
-}
-
-/// Replaces `params._meta.progressToken` (which must exist).
-pub(crate) fn set_progress_token(message: &mut Value, token: Value) {
-    if let Some(slot) = message.pointer_mut("/params/_meta/progressToken") {
-        *slot = token;
-    }
+/// A request berth sends itself: `params` is raw JSON text.
+pub(crate) fn request(id: u64, method: &str, params: &str) -> Bytes {
+    let method = serde_json::to_string(method).unwrap_or_default();
+    Bytes::from(format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":{method},\"params\":{params}}}"))
 }
 
 #[cfg(test)]
@@ -77,26 +81,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kinds() {
+    fn what_berth_writes_is_valid_jsonrpc() {
         let table = [
-            (json!({"jsonrpc":"2.0","id":1,"method":"ping"}), Some(Kind::Request)),
-            (json!({"jsonrpc":"2.0","method":"notifications/initialized"}), Some(Kind::Notification)),
-            (json!({"jsonrpc":"2.0","id":1,"result":{}}), Some(Kind::Response)),
-            (json!({"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"x"}}), Some(Kind::Response)),
-            (json!({"jsonrpc":"2.0","id":1}), None),
-            (json!([1, 2]), None),
+            (error(b"\"a\"", TIMEOUT, "timed \"out\"\n"), Kind::Response),
+            (error(b"null", PARSE_ERROR, "bad"), Kind::Response),
+            (result(b"7", "{}"), Kind::Response),
+            (notification("notifications/cancelled", r#"{"requestId":3}"#), Kind::Notification),
+            (request(0, "initialize", "{}"), Kind::Request),
         ];
-        for (message, expected) in table {
-            assert_eq!(kind(&message), expected, "{message}");
+        for (bytes, kind) in table {
+            let message = Message::parse(bytes.clone()).unwrap_or_else(|e| panic!("{bytes:?}: {e}"));
+            assert_eq!(message.kind(), kind);
         }
-    }
-
-    #[test]
-    fn progress_tokens() {
-        let mut request = json!({"id":1,"method":"tools/call","params":{"_meta":{"progressToken":"abc","x":1}}});
-        assert_eq!(progress_token(&request), Some(&json!("abc")));
-        set_progress_token(&mut request, json!(42));
-        assert_eq!(request["params"]["_meta"], json!({"progressToken":42,"x":1}));
-        assert_eq!(progress_token(&json!({"id":1,"method":"ping"})), None);
+        let message = Message::parse(error(b"9", TIMEOUT, "x")).unwrap();
+        assert_eq!(
+            message.find(&["error", "code"]).map(|span| message.raw(&span).to_string()).as_deref(),
+            Some("-32001")
+        );
     }
 }

@@ -9,7 +9,8 @@
 
 use base64::Engine;
 use http::HeaderMap;
-use serde_json::Value;
+
+use crate::jsonrpc::Message;
 
 /// The `MCP-Protocol-Version` header.
 pub(crate) const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
@@ -19,6 +20,19 @@ pub(crate) const SESSION_HEADER: &str = "mcp-session-id";
 pub(crate) const STANDARD_HEADERS_VERSION: &str = "2026-07-28";
 /// The first stateless protocol version (no initialize, no session, no GET stream).
 pub(crate) const STATELESS_VERSION: &str = "2026-07-28";
+
+/// The first protocol version without JSON-RPC batches.
+pub(crate) const NO_BATCHES_VERSION: &str = "2025-06-18";
+/// Most messages in one batch, where the protocol version still allows batches.
+pub(crate) const MAX_BATCH: usize = 32;
+/// Why a batch is refused where the negotiated version does not allow batches.
+pub(crate) const BATCH_REFUSED: &str =
+    "JSON-RPC batches are not part of MCP since protocol version 2025-06-18: send one message per POST";
+
+/// Whether a session of protocol `version` may send JSON-RPC batches (2025-03-26 only).
+pub(crate) fn allows_batches(version: &str) -> bool {
+    version < NO_BATCHES_VERSION
+}
 
 /// Whether `version` (a date-shaped protocol version) belongs to the stateless generation.
 /// Versions are compared as strings, which orders ISO dates correctly.
@@ -64,16 +78,17 @@ fn decode(value: &str) -> Option<String> {
 }
 
 /// Checks one message against the headers; `Err` carries the reason for the -32020 error.
-pub(crate) fn check(headers: &HeaderMap, message: &Value) -> Result<(), String> {
+pub(crate) fn check(headers: &HeaderMap, message: &Message) -> Result<(), String> {
     let Ok(Some(version)) = single(headers, PROTOCOL_VERSION_HEADER) else {
         return Ok(());
     };
     if version < STANDARD_HEADERS_VERSION {
         return Ok(());
     }
-    let Some(method) = message.get("method").and_then(Value::as_str) else {
+    let Some(method) = message.method() else {
         return Ok(());
     };
+    let method = &*method;
     match single(headers, "mcp-method")? {
         None if method == "initialize" => return Ok(()),
         None => return Err("missing required Mcp-Method header".to_string()),
@@ -83,7 +98,7 @@ pub(crate) fn check(headers: &HeaderMap, message: &Value) -> Result<(), String> 
         Some(_) => {}
     }
     if let Some(field) = name_field(method)
-        && let Some(expected) = message.pointer(&format!("/params/{field}")).and_then(Value::as_str)
+        && let Some(expected) = message.find_str(&["params", field])
     {
         let raw =
             single(headers, "mcp-name")?.ok_or_else(|| format!("missing required Mcp-Name header for `{method}`"))?;
@@ -92,10 +107,9 @@ pub(crate) fn check(headers: &HeaderMap, message: &Value) -> Result<(), String> 
             return Err(format!("Mcp-Name header `{decoded}` does not match body value `{expected}`"));
         }
     }
-    let meta_version =
-        message.pointer("/params/_meta").and_then(|meta| meta.get(META_PROTOCOL_VERSION)).and_then(Value::as_str);
+    let meta_version = message.find_str(&["params", "_meta", META_PROTOCOL_VERSION]);
     if let Some(meta_version) = meta_version
-        && meta_version != version
+        && *meta_version != *version
     {
         return Err(format!(
             "MCP-Protocol-Version header `{version}` does not match `{meta_version}` in the request's _meta"
@@ -107,7 +121,10 @@ pub(crate) fn check(headers: &HeaderMap, message: &Value) -> Result<(), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn json(value: serde_json::Value) -> Message {
+        Message::parse(bytes::Bytes::from(value.to_string())).unwrap()
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -119,8 +136,8 @@ mod tests {
 
     #[test]
     fn headers_must_agree_with_the_body() {
-        let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",
-            "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}});
+        let call = json(serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",
+            "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}));
         let v = ("mcp-protocol-version", "2026-07-28");
         let table: &[(&[(&str, &str)], bool)] = &[
             (&[("mcp-protocol-version", "2025-11-25")], true),
@@ -138,9 +155,11 @@ mod tests {
             assert_eq!(check(&headers(pairs), &call).is_ok(), *ok, "{pairs:?}");
         }
         let mismatch = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list")];
-        let old_meta = json!({"method":"tools/list","id":1,"params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25"}}});
+        let old_meta = json(
+            serde_json::json!({"jsonrpc":"2.0","method":"tools/list","id":1,"params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25"}}}),
+        );
         assert!(check(&headers(&mismatch), &old_meta).is_err());
-        let init = json!({"method":"initialize","id":1,"params":{}});
+        let init = json(serde_json::json!({"jsonrpc":"2.0","method":"initialize","id":1,"params":{}}));
         assert!(check(&headers(&[v]), &init).is_ok());
     }
 }

@@ -5,6 +5,7 @@
 //! is a JSON-RPC error object, so that MCP clients can match it to their request; otherwise it is
 //! a small plain JSON object.
 
+use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -19,7 +20,9 @@ pub(crate) struct Rejection {
     status: StatusCode,
     error: &'static str,
     message: String,
-    id: Option<Value>,
+    /// The refused request's id as written (raw JSON), kept exactly: ids too large for any
+    /// integer type must come back as the client sent them.
+    id: Option<Bytes>,
     code: i64,
     data: serde_json::Map<String, Value>,
 }
@@ -33,7 +36,13 @@ impl Rejection {
 
     /// Sets the JSON-RPC id of the refused request, turning the body into a JSON-RPC error.
     pub(crate) fn with_id(mut self, id: Option<Value>) -> Self {
-        self.id = id;
+        self.id = id.map(|id| Bytes::from(id.to_string()));
+        self
+    }
+
+    /// Sets the JSON-RPC id of the refused request as written (raw JSON).
+    pub(crate) fn with_raw_id(mut self, id: Bytes) -> Self {
+        self.id = Some(id);
         self
     }
 
@@ -51,25 +60,26 @@ impl Rejection {
 
     /// Builds the HTTP response.
     pub(crate) fn into_response(self) -> Response<ResponseBody> {
-        let body = match self.id {
+        match self.id {
             Some(id) => {
                 let mut data = self.data;
                 data.insert("error".to_string(), Value::from(self.error));
-                json!({
-                    "jsonrpc": "2.0",
-                    "id": id,
-                    "error": { "code": self.code, "message": self.message, "data": data },
-                })
+                let error = json!({ "code": self.code, "message": self.message, "data": data });
+                let body = format!("{{\"jsonrpc\":\"2.0\",\"id\":{},\"error\":{error}}}", String::from_utf8_lossy(&id));
+                bytes_response(self.status, Bytes::from(body))
             }
-            None => json!({ "error": self.error, "message": self.message }),
-        };
-        json_response(self.status, &body)
+            None => json_response(self.status, &json!({ "error": self.error, "message": self.message })),
+        }
     }
 }
 
 /// A JSON response with the given status.
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {
-    let mut response = Response::new(response_body(body.to_string()));
+    bytes_response(status, Bytes::from(body.to_string()))
+}
+
+fn bytes_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(response_body(body));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response

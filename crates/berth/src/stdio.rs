@@ -3,9 +3,12 @@
 //! Streamable HTTP by berth. See `stdio/README.md` for the protocol subtleties.
 
 mod endpoint;
+mod error;
 mod frame;
 mod instance;
 mod launch;
+mod log_limit;
+mod outbox;
 mod process;
 mod relay;
 mod session;

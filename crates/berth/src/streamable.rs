@@ -26,7 +26,8 @@ use tower::{Layer, Service};
 
 use crate::{
     body::{RequestBody, ResponseBody, request_body},
-    jsonrpc::{HEADER_MISMATCH, PARSE_ERROR, UNSUPPORTED_PROTOCOL_VERSION},
+    extensions::ParsedBody,
+    jsonrpc::{self, Body, HEADER_MISMATCH, INVALID_REQUEST, PARSE_ERROR, UNSUPPORTED_PROTOCOL_VERSION},
     mcp_headers::{self, PROTOCOL_VERSION_HEADER},
     reply::Rejection,
 };
@@ -115,13 +116,12 @@ fn check_protocol_version(headers: &HeaderMap) -> Result<(), Rejection> {
     .with_data("supported", Value::from(known)))
 }
 
-/// The JSON-RPC id of a single message, if the body is one.
-fn jsonrpc_id(body: &[u8]) -> Option<Value> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        id: Option<Value>,
+/// The JSON-RPC id of the body's first message, as written, if it has a usable one.
+fn jsonrpc_id(body: &Bytes) -> Option<Bytes> {
+    match Body::parse(body.clone()) {
+        Ok(body) => body.messages().first().and_then(jsonrpc::Message::id_bytes),
+        Err(invalid) => invalid.id,
     }
-    serde_json::from_slice::<Probe>(body).ok()?.id
 }
 
 fn too_large(limit: usize) -> Rejection {
@@ -130,12 +130,6 @@ fn too_large(limit: usize) -> Rejection {
         "payload_too_large",
         format!("the request body exceeds the limit of {limit} bytes (server.max_body_bytes)"),
     )
-}
-
-fn parse_error() -> Rejection {
-    Rejection::new(StatusCode::BAD_REQUEST, "parse_error", "the request body is not valid JSON")
-        .with_id(Some(Value::Null))
-        .with_code(PARSE_ERROR)
 }
 
 /// Reads a body up to `limit` bytes.
@@ -169,7 +163,11 @@ async fn check_post(request: Request<RequestBody>, limit: usize) -> Result<Reque
     let (parts, body) = request.into_parts();
     let bytes = read_bounded(body, limit).await?;
     let headers = &parts.headers;
-    let reject = |rejection: Rejection| Err(rejection.with_id(jsonrpc_id(&bytes)));
+    let id = jsonrpc_id(&bytes);
+    let reject = |rejection: Rejection| match &id {
+        Some(id) => Err(rejection.with_raw_id(id.clone())),
+        None => Err(rejection),
+    };
     if !(accepts(headers, JSON) && accepts(headers, EVENT_STREAM)) {
         return reject(Rejection::new(
             StatusCode::NOT_ACCEPTABLE,
@@ -187,19 +185,36 @@ async fn check_post(request: Request<RequestBody>, limit: usize) -> Result<Reque
     if let Err(rejection) = check_protocol_version(headers) {
         return reject(rejection);
     }
-    let standard_headers =
-        mcp_headers::protocol_version(headers).is_some_and(|v| v >= mcp_headers::STANDARD_HEADERS_VERSION);
-    if standard_headers {
-        // Only the newest generation routes on headers; only then is the body parsed here.
-        let message: Value = serde_json::from_slice(&bytes).map_err(|_| parse_error())?;
-        if let Err(reason) = mcp_headers::check(headers, &message) {
-            return reject(
-                Rejection::new(StatusCode::BAD_REQUEST, "header_mismatch", reason).with_code(HEADER_MISMATCH),
-            );
+    let body = Body::parse(bytes.clone()).map_err(|invalid| {
+        let (slug, code) =
+            if invalid.not_json { ("parse_error", PARSE_ERROR) } else { ("invalid_request", INVALID_REQUEST) };
+        Rejection::new(StatusCode::BAD_REQUEST, slug, invalid.reason.clone())
+            .with_raw_id(invalid.id.unwrap_or_else(|| Bytes::from_static(b"null")))
+            .with_code(code)
+    })?;
+    let version = mcp_headers::protocol_version(headers);
+    if let Body::Batch(messages) = &body {
+        if version.is_some_and(|v| !mcp_headers::allows_batches(v)) {
+            return reject(Rejection::new(StatusCode::BAD_REQUEST, "batch_refused", mcp_headers::BATCH_REFUSED));
         }
-    } else if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
-        return Err(parse_error());
+        if messages.len() > mcp_headers::MAX_BATCH {
+            let reason =
+                format!("a batch of {} messages exceeds the limit of {}", messages.len(), mcp_headers::MAX_BATCH);
+            return reject(Rejection::new(StatusCode::BAD_REQUEST, "batch_too_large", reason));
+        }
     }
+    if version.is_some_and(|v| v >= mcp_headers::STANDARD_HEADERS_VERSION) {
+        // Only the newest generation routes on headers: they must agree with the body.
+        for message in body.messages() {
+            if let Err(reason) = mcp_headers::check(headers, message) {
+                return reject(
+                    Rejection::new(StatusCode::BAD_REQUEST, "header_mismatch", reason).with_code(HEADER_MISMATCH),
+                );
+            }
+        }
+    }
+    let mut parts = parts;
+    parts.extensions.insert(ParsedBody(body));
     Ok(Request::from_parts(parts, request_body(bytes)))
 }
 

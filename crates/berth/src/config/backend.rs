@@ -82,6 +82,14 @@ pub struct BackendConfig {
     pub max_message_bytes: Option<usize>,
     /// process, docker: time the server gets to exit after its stdin closes (default 5s).
     pub stop_grace: Option<ConfigDuration>,
+    /// process, docker: how long a client has to resume a stream whose connection dropped
+    /// before berth cancels the stream's requests on the server (default 30s).
+    pub resume_window: Option<ConfigDuration>,
+    /// process, docker: most messages a session keeps for replay to resuming streams
+    /// (default 256).
+    pub replay_events: Option<usize>,
+    /// process, docker: most bytes a session keeps for replay, such as `"1m"` (default 1 MiB).
+    pub replay_bytes: Option<String>,
 }
 
 /// The `kind` field.
@@ -175,6 +183,12 @@ pub struct StdioSpec {
     pub max_message_bytes: usize,
     /// Time to exit after stdin closes.
     pub stop_grace: Duration,
+    /// Time a client has to resume a dropped stream.
+    pub resume_window: Duration,
+    /// Most messages kept per session for replay.
+    pub replay_events: usize,
+    /// Most bytes kept per session for replay.
+    pub replay_bytes: usize,
 }
 
 /// A local process.
@@ -237,6 +251,9 @@ impl BackendConfig {
             ("startup_timeout", self.startup_timeout.is_some()),
             ("idle_timeout", self.idle_timeout.is_some()),
             ("max_instances", self.max_instances.is_some()),
+            ("resume_window", self.resume_window.is_some()),
+            ("replay_events", self.replay_events.is_some()),
+            ("replay_bytes", self.replay_bytes.is_some()),
             ("max_message_bytes", self.max_message_bytes.is_some()),
             ("stop_grace", self.stop_grace.is_some()),
         ];
@@ -286,6 +303,12 @@ impl BackendConfig {
         if max_instances == 0 {
             return Err((field("max_instances"), "must be greater than zero".into()));
         }
+        let replay_bytes = match self.replay_bytes.as_deref() {
+            None => 1 << 20,
+            Some(text) => parse_bytes(text)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| (field("replay_bytes"), format!("`{text}` is not a size such as \"1m\" or \"256k\"")))?,
+        };
         Ok(BackendSpec::Stdio(Box::new(StdioSpec {
             launch,
             env,
@@ -298,6 +321,9 @@ impl BackendConfig {
             max_instances,
             max_message_bytes: self.max_message_bytes.unwrap_or(16 << 20).max(1024),
             stop_grace: duration(self.stop_grace, 5),
+            resume_window: duration(self.resume_window, 30),
+            replay_events: self.replay_events.unwrap_or(256),
+            replay_bytes,
         })))
     }
 

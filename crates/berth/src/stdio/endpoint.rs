@@ -1,5 +1,5 @@
 //! The Streamable-HTTP endpoint of a stdio backend: sessions, the initialize handshake, and
-//! the routing of each POST, GET and DELETE onto the right instance.
+//! the routing of each POST, GET and DELETE onto the right instance and stream.
 //!
 //! - Sessions of legacy clients (2025-03-26 … 2025-11-25) are created by `initialize`. In
 //!   `shared` mode berth initialized the one instance itself and answers from its cached
@@ -7,37 +7,34 @@
 //! - Stateless clients (2026-07-28: no initialize, no session) go to a separate shared
 //!   instance that berth never initializes: a stdio connection's lifecycle is fixed by its first
 //!   message, so one pipe cannot serve both generations.
+//! - A GET with `Last-Event-ID` resumes the stream that event belongs to (see `outbox.rs`).
 
-use std::{
-    sync::{Arc, Weak},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
+    error::StdioError,
     instance::Instance,
     launch::Launcher,
-    relay::{Audience, Relay},
-    session::{ClientCaps, Session, SessionTable},
-    sse,
+    outbox::{Outbox, ReplayLimits, event_id, parse_event_id},
+    relay::{Audience, Relay, RelaySpec},
+    session::{ClientCaps, Session, SessionSpec, SessionTable},
+    sse::{self, Abandonment, ReaderGuard},
 };
 use crate::{
     body::{RequestBody, ResponseBody},
     config::{Sharing, StartMode, StdioSpec},
-    jsonrpc::{self, INVALID_REQUEST, Kind},
-    mcp_headers::{PROTOCOL_VERSION_HEADER, SESSION_HEADER, is_stateless_version},
+    extensions::ParsedBody,
+    jsonrpc::{self, Body, INVALID_REQUEST, Kind, Message},
+    mcp_headers::{self, SESSION_HEADER, is_stateless_version},
+    reply::Rejection,
 };
 
-/// Capacity of the stream of one POST's answers.
-const POST_STREAM: usize = 64;
-/// Capacity of a session's GET stream.
-const GET_STREAM: usize = 256;
 /// The protocol version berth asks for when it initializes a shared instance itself.
 const SHARED_PROTOCOL_VERSION: &str = "2025-11-25";
 
@@ -51,28 +48,50 @@ pub(crate) struct StdioBackend {
     shared: Option<Arc<Instance>>,
     /// The instance serving stateless clients, started on first use.
     stateless: Arc<Instance>,
+    /// Slots of per-session instances (`max_instances`), taken before an instance starts.
+    slots: Arc<Semaphore>,
     keep_alive: Duration,
+    on_tools_changed: Option<Arc<dyn Fn() + Send + Sync>>,
     /// Cancelled when the gateway starts draining: ends GET streams (nothing is in flight on
     /// them), never a POST's answer.
     streams: CancellationToken,
     /// Cancelled by [`StdioBackend::shutdown`], after the drain: stops every instance.
     shutdown: CancellationToken,
-    /// Sessions being ended in the background (DELETE, idle expiry): shutdown waits for them, so
-    /// that no per-session instance is still stopping when berth exits.
+    /// Sessions being ended in the background (DELETE, idle expiry) and streams waiting out their
+    /// resume window: shutdown waits for them, so that no per-session instance is still
+    /// stopping when berth exits.
     endings: TaskTracker,
 }
 
-fn berth_init_params() -> Value {
-    json!({
+/// berth's own initialize parameters for the shared instance.
+fn berth_init_params() -> String {
+    serde_json::json!({
         "protocolVersion": SHARED_PROTOCOL_VERSION,
         // berth forwards these server requests to the client sessions that declared them.
         "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}},
         "clientInfo": {"name": "berth", "version": env!("CARGO_PKG_VERSION")},
     })
+    .to_string()
 }
 
-fn rejection(status: StatusCode, id: Value, code: i64, message: impl Into<String>) -> Response<ResponseBody> {
-    sse::json(status, &jsonrpc::error(id, code, message), None)
+/// A refusal berth answers itself, carrying the request's id when it is known.
+fn refuse(status: StatusCode, id: Option<Bytes>, code: i64, message: impl Into<String>) -> Response<ResponseBody> {
+    let id = id.map(|id| serde_json::from_slice(&id).unwrap_or(serde_json::Value::Null));
+    let slug = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        _ if status.is_server_error() => "backend_error",
+        _ => "bad_request",
+    };
+    Rejection::new(status, slug, message)
+        .with_id(Some(id.unwrap_or(serde_json::Value::Null)))
+        .with_code(code)
+        .into_response()
+}
+
+fn refuse_with(error: &StdioError, id: Option<Bytes>) -> Response<ResponseBody> {
+    refuse(error.status(), id, error.code(), error.to_string())
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -80,30 +99,29 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Whether a session-less request comes from a stateless (2026-07-28) client.
-fn is_stateless(headers: &HeaderMap, messages: &[Value]) -> bool {
-    header_str(headers, PROTOCOL_VERSION_HEADER).is_some_and(is_stateless_version)
+fn is_stateless(headers: &HeaderMap, messages: &[Message]) -> bool {
+    mcp_headers::protocol_version(headers).is_some_and(is_stateless_version)
         || messages.iter().any(|m| {
-            jsonrpc::method(m) == Some("server/discover")
-                || m.pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion").is_some()
+            m.method().as_deref() == Some("server/discover")
+                || m.find(&["params", "_meta", "io.modelcontextprotocol/protocolVersion"]).is_some()
         })
 }
 
 /// A stateless request carries its lifecycle in `_meta`; without it the server could not know
 /// the client's version or capabilities, so berth refuses it as rmcp would (400, -32602).
-fn missing_request_meta(messages: &[Value]) -> Option<Response<ResponseBody>> {
-    for message in messages.iter().filter(|m| jsonrpc::kind(m) == Some(Kind::Request)) {
-        let meta = message.pointer("/params/_meta");
-        let field = |key: &str| meta.and_then(|m| m.get(key));
+fn missing_request_meta(messages: &[Message]) -> Option<Response<ResponseBody>> {
+    for message in messages.iter().filter(|m| m.kind() == Kind::Request) {
+        let field = |key: &str| message.find(&["params", "_meta", key]).map(|span| message.raw(&span).to_string());
         let mut missing = Vec::new();
-        if !field("io.modelcontextprotocol/protocolVersion").is_some_and(Value::is_string) {
+        if !field("io.modelcontextprotocol/protocolVersion").is_some_and(|v| v.starts_with('"')) {
             missing.push("io.modelcontextprotocol/protocolVersion");
         }
-        if !field("io.modelcontextprotocol/clientCapabilities").is_some_and(Value::is_object) {
+        if !field("io.modelcontextprotocol/clientCapabilities").is_some_and(|v| v.starts_with('{')) {
             missing.push("io.modelcontextprotocol/clientCapabilities");
         }
         if !missing.is_empty() {
             let reason = format!("request _meta is missing or has malformed required fields: {}", missing.join(", "));
-            return Some(rejection(StatusCode::BAD_REQUEST, message["id"].clone(), jsonrpc::INVALID_PARAMS, reason));
+            return Some(refuse(StatusCode::BAD_REQUEST, message.id_bytes(), jsonrpc::INVALID_PARAMS, reason));
         }
     }
     None
@@ -122,31 +140,57 @@ fn negotiate(requested: Option<&str>, instance: &str) -> String {
     }
 }
 
+/// The answer to a client's initialize: the server's initialize result under the client's id,
+/// with `protocolVersion` replaced by `version` when given.
+fn initialize_answer(init: &Message, id: &[u8], version: Option<&str>) -> Bytes {
+    let Some(result) = init.find(&["result"]) else { return jsonrpc::result(id, "{}") };
+    let text = init.text();
+    match (version, init.find(&["result", "protocolVersion"])) {
+        (Some(version), Some(span)) => {
+            let version = serde_json::Value::from(version).to_string();
+            let spliced = format!("{}{version}{}", &text[result.start..span.start], &text[span.end..result.end]);
+            jsonrpc::result(id, &spliced)
+        }
+        _ => jsonrpc::result(id, init.raw(&result)),
+    }
+}
+
 impl StdioBackend {
     /// A backend named `name`; nothing starts until [`StdioBackend::start`] or first use.
+    /// `on_tools_changed` is called when a server says its tool list changed.
     pub(crate) fn new(
         name: &str,
         spec: Arc<StdioSpec>,
         launcher: Arc<Launcher>,
         keep_alive: Duration,
         shutdown: &CancellationToken,
+        on_tools_changed: Option<Arc<dyn Fn() + Send + Sync>>,
     ) -> Self {
         let name: Arc<str> = name.into();
         let sessions = Arc::new(SessionTable::default());
         let streams = shutdown.child_token();
         // Instances outlive the start of the drain: in-flight calls must still be answered.
         let shutdown = CancellationToken::new();
-        let instance = |init: Option<Value>| {
-            let relay = Relay::new(Arc::clone(&name), spec.request_timeout);
-            Instance::new(relay, Arc::clone(&launcher), Arc::clone(&spec), init, &shutdown)
+        let relay_spec = |name: &Arc<str>| RelaySpec {
+            backend: Arc::clone(name),
+            request_timeout: spec.request_timeout,
+            startup_timeout: spec.startup_timeout,
+            on_tools_changed: on_tools_changed.clone(),
         };
         let shared = (spec.sharing == Sharing::Shared).then(|| {
-            let shared = instance(Some(berth_init_params()));
-            shared.relay().set_audience(Audience::Shared(Arc::clone(&sessions)));
-            shared
+            let relay = Relay::new(relay_spec(&name), Audience::Shared(Arc::clone(&sessions)));
+            Instance::new(relay, Arc::clone(&launcher), Arc::clone(&spec), Some(berth_init_params()), &shutdown, None)
         });
-        let stateless = instance(None);
+        let stateless = Instance::new(
+            Relay::new(relay_spec(&name), Audience::Nobody),
+            Arc::clone(&launcher),
+            Arc::clone(&spec),
+            None,
+            &shutdown,
+            None,
+        );
         Self {
+            slots: Arc::new(Semaphore::new(spec.max_instances)),
             name,
             spec,
             launcher,
@@ -154,6 +198,7 @@ impl StdioBackend {
             shared,
             stateless,
             keep_alive,
+            on_tools_changed,
             streams,
             shutdown,
             endings: TaskTracker::new(),
@@ -197,8 +242,9 @@ impl StdioBackend {
         self.shutdown.cancel();
         let mut stops = Vec::new();
         for session in self.sessions.drain() {
-            session.close_stream();
-            if let Some(instance) = session.instance().cloned() {
+            session.close_streams();
+            if session.owns_instance() {
+                let instance = Arc::clone(session.instance());
                 stops.push(tokio::spawn(async move { instance.stop().await }));
             }
         }
@@ -216,38 +262,45 @@ impl StdioBackend {
 
     /// Serves one HTTP request of `/<name>/mcp`.
     pub(crate) async fn handle(self: &Arc<Self>, request: Request<RequestBody>) -> Response<ResponseBody> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let session_id = header_str(&parts.headers, SESSION_HEADER).map(str::to_owned);
         match parts.method {
             Method::POST => {
-                let bytes: Bytes = match body.collect().await {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(_) => {
-                        return rejection(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, "unreadable body");
-                    }
+                let body = match parts.extensions.remove::<ParsedBody>() {
+                    Some(ParsedBody(body)) => Ok(body),
+                    None => match body.collect().await {
+                        Ok(collected) => Body::parse(collected.to_bytes()),
+                        Err(_) => return refuse(StatusCode::BAD_REQUEST, None, INVALID_REQUEST, "unreadable body"),
+                    },
                 };
-                self.post(&parts.headers, session_id, &bytes).await
+                match body {
+                    Ok(body) => self.post(&parts.headers, session_id, body).await,
+                    Err(invalid) => {
+                        let code = if invalid.not_json { jsonrpc::PARSE_ERROR } else { INVALID_REQUEST };
+                        refuse(StatusCode::BAD_REQUEST, invalid.id, code, invalid.reason)
+                    }
+                }
             }
             Method::GET => self.get(&parts.headers, session_id),
             Method::DELETE => self.delete(session_id).await,
-            _ => rejection(StatusCode::METHOD_NOT_ALLOWED, Value::Null, INVALID_REQUEST, "use GET, POST or DELETE"),
+            _ => refuse(StatusCode::METHOD_NOT_ALLOWED, None, INVALID_REQUEST, "use GET, POST or DELETE"),
         }
     }
 
     #[allow(clippy::result_large_err)] // The error is the answer itself, built once per refusal.
-    fn session(&self, id: Option<String>, first_id: &Value) -> Result<Arc<Session>, Response<ResponseBody>> {
+    fn session(&self, id: Option<String>, first_id: Option<Bytes>) -> Result<Arc<Session>, Response<ResponseBody>> {
         let Some(id) = id else {
-            return Err(rejection(
+            return Err(refuse(
                 StatusCode::BAD_REQUEST,
-                first_id.clone(),
+                first_id,
                 INVALID_REQUEST,
                 "Mcp-Session-Id header required: initialize first",
             ));
         };
         self.sessions.get(&id).ok_or_else(|| {
-            rejection(
+            refuse(
                 StatusCode::NOT_FOUND,
-                first_id.clone(),
+                first_id,
                 INVALID_REQUEST,
                 "session not found: it ended or expired; initialize again",
             )
@@ -258,116 +311,132 @@ impl StdioBackend {
         self: &Arc<Self>,
         headers: &HeaderMap,
         session_id: Option<String>,
-        body: &[u8],
+        body: Body,
     ) -> Response<ResponseBody> {
-        let parsed: Value = match serde_json::from_slice(body) {
-            Ok(parsed) => parsed,
-            Err(_) => {
-                return rejection(
-                    StatusCode::BAD_REQUEST,
-                    Value::Null,
-                    jsonrpc::INVALID_REQUEST,
-                    "the body is not JSON",
-                );
-            }
-        };
-        let messages = match parsed {
-            Value::Array(batch) if !batch.is_empty() => batch,
-            Value::Array(_) => return rejection(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, "empty batch"),
-            single => vec![single],
-        };
-        let first_id = messages[0].get("id").cloned().unwrap_or(Value::Null);
-        if let Some(init) = messages.iter().find(|m| jsonrpc::method(m) == Some("initialize")) {
-            if header_str(headers, PROTOCOL_VERSION_HEADER).is_some_and(is_stateless_version) {
+        let batch = body.is_batch();
+        let messages = body.into_messages();
+        let first_id = messages.first().and_then(Message::id_bytes);
+        if let Some(init) = messages.iter().find(|m| m.method().as_deref() == Some("initialize")) {
+            if mcp_headers::protocol_version(headers).is_some_and(is_stateless_version) {
                 // The stateless generation removed initialize. berth answers for the server:
                 // forwarding it would fix the stateless instance's pipe to the old lifecycle.
-                return rejection(
+                return refuse(
                     StatusCode::NOT_FOUND,
                     first_id,
                     jsonrpc::METHOD_NOT_FOUND,
                     "initialize does not exist in protocol version 2026-07-28; use server/discover",
                 );
             }
-            if messages.len() != 1 || session_id.is_some() {
-                return rejection(
+            if batch || session_id.is_some() {
+                return refuse(
                     StatusCode::BAD_REQUEST,
                     first_id,
                     INVALID_REQUEST,
                     "initialize must be sent alone and without a session",
                 );
             }
-            return self.initialize(init.clone()).await;
+            return self.initialize(init).await;
         }
         match session_id {
             None if is_stateless(headers, &messages) => {
+                if batch {
+                    return refuse(StatusCode::BAD_REQUEST, first_id, INVALID_REQUEST, mcp_headers::BATCH_REFUSED);
+                }
                 if let Some(response) = missing_request_meta(&messages) {
                     return response;
                 }
                 let instance = Arc::clone(&self.stateless);
                 instance.ensure_started();
-                self.relay_messages(instance.relay(), None, None, messages).await
+                self.relay_messages(instance.relay(), None, messages).await
             }
-            id => match self.session(id, &first_id) {
+            id => match self.session(id, first_id.clone()) {
                 Ok(session) => {
+                    if batch && !mcp_headers::allows_batches(session.protocol_version()) {
+                        return refuse(StatusCode::BAD_REQUEST, first_id, INVALID_REQUEST, mcp_headers::BATCH_REFUSED);
+                    }
                     session.touch();
-                    let instance = session.instance().cloned().or_else(|| self.shared.clone());
-                    self.relay_messages(session.relay(), Some(&session), instance.as_ref(), messages).await
+                    let relay = Arc::clone(session.relay());
+                    self.relay_messages(&relay, Some(&session), messages).await
                 }
                 Err(response) => response,
             },
         }
     }
 
-    async fn initialize(self: &Arc<Self>, message: Value) -> Response<ResponseBody> {
-        let id = message.get("id").cloned().unwrap_or(Value::Null);
-        let params = message.get("params").cloned().unwrap_or_else(|| json!({}));
-        let capabilities = ClientCaps::from_initialize(&params);
-        let (session, result) = match &self.shared {
-            Some(shared) => match shared.ready().await {
-                Ok(mut result) => {
-                    let instance_version =
-                        result["protocolVersion"].as_str().unwrap_or(SHARED_PROTOCOL_VERSION).to_string();
-                    result["protocolVersion"] =
-                        Value::from(negotiate(params["protocolVersion"].as_str(), &instance_version));
-                    (Session::new(Arc::clone(shared.relay()), None, capabilities), result)
-                }
-                Err(reason) => return rejection(StatusCode::SERVICE_UNAVAILABLE, id, jsonrpc::BACKEND_ERROR, reason),
-            },
+    fn replay_limits(&self) -> ReplayLimits {
+        ReplayLimits { events: self.spec.replay_events, bytes: self.spec.replay_bytes }
+    }
+
+    async fn initialize(self: &Arc<Self>, message: &Message) -> Response<ResponseBody> {
+        let id = message.id_bytes().unwrap_or_else(|| Bytes::from_static(b"null"));
+        let requested = message.find_str(&["params", "protocolVersion"]).map(|v| v.into_owned());
+        let capabilities = ClientCaps::from_initialize(message);
+        let (session, answer) = match &self.shared {
+            Some(shared) => {
+                let init = match shared.ready().await {
+                    Ok(init) => init,
+                    Err(error) => return refuse_with(&error, Some(id)),
+                };
+                let instance_version = init.find_str(&["result", "protocolVersion"]);
+                let version =
+                    negotiate(requested.as_deref(), instance_version.as_deref().unwrap_or(SHARED_PROTOCOL_VERSION));
+                let answer = initialize_answer(&init, &id, Some(&version));
+                let spec = SessionSpec { capabilities, protocol_version: version, replay: self.replay_limits() };
+                (Session::shared(Arc::clone(shared), spec), answer)
+            }
             None => {
-                let live = self.sessions.all().iter().filter(|s| s.instance().is_some()).count();
-                if live >= self.spec.max_instances {
-                    return rejection(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        id,
-                        jsonrpc::BACKEND_ERROR,
-                        format!(
-                            "backend `{}` runs its maximum of {} instances (max_instances); try again later",
-                            self.name, self.spec.max_instances
-                        ),
+                // The slot is taken before the instance starts, so that concurrent initializes
+                // cannot all pass the check and exceed the cap.
+                let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+                    let error = StdioError::Overloaded { backend: self.name.to_string(), max: self.spec.max_instances };
+                    return refuse_with(&error, Some(id));
+                };
+                let params = message.params().unwrap_or("{}").to_string();
+                let spec = SessionSpec {
+                    capabilities,
+                    protocol_version: requested.unwrap_or_else(|| SHARED_PROTOCOL_VERSION.to_string()),
+                    replay: self.replay_limits(),
+                };
+                let session = Session::own(spec, |session| {
+                    let relay = Relay::new(
+                        RelaySpec {
+                            backend: Arc::clone(&self.name),
+                            request_timeout: self.spec.request_timeout,
+                            startup_timeout: self.spec.startup_timeout,
+                            on_tools_changed: self.on_tools_changed.clone(),
+                        },
+                        Audience::One(session),
                     );
-                }
-                let relay = Relay::new(Arc::clone(&self.name), self.spec.request_timeout);
-                let instance = Instance::new(
-                    relay,
-                    Arc::clone(&self.launcher),
-                    Arc::clone(&self.spec),
-                    Some(params),
-                    &self.shutdown,
-                );
-                let session = Session::new(Arc::clone(instance.relay()), Some(Arc::clone(&instance)), capabilities);
-                instance.relay().set_audience(Audience::One(Arc::downgrade(&session)));
-                match instance.ready().await {
-                    Ok(result) => (session, result),
-                    Err(reason) => {
-                        instance.stop().await;
-                        return rejection(StatusCode::SERVICE_UNAVAILABLE, id, jsonrpc::BACKEND_ERROR, reason);
+                    Instance::new(
+                        relay,
+                        Arc::clone(&self.launcher),
+                        Arc::clone(&self.spec),
+                        Some(params),
+                        &self.shutdown,
+                        Some(slot),
+                    )
+                });
+                match session.instance().ready().await {
+                    Ok(init) => (Arc::clone(&session), initialize_answer(&init, &id, None)),
+                    Err(error) => {
+                        session.instance().stop().await;
+                        return refuse_with(&error, Some(id));
                     }
                 }
             }
         };
         self.sessions.insert(Arc::clone(&session));
         tracing::debug!(backend = &*self.name, session = session.id(), "session created");
-        sse::json(StatusCode::OK, &jsonrpc::result(id, result), Some(session.id()))
+        sse::json(StatusCode::OK, answer, Some(session.id()))
+    }
+
+    fn abandonment(&self, relay: &Arc<Relay>, resumable: bool) -> Abandonment {
+        Abandonment {
+            relay: Arc::clone(relay),
+            window: resumable.then_some(self.spec.resume_window),
+            tasks: self.endings.clone(),
+            stop: self.shutdown.clone(),
+        }
     }
 
     /// Relays the messages of one POST and answers with what comes back for its requests.
@@ -375,112 +444,140 @@ impl StdioBackend {
         &self,
         relay: &Arc<Relay>,
         session: Option<&Arc<Session>>,
-        instance: Option<&Arc<Instance>>,
-        messages: Vec<Value>,
+        messages: Vec<Message>,
     ) -> Response<ResponseBody> {
-        let (reply, answers) = mpsc::channel(POST_STREAM);
-        let weak: Option<Weak<Session>> = session.map(Arc::downgrade);
-        let mut expected = 0;
-        for message in messages {
-            match jsonrpc::kind(&message) {
-                Some(Kind::Request) => {
-                    expected += 1;
-                    let id = message["id"].clone();
-                    let local = match (session, instance) {
-                        (Some(session), Some(instance)) => subscription_shortcut(session, instance, &message),
-                        _ => None,
-                    };
-                    let outcome = match local {
-                        Some(answer) => {
-                            let _ = reply.try_send(answer);
-                            Ok(())
-                        }
-                        None => relay.request(message, reply.clone(), weak.clone()).await,
-                    };
-                    if let Err(reason) = outcome {
-                        let _ = reply.try_send(jsonrpc::error(id, jsonrpc::BACKEND_ERROR, reason));
-                    }
-                }
-                Some(Kind::Notification) => self.notification(relay, session, message).await,
-                Some(Kind::Response) => match session {
-                    Some(session) => {
-                        let mut message = message;
-                        match session.take_server_request(&message["id"]) {
-                            Some(server_id) => {
-                                message["id"] = server_id;
-                                let _ = relay.write(&message).await;
-                            }
-                            None => tracing::debug!(
-                                backend = &*self.name,
-                                "a response to no pending server request; ignored"
-                            ),
-                        }
-                    }
-                    None => tracing::debug!(backend = &*self.name, "a response without a session; ignored"),
-                },
-                None => {
-                    expected += 1;
-                    let _ = reply.try_send(jsonrpc::error(Value::Null, INVALID_REQUEST, "not a JSON-RPC 2.0 message"));
-                }
+        let requests = messages.iter().filter(|m| m.kind() == Kind::Request).count();
+        if requests == 0 {
+            for message in &messages {
+                self.one_way(relay, session, message).await;
             }
-        }
-        drop(reply);
-        if expected == 0 {
             return sse::accepted();
         }
-        sse::answer(answers, expected, session.is_none(), self.keep_alive).await
-    }
-
-    async fn notification(&self, relay: &Arc<Relay>, session: Option<&Arc<Session>>, mut message: Value) {
-        match (jsonrpc::method(&message), session) {
-            // berth completed the handshake with the server itself.
-            (Some("notifications/initialized"), Some(_)) => {}
-            (Some("notifications/cancelled"), Some(session)) => {
-                let client_id = message.pointer("/params/requestId").cloned().unwrap_or(Value::Null);
-                if let Some(upstream) = relay.upstream_id(session, &client_id) {
-                    message["params"]["requestId"] = Value::from(upstream);
-                    let _ = relay.write(&message).await;
-                }
+        let (outbox, reader) = match session {
+            Some(session) => session.open_post_stream(requests),
+            None => Outbox::post(0, requests, None),
+        };
+        let guard = ReaderGuard::new(Arc::clone(&outbox), 1, self.abandonment(relay, session.is_some()));
+        for message in &messages {
+            if message.kind() != Kind::Request {
+                self.one_way(relay, session, message).await;
+                continue;
             }
-            _ => {
-                let _ = relay.write(&message).await;
+            let local = session.and_then(|session| self.subscription_shortcut(session, message));
+            let outcome = match local {
+                Some(answer) => {
+                    outbox.deliver(answer, true, None);
+                    Ok(())
+                }
+                None => relay.request(message, &outbox, session).await,
+            };
+            if let Err(error) = outcome {
+                let id = message.id().unwrap_or("null").as_bytes();
+                outbox.deliver(error.answer(id), true, Some(error.status()));
             }
         }
+        sse::answer(reader, guard, requests, session.is_none(), self.keep_alive).await
+    }
+
+    /// A notification or a response from the client.
+    async fn one_way(&self, relay: &Arc<Relay>, session: Option<&Arc<Session>>, message: &Message) {
+        match (message.kind(), session) {
+            // berth completed the handshake with the server itself.
+            (Kind::Notification, Some(_)) if message.method().as_deref() == Some("notifications/initialized") => {}
+            (Kind::Notification, session) => {
+                if let Err(error) = relay.notify(message, session).await {
+                    tracing::debug!(backend = &*self.name, %error, "a client notification could not be delivered");
+                }
+            }
+            (Kind::Response, Some(session)) => relay.respond(message, session).await,
+            (Kind::Response, None) => tracing::debug!(backend = &*self.name, "a response without a session; ignored"),
+            (Kind::Request, _) => {}
+        }
+    }
+
+    /// Reference-counts resource subscriptions of sessions sharing one instance: the server sees
+    /// one subscribe per URI and one unsubscribe when the last session lets go. Answers locally
+    /// when the server need not be told.
+    fn subscription_shortcut(&self, session: &Arc<Session>, message: &Message) -> Option<Bytes> {
+        let method = message.method()?;
+        let uri = message.find_str(&["params", "uri"])?;
+        let instance = session.instance();
+        let must_forward = match &*method {
+            "resources/subscribe" => session.subscribe(&uri) && instance.add_subscription(&uri),
+            "resources/unsubscribe" => session.unsubscribe(&uri) && instance.remove_subscription(&uri),
+            _ => return None,
+        };
+        (!must_forward).then(|| jsonrpc::result(message.id().unwrap_or("null").as_bytes(), "{}"))
     }
 
     fn get(&self, headers: &HeaderMap, session_id: Option<String>) -> Response<ResponseBody> {
         if session_id.is_none() && is_stateless(headers, &[]) {
-            let mut response = rejection(
-                StatusCode::METHOD_NOT_ALLOWED,
-                Value::Null,
-                INVALID_REQUEST,
-                "stateless clients have no GET stream",
-            );
+            let mut response =
+                refuse(StatusCode::METHOD_NOT_ALLOWED, None, INVALID_REQUEST, "stateless clients have no GET stream");
             response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));
             return response;
         }
-        let session = match self.session(session_id, &Value::Null) {
+        let session = match self.session(session_id, None) {
             Ok(session) => session,
             Err(response) => return response,
         };
         session.touch();
-        match session.open_stream(GET_STREAM) {
-            Some(messages) => sse::sse(None, messages, None, self.keep_alive, self.streams.clone()),
-            None => rejection(
-                StatusCode::CONFLICT,
-                Value::Null,
-                INVALID_REQUEST,
-                "this session already has an open GET stream",
-            ),
+        let abandonment = self.abandonment(session.relay(), true);
+        match header_str(headers, "last-event-id") {
+            Some(last) => {
+                let Some((stream, seq)) = parse_event_id(last) else {
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        None,
+                        INVALID_REQUEST,
+                        format!("Last-Event-ID `{last}` is not an event id of berth's"),
+                    );
+                };
+                let Some(outbox) = session.stream(stream) else {
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        None,
+                        INVALID_REQUEST,
+                        format!("stream {stream} cannot be resumed: it ended long ago or never existed"),
+                    );
+                };
+                let (reader, replayed, generation) = outbox.attach(seq);
+                tracing::debug!(
+                    backend = &*self.name,
+                    session = session.id(),
+                    stream,
+                    replayed = replayed.len(),
+                    "stream resumed"
+                );
+                let shutdown = (stream == 0).then(|| self.streams.clone());
+                let guard = ReaderGuard::new(outbox, generation, abandonment);
+                sse::stream(replayed, reader, guard, self.keep_alive, shutdown, None)
+            }
+            None => {
+                let outbox = Arc::clone(session.get_stream());
+                if outbox.is_attached() {
+                    return refuse(
+                        StatusCode::CONFLICT,
+                        None,
+                        INVALID_REQUEST,
+                        "this session already has an open GET stream",
+                    );
+                }
+                let current = session.replay().current_seq();
+                let (reader, _, generation) = outbox.attach(current);
+                let guard = ReaderGuard::new(outbox, generation, abandonment);
+                let prime = Some(event_id(0, current));
+                sse::stream(Vec::new(), reader, guard, self.keep_alive, Some(self.streams.clone()), prime)
+            }
         }
     }
 
     async fn delete(self: &Arc<Self>, session_id: Option<String>) -> Response<ResponseBody> {
         let Some(id) = session_id else {
-            return rejection(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, "Mcp-Session-Id header required");
+            return refuse(StatusCode::BAD_REQUEST, None, INVALID_REQUEST, "Mcp-Session-Id header required");
         };
         let Some(session) = self.sessions.remove(&id) else {
-            return rejection(StatusCode::NOT_FOUND, Value::Null, INVALID_REQUEST, "session not found");
+            return refuse(StatusCode::NOT_FOUND, None, INVALID_REQUEST, "session not found");
         };
         // Stopping a per-session instance takes up to its grace period: do it in the
         // background and answer at once.
@@ -491,40 +588,25 @@ impl StdioBackend {
         response
     }
 
-    /// Releases what a session held: its subscriptions, its stream, its own instance.
+    /// Releases what a session held: its subscriptions, its streams, its own instance.
     async fn end_session(&self, session: Arc<Session>) {
-        session.close_stream();
-        let instance = session.instance().cloned().or_else(|| self.shared.clone());
-        if let Some(instance) = &instance {
-            for uri in session.take_subscriptions() {
-                if instance.remove_subscription(&uri) && session.instance().is_none() {
-                    let (reply, _) = mpsc::channel(1);
-                    let request =
-                        json!({"jsonrpc": "2.0", "id": 0, "method": "resources/unsubscribe", "params": {"uri": uri}});
-                    let _ = instance.relay().request(request, reply, None).await;
+        session.close_streams();
+        let instance = Arc::clone(session.instance());
+        for uri in session.take_subscriptions() {
+            if instance.remove_subscription(&uri) && !session.owns_instance() {
+                let params = serde_json::json!({ "uri": uri }).to_string();
+                if let Err(error) =
+                    instance.relay().request_internal("resources/unsubscribe", &params, self.spec.request_timeout).await
+                {
+                    tracing::debug!(backend = &*self.name, %error, "could not unsubscribe a session's resource");
                 }
             }
         }
-        if let Some(own) = session.instance() {
-            own.stop().await;
+        if session.owns_instance() {
+            instance.stop().await;
         }
         tracing::debug!(backend = &*self.name, session = session.id(), "session ended");
     }
-}
-
-/// Reference-counts resource subscriptions of sessions sharing one instance: the server sees
-/// one subscribe per URI and one unsubscribe when the last session lets go. Answers locally
-/// when the server need not be told.
-fn subscription_shortcut(session: &Arc<Session>, instance: &Arc<Instance>, message: &Value) -> Option<Value> {
-    let method = jsonrpc::method(message)?;
-    let uri = message.pointer("/params/uri").and_then(Value::as_str)?;
-    let id = message["id"].clone();
-    let must_forward = match method {
-        "resources/subscribe" => session.subscribe(uri) && instance.add_subscription(uri),
-        "resources/unsubscribe" => session.unsubscribe(uri) && instance.remove_subscription(uri),
-        _ => return None,
-    };
-    (!must_forward).then(|| jsonrpc::result(id, json!({})))
 }
 
 #[cfg(test)]
@@ -544,15 +626,34 @@ mod tests {
         }
     }
 
+    fn message(text: &str) -> Message {
+        Message::parse(Bytes::copy_from_slice(text.as_bytes())).unwrap()
+    }
+
     #[test]
     fn stateless_detection() {
         let mut headers = HeaderMap::new();
-        assert!(!is_stateless(&headers, &[json!({"method": "tools/list", "id": 1})]));
-        assert!(is_stateless(&headers, &[json!({"method": "server/discover", "id": 1})]));
-        let with_meta = json!({"method": "tools/list", "id": 1,
-            "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
+        assert!(!is_stateless(&headers, &[message(r#"{"jsonrpc":"2.0","method":"tools/list","id":1}"#)]));
+        assert!(is_stateless(&headers, &[message(r#"{"jsonrpc":"2.0","method":"server/discover","id":1}"#)]));
+        let with_meta = message(
+            r#"{"jsonrpc":"2.0","method":"tools/list","id":1,"params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        );
         assert!(is_stateless(&headers, &[with_meta]));
         headers.insert("mcp-protocol-version", "2026-07-28".parse().unwrap());
         assert!(is_stateless(&headers, &[]));
+    }
+
+    #[test]
+    fn initialize_answers_keep_the_servers_result_and_negotiate_the_version() {
+        let init = message(
+            r#"{"jsonrpc":"2.0","id":5,"result":{"protocolVersion":"2025-11-25","x-extra":[1,{"a":"b"}],"capabilities":{}}}"#,
+        );
+        let answer = initialize_answer(&init, b"\"client\"", Some("2025-06-18"));
+        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(answer["id"], "client");
+        assert_eq!(answer["result"]["protocolVersion"], "2025-06-18");
+        assert_eq!(answer["result"]["x-extra"], serde_json::json!([1, {"a": "b"}]));
+        let untouched = initialize_answer(&init, b"1", None);
+        assert!(std::str::from_utf8(&untouched).unwrap().contains(r#""protocolVersion":"2025-11-25""#));
     }
 }

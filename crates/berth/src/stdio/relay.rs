@@ -1,30 +1,34 @@
-//! The relay of one server instance: the only place that frames, routes and times out
-//! messages between client sessions and a stdio server.
+//! The relay of one server instance: the only place that routes and rewrites messages between
+//! client sessions and a stdio server, in both directions, and times requests out.
 //!
 //! Many client sessions share one pipe, so every request berth writes gets a fresh numeric id
 //! (and, when it asks for progress, a fresh progress token, the same number); the pending
-//! table maps both back to the client's own id, token and response stream. Everything else in
-//! a message is passed through untouched, so fields and methods berth does not know still reach
-//! the other side.
+//! table maps both back to the client's own id, token and stream. A client's cancellation, and
+//! its answers to the server's own requests, are mapped the other way. Everything else in a
+//! message passes through as written (see `jsonrpc::Message`).
 
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, OnceLock, Weak,
+        Arc, Mutex, MutexGuard, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use bytes::Bytes;
-use serde_json::{Value, json};
+use bytes::{Bytes, BytesMut};
 use tokio::{
     sync::{mpsc, watch},
     time::Instant,
 };
 
-use super::session::{Session, SessionTable};
-use crate::jsonrpc::{self, BACKEND_ERROR, Kind, METHOD_NOT_FOUND, TIMEOUT};
+use super::{
+    error::StdioError,
+    log_limit::LogLimit,
+    outbox::Outbox,
+    session::{Session, SessionTable},
+};
+use crate::jsonrpc::{self, IdKey, Kind, Message};
 
 /// The state of the pipe to the current process or container of this instance.
 #[derive(Debug, Clone)]
@@ -37,21 +41,22 @@ pub(crate) enum LinkState {
     Handshaking(mpsc::Sender<Bytes>),
     /// Ready for client requests.
     Ready(mpsc::Sender<Bytes>),
-    /// Down after a crash, waiting to restart.
-    Down,
+    /// Down after a crash or a failed start, waiting to restart; says why.
+    Down(String),
     /// Stopped for good.
     Stopped,
 }
 
 /// Where the answer to one request goes.
 struct Pending {
-    client_id: Value,
-    progress: Option<Value>,
-    reply: mpsc::Sender<Value>,
+    /// The client's id, as written.
+    client_id: Bytes,
+    /// The client's progress token, as written.
+    progress: Option<Bytes>,
+    outbox: Arc<Outbox>,
     session: Option<Weak<Session>>,
     deadline: Instant,
-    seq: u64,
-    method: String,
+    method: Box<str>,
 }
 
 /// The "timeout" of requests that are meant to stay open (a year).
@@ -65,6 +70,8 @@ pub(crate) enum Audience {
     Shared(Arc<SessionTable>),
     /// The one session of a per-session instance.
     One(Weak<Session>),
+    /// Nobody: the instance serving stateless clients, which have no session.
+    Nobody,
 }
 
 /// The routing state of one instance; it outlives restarts of the process behind it.
@@ -73,29 +80,52 @@ pub(crate) struct Relay {
     next_id: AtomicU64,
     link: watch::Sender<LinkState>,
     pending: Mutex<HashMap<u64, Pending>>,
-    audience: OnceLock<Audience>,
+    audience: Audience,
     request_timeout: Duration,
+    /// Startup timeout: how long a request waits for a starting instance.
+    startup_timeout: Duration,
+    logs: LogLimit,
+    on_tools_changed: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
-/// Why a request could not be sent.
-pub(crate) type SendError = String;
+/// A relay's fixed settings.
+pub(crate) struct RelaySpec {
+    /// The backend's name.
+    pub(crate) backend: Arc<str>,
+    /// How long a request may wait for its answer.
+    pub(crate) request_timeout: Duration,
+    /// How long a request may wait for the instance to start.
+    pub(crate) startup_timeout: Duration,
+    /// Called when the server says its tool list changed.
+    pub(crate) on_tools_changed: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// One message berth writes to the server, as a line.
+fn line(message: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(message.len() + 1);
+    out.extend_from_slice(message);
+    out.extend_from_slice(b"\n");
+    out.freeze()
+}
 
 impl Relay {
-    /// A relay for an instance of `backend`.
-    pub(crate) fn new(backend: Arc<str>, request_timeout: Duration) -> Arc<Self> {
+    /// A relay delivering unsolicited messages to `audience`.
+    pub(crate) fn new(spec: RelaySpec, audience: Audience) -> Arc<Self> {
         Arc::new(Self {
-            backend,
+            backend: spec.backend,
             next_id: AtomicU64::new(1),
             link: watch::Sender::new(LinkState::Idle),
             pending: Mutex::new(HashMap::new()),
-            audience: OnceLock::new(),
-            request_timeout,
+            audience,
+            request_timeout: spec.request_timeout,
+            startup_timeout: spec.startup_timeout,
+            logs: LogLimit::new(Duration::from_secs(60), 1),
+            on_tools_changed: spec.on_tools_changed,
         })
     }
 
-    /// Sets who receives unsolicited messages (once).
-    pub(crate) fn set_audience(&self, audience: Audience) {
-        let _ = self.audience.set(audience);
+    fn pending(&self) -> MutexGuard<'_, HashMap<u64, Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The backend's name.
@@ -118,8 +148,14 @@ impl Relay {
         matches!(*self.link.borrow(), LinkState::Idle)
     }
 
+    /// How many requests wait for an answer.
+    #[cfg(test)]
+    pub(crate) fn pending_count(&self) -> usize {
+        self.pending().len()
+    }
+
     /// The writer to use, waiting (bounded) through a start or restart.
-    async fn writer(&self, internal: bool) -> Result<mpsc::Sender<Bytes>, SendError> {
+    async fn writer(&self, internal: bool) -> Result<mpsc::Sender<Bytes>, StdioError> {
         // The common case, on every request: the link is ready. Answer without subscribing to
         // the watch or arming a timer (a timer-wheel registration per request, found by
         // profiling berth-bench).
@@ -132,237 +168,362 @@ impl Relay {
             LinkState::Handshaking(_) => internal,
             _ => false,
         });
-        let state = match tokio::time::timeout(self.request_timeout, wait).await {
+        let state = match tokio::time::timeout(self.startup_timeout, wait).await {
             Ok(Ok(state)) => state.clone(),
             Ok(Err(_)) => LinkState::Stopped,
-            Err(_) => return Err(format!("backend `{}` did not become ready in time", self.backend)),
+            Err(_) => {
+                return Err(match &*self.link.borrow() {
+                    LinkState::Down(reason) => {
+                        StdioError::NotReady { backend: self.backend.to_string(), reason: reason.clone() }
+                    }
+                    _ => StdioError::Starting { backend: self.backend.to_string(), within: self.startup_timeout },
+                });
+            }
         };
         match state {
             LinkState::Ready(writer) | LinkState::Handshaking(writer) => Ok(writer),
-            _ => Err(format!("backend `{}` is stopped", self.backend)),
+            _ => Err(StdioError::Stopped(self.backend.to_string())),
         }
     }
 
-    /// Writes one message to the server as it is.
-    pub(crate) async fn write(&self, message: &Value) -> Result<(), SendError> {
-        let writer = self.writer(false).await?;
-        send_line(&writer, message).await.map_err(|()| self.gone())
+    fn gone(&self) -> StdioError {
+        StdioError::Crashed { backend: self.backend.to_string(), reason: "its stdin closed".to_string() }
     }
 
-    /// Writes berth's own message during the handshake.
-    pub(crate) async fn write_internal(&self, message: &Value) -> Result<(), SendError> {
+    /// Writes one message of berth's own to the server, if the link is up; best effort
+    /// (answers to server requests, cancellations). It never waits for room in the stdin
+    /// queue: it is called from the task reading the server's stdout, and waiting there for
+    /// the server to read its stdin could deadlock a server blocked on writing its stdout.
+    async fn write_own(&self, message: &[u8]) {
+        let writer = match &*self.link.borrow() {
+            LinkState::Ready(writer) | LinkState::Handshaking(writer) => writer.clone(),
+            _ => return,
+        };
+        if let Err(mpsc::error::TrySendError::Full(line)) = writer.try_send(line(message)) {
+            tokio::spawn(async move {
+                let _ = writer.send(line).await;
+            });
+        }
+    }
+
+    /// Writes berth's own notification during the handshake.
+    pub(crate) async fn notify_internal(&self, message: &[u8]) -> Result<(), StdioError> {
         let writer = self.writer(true).await?;
-        send_line(&writer, message).await.map_err(|()| self.gone())
+        writer.send(line(message)).await.map_err(|_| self.gone())
     }
 
-    fn gone(&self) -> SendError {
-        format!("backend `{}` went away", self.backend)
-    }
-
-    /// Sends a request; its answer (and its progress notifications and related server
-    /// requests) arrive on `reply` with the client's own id and token restored.
+    /// Sends a client request; its answer (and its progress notifications and related server
+    /// requests) arrive on `outbox` with the client's own id and token restored.
     pub(crate) async fn request(
         &self,
-        message: Value,
-        reply: mpsc::Sender<Value>,
-        session: Option<Weak<Session>>,
-    ) -> Result<(), SendError> {
-        self.send_request(message, reply, session, false).await
-    }
-
-    /// Sends berth's own request (the initialize handshake), allowed before the link is ready.
-    pub(crate) async fn request_internal(&self, message: Value, reply: mpsc::Sender<Value>) -> Result<(), SendError> {
-        self.send_request(message, reply, None, true).await
+        message: &Message,
+        outbox: &Arc<Outbox>,
+        session: Option<&Arc<Session>>,
+    ) -> Result<(), StdioError> {
+        let writer = self.writer(false).await?;
+        self.send_request(&writer, message, outbox, session).await
     }
 
     async fn send_request(
         &self,
-        mut message: Value,
-        reply: mpsc::Sender<Value>,
-        session: Option<Weak<Session>>,
-        internal: bool,
-    ) -> Result<(), SendError> {
-        let writer = self.writer(internal).await?;
+        writer: &mpsc::Sender<Bytes>,
+        message: &Message,
+        outbox: &Arc<Outbox>,
+        session: Option<&Arc<Session>>,
+    ) -> Result<(), StdioError> {
+        let (Some(id_span), Some(client_id)) = (message.id_span(), message.id_bytes()) else {
+            return Err(StdioError::BadAnswer { backend: self.backend.to_string(), reason: "no id".into() });
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let client_id = std::mem::replace(&mut message["id"], json!(id));
-        let progress = jsonrpc::progress_token(&message).cloned();
-        if progress.is_some() {
-            jsonrpc::set_progress_token(&mut message, json!(id));
+        let upstream = id.to_string();
+        let token = message.find(&["params", "_meta", "progressToken"]);
+        let progress = token.clone().map(|span| message.bytes().slice(span));
+        let mut edits = vec![(id_span, upstream.as_bytes())];
+        if let Some(span) = token {
+            edits.push((span, upstream.as_bytes()));
         }
-        let method = jsonrpc::method(&message).unwrap_or_default().to_string();
+        let mut rewritten = BytesMut::from(&message.splice(&mut edits)[..]);
+        rewritten.extend_from_slice(b"\n");
+        let method: Box<str> = message.method().unwrap_or_default().into();
         // A listen request stays open for as long as the client listens: no timeout.
-        let timeout = if method == "subscriptions/listen" { LONG_LIVED } else { self.request_timeout };
-        self.pending.lock().expect("pending lock").insert(
+        let timeout = if &*method == "subscriptions/listen" { LONG_LIVED } else { self.request_timeout };
+        if let Some(session) = session {
+            session.request_started();
+        }
+        self.pending().insert(
             id,
-            Pending { client_id, progress, reply, session, deadline: Instant::now() + timeout, seq: id, method },
+            Pending {
+                client_id,
+                progress,
+                outbox: Arc::clone(outbox),
+                session: session.map(Arc::downgrade),
+                deadline: deadline(timeout),
+                method,
+            },
         );
-        if send_line(&writer, &message).await.is_err() {
-            self.pending.lock().expect("pending lock").remove(&id);
+        if writer.send(rewritten.freeze()).await.is_err() {
+            self.remove(id);
             return Err(self.gone());
         }
         Ok(())
     }
 
-    /// The upstream id of a session's in-flight request, for cancellation.
-    pub(crate) fn upstream_id(&self, session: &Arc<Session>, client_id: &Value) -> Option<u64> {
-        let pending = self.pending.lock().expect("pending lock");
-        pending
-            .iter()
-            .find(|(_, p)| {
-                &p.client_id == client_id
-                    && p.session.as_ref().and_then(Weak::upgrade).is_some_and(|s| Arc::ptr_eq(&s, session))
-            })
-            .map(|(id, _)| *id)
+    /// Sends berth's own request (the handshake's initialize, re-subscriptions), allowed before
+    /// the link is ready, and waits for its answer within `timeout`.
+    pub(crate) async fn request_internal(
+        &self,
+        method: &str,
+        params: &str,
+        timeout: Duration,
+    ) -> Result<Message, StdioError> {
+        let writer = self.writer(true).await?;
+        let (outbox, mut answer) = Outbox::post(0, 1, None);
+        let request = Message::parse(jsonrpc::request(0, method, params)).map_err(|error| StdioError::Launch {
+            backend: self.backend.to_string(),
+            reason: format!("berth's own {method} is invalid: {error}"),
+        })?;
+        self.send_request(&writer, &request, &outbox, None).await?;
+        let event = tokio::time::timeout(timeout, answer.recv())
+            .await
+            .map_err(|_| StdioError::Launch {
+                backend: self.backend.to_string(),
+                reason: format!("no answer to {method} within {timeout:?}"),
+            })?
+            .ok_or_else(|| self.gone())?;
+        Message::parse(event.data)
+            .map_err(|error| StdioError::BadAnswer { backend: self.backend.to_string(), reason: error.to_string() })
     }
 
-    /// Answers every pending request with an error (the server exited or is stopping).
-    pub(crate) fn fail_all(&self, reason: &str) {
-        let drained: Vec<Pending> = self.pending.lock().expect("pending lock").drain().map(|(_, p)| p).collect();
-        for pending in drained {
-            deliver(&pending.reply, jsonrpc::error(pending.client_id, BACKEND_ERROR, reason));
+    /// Writes a client's notification. A cancellation names the client's id of the request:
+    /// it is mapped to berth's, and the request is forgotten (the server will not answer it).
+    pub(crate) async fn notify(&self, message: &Message, session: Option<&Arc<Session>>) -> Result<(), StdioError> {
+        let writer = self.writer(false).await?;
+        if message.method().as_deref() != Some("notifications/cancelled") {
+            return writer.send(line(message.bytes())).await.map_err(|_| self.gone());
+        }
+        let Some(span) = message.find(&["params", "requestId"]) else {
+            // Nothing berth can map: the server could not match it either.
+            return Ok(());
+        };
+        let Some(key) = IdKey::of(message.raw(&span)) else { return Ok(()) };
+        let found = {
+            let pending = self.pending();
+            pending
+                .iter()
+                .find(|(_, p)| {
+                    std::str::from_utf8(&p.client_id).ok().and_then(IdKey::of).as_ref() == Some(&key)
+                        && same_session(p.session.as_ref(), session)
+                })
+                .map(|(id, _)| *id)
+        };
+        let Some(upstream) = found else { return Ok(()) };
+        if let Some(pending) = self.remove(upstream) {
+            pending.outbox.forgo_response();
+        }
+        let upstream = upstream.to_string();
+        let rewritten = message.splice(&mut [(span, upstream.as_bytes())]);
+        writer.send(line(&rewritten)).await.map_err(|_| self.gone())
+    }
+
+    /// Writes a client's answer to a server request, under the server's own id.
+    pub(crate) async fn respond(&self, message: &Message, session: &Session) {
+        let (Some(span), Some(id)) = (message.id_span(), message.id()) else { return };
+        match session.take_server_request(id) {
+            Some(server_id) => self.write_own(&message.splice(&mut [(span, &server_id)])).await,
+            None => tracing::debug!(backend = &*self.backend, "a response to no pending server request; ignored"),
         }
     }
 
-    /// Times out requests past their deadline; answers how many.
+    fn remove(&self, id: u64) -> Option<Pending> {
+        let pending = self.pending().remove(&id)?;
+        if let Some(session) = pending.session.as_ref().and_then(Weak::upgrade) {
+            session.request_ended();
+        }
+        Some(pending)
+    }
+
+    /// Answers every pending request with `error` (the server exited or is stopping).
+    pub(crate) fn fail_all(&self, error: &StdioError) {
+        let drained: Vec<Pending> = self.pending().drain().map(|(_, p)| p).collect();
+        for pending in drained {
+            if let Some(session) = pending.session.as_ref().and_then(Weak::upgrade) {
+                session.request_ended();
+            }
+            pending.outbox.deliver(error.answer(&pending.client_id), true, Some(error.status()));
+        }
+    }
+
+    /// Times out requests past their deadline and tells the server; answers how many.
     pub(crate) async fn expire(&self) -> usize {
         let now = Instant::now();
-        let expired: Vec<(u64, Pending)> = {
-            let mut pending = self.pending.lock().expect("pending lock");
-            let ids: Vec<u64> = pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
-            ids.into_iter().filter_map(|id| pending.remove(&id).map(|p| (id, p))).collect()
-        };
-        for (id, pending) in &expired {
-            let message = format!(
-                "`{}` timed out after {:?} without an answer from backend `{}`",
-                pending.method, self.request_timeout, self.backend
-            );
-            deliver(&pending.reply, jsonrpc::error(pending.client_id.clone(), TIMEOUT, message));
-            let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                "params": {"requestId": id, "reason": "timed out in berth"}});
-            let _ = self.write(&cancel).await;
+        let ids: Vec<u64> = self.pending().iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
+        let mut expired = 0;
+        for id in ids {
+            let Some(pending) = self.remove(id) else { continue };
+            expired += 1;
+            let error = StdioError::Timeout {
+                backend: self.backend.to_string(),
+                method: pending.method.to_string(),
+                after: self.request_timeout,
+            };
+            pending.outbox.deliver(error.answer(&pending.client_id), true, Some(error.status()));
+            self.cancel_upstream(id, "timed out in berth").await;
         }
-        expired.len()
+        expired
+    }
+
+    async fn cancel_upstream(&self, id: u64, reason: &str) {
+        let params = format!("{{\"requestId\":{id},\"reason\":{}}}", serde_json::Value::from(reason));
+        self.write_own(&jsonrpc::notification("notifications/cancelled", &params)).await;
+    }
+
+    /// Gives up the requests of a stream nobody reads any more (the client went away and did not
+    /// resume in time, or closed a stateless request's stream): the server is told to cancel
+    /// them, and their answers will go nowhere.
+    pub(crate) async fn abandon(&self, outbox: &Arc<Outbox>) {
+        let ids: Vec<u64> =
+            self.pending().iter().filter(|(_, p)| Arc::ptr_eq(&p.outbox, outbox)).map(|(id, _)| *id).collect();
+        outbox.end();
+        for id in ids {
+            if let Some(pending) = self.remove(id) {
+                tracing::debug!(
+                    backend = &*self.backend,
+                    method = &*pending.method,
+                    "the client went away: cancelling"
+                );
+                self.cancel_upstream(id, "the client went away").await;
+            }
+        }
+    }
+
+    fn log_junk(&self, cause: &'static str, detail: &str) {
+        if let Some(suppressed) = self.logs.admit(cause) {
+            tracing::warn!(backend = &*self.backend, suppressed, "{cause}: {detail}");
+        }
     }
 
     /// Routes one line the server wrote.
-    pub(crate) async fn dispatch(&self, line: &[u8]) {
-        let message: Value = match serde_json::from_slice(line) {
+    pub(crate) async fn dispatch(&self, line: Bytes) {
+        let message = match Message::parse(line) {
             Ok(message) => message,
-            Err(_) => {
-                tracing::warn!(backend = &*self.backend, "the server wrote a line that is not JSON on stdout; ignored");
+            Err(invalid) => {
+                // An answer to one of berth's requests that is broken fails that request at
+                // once rather than leaving the client to wait for its timeout.
+                let id = invalid.id.as_ref().and_then(|id| std::str::from_utf8(id).ok()?.parse::<u64>().ok());
+                if let Some(pending) = id.and_then(|id| self.remove(id)) {
+                    let error =
+                        StdioError::BadAnswer { backend: self.backend.to_string(), reason: invalid.reason.to_string() };
+                    pending.outbox.deliver(error.answer(&pending.client_id), true, Some(error.status()));
+                }
+                let cause = if invalid.not_json {
+                    "the server wrote a line on stdout that is not JSON; ignored"
+                } else {
+                    "the server wrote a message on stdout that is not valid JSON-RPC; ignored"
+                };
+                self.log_junk(cause, &invalid.reason);
                 return;
             }
         };
-        match jsonrpc::kind(&message) {
-            Some(Kind::Response) => self.on_response(message),
-            Some(Kind::Notification) => self.on_notification(message),
-            Some(Kind::Request) => self.on_server_request(message).await,
-            None => {
-                tracing::warn!(backend = &*self.backend, "the server wrote a message that is not JSON-RPC; ignored")
-            }
+        match message.kind() {
+            Kind::Response => self.on_response(&message),
+            Kind::Notification => self.on_notification(&message).await,
+            Kind::Request => self.on_server_request(&message).await,
         }
     }
 
-    fn on_response(&self, mut message: Value) {
-        let Some(id) = message["id"].as_u64() else {
-            tracing::warn!(backend = &*self.backend, id = %message["id"], "a response to no request of berth's; ignored");
+    fn on_response(&self, message: &Message) {
+        let Some(pending) = message.id_u64().and_then(|id| self.remove(id)) else {
+            self.log_junk(
+                "a response to no request of berth's (unknown or already answered); ignored",
+                message.id().unwrap_or("-"),
+            );
             return;
         };
-        let Some(pending) = self.pending.lock().expect("pending lock").remove(&id) else {
-            tracing::debug!(backend = &*self.backend, id, "a response to a request that was already answered");
-            return;
-        };
-        message["id"] = pending.client_id;
-        deliver(&pending.reply, message);
+        let Some(span) = message.id_span() else { return };
+        let answer = message.splice(&mut [(span, &pending.client_id)]);
+        pending.outbox.deliver(answer, true, None);
     }
 
-    fn on_notification(&self, mut message: Value) {
-        match jsonrpc::method(&message) {
-            Some("notifications/progress") => {
-                let token = message.pointer("/params/progressToken").and_then(Value::as_u64);
-                let target = token.and_then(|token| {
-                    let mut pending = self.pending.lock().expect("pending lock");
-                    let entry = pending.get_mut(&token)?;
-                    // Progress proves the server is working: restart the request's clock.
-                    entry.deadline = Instant::now() + self.request_timeout;
-                    Some((entry.progress.clone()?, entry.reply.clone()))
-                });
-                if let Some((client_token, reply)) = target {
-                    message["params"]["progressToken"] = client_token;
-                    deliver_lossy(&reply, message);
-                }
-            }
+    async fn on_notification(&self, message: &Message) {
+        match message.method().as_deref() {
+            Some("notifications/progress") => self.on_progress(message),
             Some("notifications/resources/updated") => {
-                let uri = message.pointer("/params/uri").and_then(Value::as_str).unwrap_or_default().to_string();
+                let uri = message.find_str(&["params", "uri"]).unwrap_or_default();
                 for session in self.sessions() {
                     if session.is_subscribed(&uri) {
-                        session.push(message.clone());
+                        session.push(message.bytes().clone());
                     }
                 }
             }
             Some("notifications/cancelled") => {
                 // The server withdrew one of its own requests to a client.
-                let id = message.pointer("/params/requestId").cloned().unwrap_or(Value::Null);
+                let Some(span) = message.find(&["params", "requestId"]) else { return };
                 for session in self.sessions() {
-                    if let Some(client_id) = session.server_request_cancelled(&id) {
-                        message["params"]["requestId"] = client_id;
-                        session.push(message.clone());
+                    if let Some((client_id, stream)) = session.server_request_cancelled(message.raw(&span)) {
+                        let quoted = format!("\"{client_id}\"");
+                        stream.deliver(message.splice(&mut [(span.clone(), quoted.as_bytes())]), false, None);
                     }
                 }
             }
-            _ => {
-                if self.to_subscription(&mut message) {
+            method => {
+                if method == Some("notifications/tools/list_changed")
+                    && let Some(changed) = &self.on_tools_changed
+                {
+                    changed();
+                }
+                if self.to_subscription(message) {
                     return;
                 }
                 for session in self.sessions() {
-                    session.push(message.clone());
+                    session.push(message.bytes().clone());
                 }
             }
+        }
+    }
+
+    fn on_progress(&self, message: &Message) {
+        let Some(span) = message.find(&["params", "progressToken"]) else { return };
+        let Ok(token) = message.raw(&span).parse::<u64>() else { return };
+        let target = {
+            let mut pending = self.pending();
+            pending.get_mut(&token).and_then(|entry| {
+                // Progress proves the server is working: restart the request's clock.
+                entry.deadline = deadline(self.request_timeout);
+                Some((entry.progress.clone()?, Arc::clone(&entry.outbox)))
+            })
+        };
+        if let Some((client_token, outbox)) = target {
+            outbox.deliver(message.splice(&mut [(span, &client_token)]), false, None);
         }
     }
 
     /// Delivers a notification tagged with a `subscriptions/listen` request to that request's
     /// stream, with the client's id restored; true if it was one.
-    fn to_subscription(&self, message: &mut Value) -> bool {
-        let Some(meta) = message.pointer_mut("/params/_meta") else { return false };
-        let Some(id) = meta.get(SUBSCRIPTION_ID).and_then(Value::as_u64) else { return false };
-        let target = {
-            let pending = self.pending.lock().expect("pending lock");
-            pending.get(&id).map(|p| (p.client_id.clone(), p.reply.clone()))
-        };
-        let Some((client_id, reply)) = target else { return false };
-        meta[SUBSCRIPTION_ID] = client_id;
-        if let Err(mpsc::error::TrySendError::Closed(_)) = reply.try_send(message.take()) {
-            // The client stopped listening: release the server's side of the subscription.
-            self.pending.lock().expect("pending lock").remove(&id);
-            let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                "params": {"requestId": id, "reason": "the client closed the stream"}});
-            let writer = self.link.borrow().clone();
-            if let LinkState::Ready(writer) = writer {
-                tokio::spawn(async move {
-                    let _ = send_line(&writer, &cancel).await;
-                });
-            }
-        }
+    fn to_subscription(&self, message: &Message) -> bool {
+        let Some(span) = message.find(&["params", "_meta", SUBSCRIPTION_ID]) else { return false };
+        let Ok(id) = message.raw(&span).parse::<u64>() else { return false };
+        let target = self.pending().get(&id).map(|p| (p.client_id.clone(), Arc::clone(&p.outbox)));
+        let Some((client_id, outbox)) = target else { return false };
+        outbox.deliver(message.splice(&mut [(span, &client_id)]), false, None);
         true
     }
 
     fn sessions(&self) -> Vec<Arc<Session>> {
-        match self.audience.get() {
-            Some(Audience::Shared(table)) => table.all(),
-            Some(Audience::One(session)) => session.upgrade().into_iter().collect(),
-            None => Vec::new(),
+        match &self.audience {
+            Audience::Shared(table) => table.all(),
+            Audience::One(session) => session.upgrade().into_iter().collect(),
+            Audience::Nobody => Vec::new(),
         }
     }
 
     /// A request from the server to a client (sampling, elicitation, roots, ping, or one berth
     /// does not know).
-    async fn on_server_request(&self, message: Value) {
-        let id = message["id"].clone();
-        let method = jsonrpc::method(&message).unwrap_or_default().to_string();
+    async fn on_server_request(&self, message: &Message) {
+        let id = message.id().unwrap_or("null").as_bytes().to_vec();
+        let method = message.method().unwrap_or_default().into_owned();
         if method == "ping" {
             // berth is the server's client: it answers for itself.
-            let _ = self.write(&jsonrpc::result(id, json!({}))).await;
+            self.write_own(&jsonrpc::result(&id, "{}")).await;
             return;
         }
         let Some((session, stream)) = self.pick_session(&method) else {
@@ -370,11 +531,11 @@ impl Relay {
                 "no single client session of backend `{}` can answer `{method}`: none declared it, or several could have caused it",
                 self.backend
             );
-            let _ = self.write(&jsonrpc::error(id, METHOD_NOT_FOUND, reason)).await;
+            self.write_own(&jsonrpc::error(&id, jsonrpc::METHOD_NOT_FOUND, &reason)).await;
             return;
         };
         if let Err(reason) = session.forward_server_request(message, stream) {
-            let _ = self.write(&jsonrpc::error(id, METHOD_NOT_FOUND, reason)).await;
+            self.write_own(&jsonrpc::error(&id, jsonrpc::METHOD_NOT_FOUND, &reason)).await;
         }
     }
 
@@ -384,52 +545,41 @@ impl Relay {
     /// messages), or, with nothing in flight, the one capable session there is (on its GET
     /// stream). When several could be, guessing would hand one user's request, and its content,
     /// to another user's client: berth refuses instead.
-    fn pick_session(&self, method: &str) -> Option<(Arc<Session>, Option<mpsc::Sender<Value>>)> {
-        let capable = |session: &Session| session.can_answer(method);
-        let mut in_flight: Vec<(u64, Arc<Session>, mpsc::Sender<Value>)> = {
-            let pending = self.pending.lock().expect("pending lock");
+    fn pick_session(&self, method: &str) -> Option<(Arc<Session>, Option<Arc<Outbox>>)> {
+        let mut in_flight: Vec<(u64, Arc<Session>, Arc<Outbox>)> = {
+            let pending = self.pending();
             pending
-                .values()
-                .filter_map(|p| Some((p.seq, p.session.as_ref()?.upgrade()?, p.reply.clone())))
-                .filter(|(_, session, _)| capable(session))
+                .iter()
+                .filter_map(|(id, p)| Some((*id, p.session.as_ref()?.upgrade()?, Arc::clone(&p.outbox))))
+                .filter(|(_, session, _)| session.can_answer(method))
                 .collect()
         };
-        in_flight.sort_by_key(|(seq, _, _)| *seq);
+        in_flight.sort_by_key(|(id, _, _)| *id);
         if let Some((_, newest, _)) = in_flight.last() {
             if in_flight.iter().any(|(_, session, _)| !Arc::ptr_eq(session, newest)) {
                 return None;
             }
             return in_flight.pop().map(|(_, session, stream)| (session, Some(stream)));
         }
-        let mut idle: Vec<Arc<Session>> = self.sessions().into_iter().filter(|session| capable(session)).collect();
+        let mut idle: Vec<Arc<Session>> =
+            self.sessions().into_iter().filter(|session| session.can_answer(method)).collect();
         (idle.len() == 1).then(|| (idle.remove(0), None))
     }
 }
 
-/// Serializes and sends one message as a line.
-async fn send_line(writer: &mpsc::Sender<Bytes>, message: &Value) -> Result<(), ()> {
-    let mut line = serde_json::to_vec(message).expect("a Value always serializes");
-    line.push(b'\n');
-    writer.send(Bytes::from(line)).await.map_err(|_| ())
+#[cfg(test)]
+mod tests;
+
+/// `timeout` from now, or the far future when that is beyond what the clock can represent.
+fn deadline(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout).or_else(|| now.checked_add(LONG_LIVED)).unwrap_or(now)
 }
 
-/// Delivers a message that must not be lost (a final response): at once if the stream has
-/// room, else from a task, so that one slow client never stalls the pipe for the others.
-fn deliver(reply: &mpsc::Sender<Value>, message: Value) {
-    match reply.try_send(message) {
-        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-        Err(mpsc::error::TrySendError::Full(message)) => {
-            let reply = reply.clone();
-            tokio::spawn(async move {
-                let _ = reply.send(message).await;
-            });
-        }
-    }
-}
-
-/// Delivers a message that may be dropped under back-pressure (progress, logs).
-fn deliver_lossy(reply: &mpsc::Sender<Value>, message: Value) {
-    if let Err(mpsc::error::TrySendError::Full(_)) = reply.try_send(message) {
-        tracing::debug!("a client stream is full; a progress notification was dropped");
+fn same_session(pending: Option<&Weak<Session>>, session: Option<&Arc<Session>>) -> bool {
+    match (pending.and_then(Weak::upgrade), session) {
+        (Some(a), Some(b)) => Arc::ptr_eq(&a, b),
+        (None, None) => true,
+        _ => false,
     }
 }

@@ -1,25 +1,34 @@
-//! Client sessions of a stdio backend: what each client declared, its GET stream, the server
-//! requests it owes an answer to, and its resource subscriptions.
+//! Client sessions of a stdio backend: what each client declared, its streams (resumable), the
+//! server requests it owes an answer to, and its resource subscriptions.
 //!
-//! Sessions live in memory behind [`SessionTable`], the one place to change when sessions must
-//! survive a restart or be shared between replicas.
+//! A session's mutable state sits behind one mutex; sessions live in memory behind
+//! [`SessionTable`], the one place to change when sessions must survive a restart or be shared
+//! between replicas.
 
 use std::{
     collections::{HashMap, HashSet},
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, Weak,
+        atomic::{AtomicUsize, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{instance::Instance, relay::Relay};
+use super::{
+    instance::Instance,
+    outbox::{Delivery, Event, Outbox, Replay, ReplayLimits},
+    relay::Relay,
+};
+use crate::jsonrpc::{IdKey, Message};
+
+/// Ended POST streams a session keeps for resumption (their messages live in the replay ring).
+const KEPT_STREAMS: usize = 16;
 
 /// What a client declared in its `initialize` capabilities.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ClientCaps {
     sampling: bool,
     elicitation: bool,
@@ -27,45 +36,92 @@ pub(crate) struct ClientCaps {
 }
 
 impl ClientCaps {
-    /// Reads `params.capabilities` of an initialize request.
-    pub(crate) fn from_initialize(params: &Value) -> Self {
-        let capabilities = &params["capabilities"];
-        Self {
-            sampling: capabilities.get("sampling").is_some(),
-            elicitation: capabilities.get("elicitation").is_some(),
-            roots: capabilities.get("roots").is_some(),
-        }
+    /// Reads the `capabilities` of an initialize request's `params` (raw JSON).
+    pub(crate) fn from_initialize(message: &Message) -> Self {
+        let has = |name: &str| message.find(&["params", "capabilities", name]).is_some();
+        Self { sampling: has("sampling"), elicitation: has("elicitation"), roots: has("roots") }
     }
+}
+
+/// The instance behind a session.
+pub(crate) enum Backing {
+    /// The backend's shared instance, serving every session.
+    Shared(Arc<Instance>),
+    /// An instance of the session's own, stopped with the session.
+    Own(Arc<Instance>),
+}
+
+/// A server request forwarded to this session's client, awaiting its answer.
+struct ServerRequest {
+    /// The id the server gave it, as written.
+    server_id: Bytes,
+    /// The stream it was sent on.
+    stream: Arc<Outbox>,
+}
+
+#[derive(Default)]
+struct State {
+    last_seen: Option<Instant>,
+    /// Forwarded server requests by the id berth gave them (`berth-N`).
+    server_requests: HashMap<Box<str>, ServerRequest>,
+    next_server_request: u64,
+    subscriptions: HashSet<String>,
+    /// POST streams that may still be resumed, by stream number.
+    streams: HashMap<u64, Arc<Outbox>>,
+    next_stream: u64,
 }
 
 /// One client session.
 pub(crate) struct Session {
     id: String,
-    relay: Arc<Relay>,
-    instance: Option<Arc<Instance>>,
+    backing: Backing,
     capabilities: ClientCaps,
-    get_stream: Mutex<Option<mpsc::Sender<Value>>>,
-    /// Server requests forwarded to this client: berth's id → the server's id.
-    server_requests: Mutex<HashMap<String, Value>>,
-    subscriptions: Mutex<HashSet<String>>,
-    next_id: AtomicU64,
-    last_seen: Mutex<Instant>,
+    protocol_version: Box<str>,
+    replay: Arc<Replay>,
+    get_stream: Arc<Outbox>,
+    /// Requests of this session that the relay has pending.
+    in_flight: AtomicUsize,
+    state: Mutex<State>,
+}
+
+/// A session's facts, given when it is created.
+pub(crate) struct SessionSpec {
+    /// What the client declared.
+    pub(crate) capabilities: ClientCaps,
+    /// The protocol version negotiated at initialize.
+    pub(crate) protocol_version: String,
+    /// The limits of its replay ring.
+    pub(crate) replay: ReplayLimits,
 }
 
 impl Session {
-    /// A session talking to `relay`; `instance` is its own instance in per-session mode.
-    pub(crate) fn new(relay: Arc<Relay>, instance: Option<Arc<Instance>>, capabilities: ClientCaps) -> Arc<Self> {
-        Arc::new(Self {
+    /// A session on the shared instance.
+    pub(crate) fn shared(instance: Arc<Instance>, spec: SessionSpec) -> Arc<Self> {
+        Arc::new(Self::with_backing(Backing::Shared(instance), spec))
+    }
+
+    /// A session with an instance of its own, built by `instance` from the session's weak
+    /// reference (the relay of that instance delivers to this one session).
+    pub(crate) fn own(spec: SessionSpec, instance: impl FnOnce(Weak<Session>) -> Arc<Instance>) -> Arc<Self> {
+        Arc::new_cyclic(|weak| Self::with_backing(Backing::Own(instance(weak.clone())), spec))
+    }
+
+    fn with_backing(backing: Backing, spec: SessionSpec) -> Self {
+        let replay = Replay::new(spec.replay);
+        Self {
             id: uuid::Uuid::new_v4().simple().to_string(),
-            relay,
-            instance,
-            capabilities,
-            get_stream: Mutex::new(None),
-            server_requests: Mutex::new(HashMap::new()),
-            subscriptions: Mutex::new(HashSet::new()),
-            next_id: AtomicU64::new(1),
-            last_seen: Mutex::new(Instant::now()),
-        })
+            backing,
+            capabilities: spec.capabilities,
+            protocol_version: spec.protocol_version.into(),
+            get_stream: Outbox::get(Arc::clone(&replay)),
+            replay,
+            in_flight: AtomicUsize::new(0),
+            state: Mutex::new(State { last_seen: Some(Instant::now()), next_stream: 1, ..State::default() }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The `Mcp-Session-Id`.
@@ -73,25 +129,62 @@ impl Session {
         &self.id
     }
 
-    /// The relay of the instance serving this session.
-    pub(crate) fn relay(&self) -> &Arc<Relay> {
-        &self.relay
+    /// The instance serving this session.
+    pub(crate) fn instance(&self) -> &Arc<Instance> {
+        match &self.backing {
+            Backing::Shared(instance) | Backing::Own(instance) => instance,
+        }
     }
 
-    /// The session's own instance (per-session mode).
-    pub(crate) fn instance(&self) -> Option<&Arc<Instance>> {
-        self.instance.as_ref()
+    /// Whether the session has an instance of its own.
+    pub(crate) fn owns_instance(&self) -> bool {
+        matches!(self.backing, Backing::Own(_))
+    }
+
+    /// The relay of the instance serving this session.
+    pub(crate) fn relay(&self) -> &Arc<Relay> {
+        self.instance().relay()
+    }
+
+    /// The protocol version negotiated at initialize.
+    pub(crate) fn protocol_version(&self) -> &str {
+        &self.protocol_version
+    }
+
+    /// The session's replay ring.
+    pub(crate) fn replay(&self) -> &Arc<Replay> {
+        &self.replay
     }
 
     /// Records activity.
     pub(crate) fn touch(&self) {
-        *self.last_seen.lock().expect("last_seen lock") = Instant::now();
+        self.lock().last_seen = Some(Instant::now());
     }
 
-    /// Whether the session has been idle for at least `idle` with no open GET stream.
-    pub(crate) fn is_idle(&self, idle: std::time::Duration) -> bool {
-        let streaming = self.get_stream.lock().expect("stream lock").as_ref().is_some_and(|s| !s.is_closed());
-        !streaming && self.last_seen.lock().expect("last_seen lock").elapsed() >= idle
+    /// One more of this session's requests is pending in the relay.
+    pub(crate) fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One of this session's requests is no longer pending.
+    pub(crate) fn request_ended(&self) {
+        let _ = self.in_flight.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Requests of this session pending now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether the session has been idle for at least `idle`: nothing in flight, no stream
+    /// being read, and no request for that long.
+    pub(crate) fn is_idle(&self, idle: Duration) -> bool {
+        if self.in_flight() > 0 || self.get_stream.is_attached() {
+            return false;
+        }
+        let state = self.lock();
+        !state.streams.values().any(|stream| stream.is_attached())
+            && state.last_seen.is_none_or(|seen| seen.elapsed() >= idle)
     }
 
     /// Whether the client declared what `method` needs.
@@ -105,83 +198,120 @@ impl Session {
         }
     }
 
-    /// Opens the GET stream; `None` if one is already open (the spec allows one).
-    pub(crate) fn open_stream(&self, capacity: usize) -> Option<mpsc::Receiver<Value>> {
-        let mut slot = self.get_stream.lock().expect("stream lock");
-        if slot.as_ref().is_some_and(|s| !s.is_closed()) {
-            return None;
+    /// Opens the stream of one POST that owes `owed` responses.
+    pub(crate) fn open_post_stream(&self, owed: usize) -> (Arc<Outbox>, mpsc::Receiver<Event>) {
+        let mut state = self.lock();
+        let stream = state.next_stream;
+        state.next_stream += 1;
+        let (outbox, reader) = Outbox::post(stream, owed, Some(Arc::clone(&self.replay)));
+        state.streams.insert(stream, Arc::clone(&outbox));
+        let ended: Vec<u64> = {
+            let mut ended: Vec<u64> = state.streams.iter().filter(|(_, s)| s.is_ended()).map(|(n, _)| *n).collect();
+            ended.sort_unstable();
+            let excess = ended.len().saturating_sub(KEPT_STREAMS);
+            ended.truncate(excess);
+            ended
+        };
+        for old in ended {
+            state.streams.remove(&old);
         }
-        let (sender, receiver) = mpsc::channel(capacity);
-        *slot = Some(sender);
-        Some(receiver)
+        (outbox, reader)
     }
 
-    /// Delivers an unsolicited message on the GET stream; dropped when none is open (the
-    /// client chose not to listen) or it is full.
-    pub(crate) fn push(&self, message: Value) {
-        if let Some(stream) = self.get_stream.lock().expect("stream lock").as_ref()
-            && stream.try_send(message).is_err()
-        {
+    /// The stream numbered `stream` (0: the GET stream), for resumption.
+    pub(crate) fn stream(&self, stream: u64) -> Option<Arc<Outbox>> {
+        if stream == 0 {
+            return Some(Arc::clone(&self.get_stream));
+        }
+        self.lock().streams.get(&stream).cloned()
+    }
+
+    /// The GET stream.
+    pub(crate) fn get_stream(&self) -> &Arc<Outbox> {
+        &self.get_stream
+    }
+
+    /// Delivers an unsolicited message on the GET stream; it is lost when the client does not
+    /// listen (and never listened: a client that did may resume and get it).
+    pub(crate) fn push(&self, message: Bytes) -> Delivery {
+        let delivery = self.get_stream.deliver(message, false, None);
+        if delivery == Delivery::Dropped {
             tracing::debug!(session = %self.id, "an unsolicited message was dropped: no room on the GET stream");
         }
+        delivery
     }
 
-    /// Forwards a server request to this client, on `stream` (the related request's POST
-    /// stream) or the GET stream, under an id of berth's.
-    pub(crate) fn forward_server_request(
-        &self,
-        mut message: Value,
-        stream: Option<mpsc::Sender<Value>>,
-    ) -> Result<(), String> {
-        let id = format!("berth-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-        let server_id = std::mem::replace(&mut message["id"], Value::from(id.clone()));
-        self.server_requests.lock().expect("requests lock").insert(id.clone(), server_id);
-        let stream = stream.or_else(|| self.get_stream.lock().expect("stream lock").clone());
-        let sent = stream.is_some_and(|stream| stream.try_send(message).is_ok());
-        if !sent {
-            self.server_requests.lock().expect("requests lock").remove(&id);
+    /// Forwards a server request to this client under an id of berth's, on `stream` (the
+    /// related request's stream) or the GET stream.
+    pub(crate) fn forward_server_request(&self, message: &Message, stream: Option<Arc<Outbox>>) -> Result<(), String> {
+        let (Some(id_span), Some(server_id)) = (message.id_span(), message.id_bytes()) else {
+            return Err("the server request has no id".to_string());
+        };
+        let stream = stream.unwrap_or_else(|| Arc::clone(&self.get_stream));
+        let berth_id: Box<str> = {
+            let mut state = self.lock();
+            state.next_server_request += 1;
+            let id: Box<str> = format!("berth-{}", state.next_server_request).into();
+            state.server_requests.insert(id.clone(), ServerRequest { server_id, stream: Arc::clone(&stream) });
+            id
+        };
+        let quoted = format!("\"{berth_id}\"");
+        let forwarded = message.splice(&mut [(id_span, quoted.as_bytes())]);
+        if stream.deliver(forwarded, false, None) == Delivery::Dropped {
+            self.lock().server_requests.remove(&berth_id);
             return Err("the client has no open stream to receive the request".to_string());
         }
         Ok(())
     }
 
     /// Maps a client's response to a forwarded server request back to the server's id.
-    pub(crate) fn take_server_request(&self, client_id: &Value) -> Option<Value> {
-        let key = client_id.as_str()?;
-        self.server_requests.lock().expect("requests lock").remove(key)
+    pub(crate) fn take_server_request(&self, client_id: &str) -> Option<Bytes> {
+        let Some(IdKey::Str(key)) = IdKey::of(client_id) else { return None };
+        self.lock().server_requests.remove(&key).map(|request| request.server_id)
     }
 
-    /// The id under which this client knows a server request the server now cancels.
-    pub(crate) fn server_request_cancelled(&self, server_id: &Value) -> Option<Value> {
-        let mut requests = self.server_requests.lock().expect("requests lock");
-        let key = requests.iter().find(|(_, id)| *id == server_id).map(|(key, _)| key.clone())?;
-        requests.remove(&key);
-        Some(Value::from(key))
+    /// The id under which this client knows a server request the server now cancels, and the
+    /// stream it went on.
+    pub(crate) fn server_request_cancelled(&self, server_id: &str) -> Option<(Box<str>, Arc<Outbox>)> {
+        let wanted = IdKey::of(server_id)?;
+        let mut state = self.lock();
+        let key = state
+            .server_requests
+            .iter()
+            .find(|(_, request)| {
+                std::str::from_utf8(&request.server_id).ok().and_then(IdKey::of).as_ref() == Some(&wanted)
+            })
+            .map(|(key, _)| key.clone())?;
+        state.server_requests.remove(&key).map(|request| (key, request.stream))
     }
 
     /// Whether the session subscribed to `uri`.
     pub(crate) fn is_subscribed(&self, uri: &str) -> bool {
-        self.subscriptions.lock().expect("subscriptions lock").contains(uri)
+        self.lock().subscriptions.contains(uri)
     }
 
     /// Records a subscription; false if it already existed.
     pub(crate) fn subscribe(&self, uri: &str) -> bool {
-        self.subscriptions.lock().expect("subscriptions lock").insert(uri.to_string())
+        self.lock().subscriptions.insert(uri.to_string())
     }
 
     /// Drops a subscription; false if there was none.
     pub(crate) fn unsubscribe(&self, uri: &str) -> bool {
-        self.subscriptions.lock().expect("subscriptions lock").remove(uri)
+        self.lock().subscriptions.remove(uri)
     }
 
     /// Every subscription, emptied (at session end).
     pub(crate) fn take_subscriptions(&self) -> Vec<String> {
-        self.subscriptions.lock().expect("subscriptions lock").drain().collect()
+        self.lock().subscriptions.drain().collect()
     }
 
-    /// Ends the GET stream.
-    pub(crate) fn close_stream(&self) {
-        self.get_stream.lock().expect("stream lock").take();
+    /// Ends every stream of the session (session end, shutdown).
+    pub(crate) fn close_streams(&self) {
+        self.get_stream.end();
+        let streams: Vec<Arc<Outbox>> = self.lock().streams.drain().map(|(_, stream)| stream).collect();
+        for stream in streams {
+            stream.end();
+        }
     }
 }
 
@@ -192,35 +322,39 @@ pub(crate) struct SessionTable {
 }
 
 impl SessionTable {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Adds a session.
     pub(crate) fn insert(&self, session: Arc<Session>) {
-        self.sessions.lock().expect("sessions lock").insert(session.id.clone(), session);
+        self.lock().insert(session.id.clone(), session);
     }
 
     /// Finds a session.
     pub(crate) fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.sessions.lock().expect("sessions lock").get(id).cloned()
+        self.lock().get(id).cloned()
     }
 
     /// Removes a session.
     pub(crate) fn remove(&self, id: &str) -> Option<Arc<Session>> {
-        self.sessions.lock().expect("sessions lock").remove(id)
+        self.lock().remove(id)
     }
 
     /// Every session.
     pub(crate) fn all(&self) -> Vec<Arc<Session>> {
-        self.sessions.lock().expect("sessions lock").values().cloned().collect()
+        self.lock().values().cloned().collect()
     }
 
     /// Removes and returns the sessions idle for at least `idle`.
-    pub(crate) fn take_idle(&self, idle: std::time::Duration) -> Vec<Arc<Session>> {
-        let mut sessions = self.sessions.lock().expect("sessions lock");
+    pub(crate) fn take_idle(&self, idle: Duration) -> Vec<Arc<Session>> {
+        let mut sessions = self.lock();
         let ids: Vec<String> = sessions.values().filter(|s| s.is_idle(idle)).map(|s| s.id.clone()).collect();
         ids.iter().filter_map(|id| sessions.remove(id)).collect()
     }
 
     /// Removes every session.
     pub(crate) fn drain(&self) -> Vec<Arc<Session>> {
-        self.sessions.lock().expect("sessions lock").drain().map(|(_, s)| s).collect()
+        self.lock().drain().map(|(_, s)| s).collect()
     }
 }

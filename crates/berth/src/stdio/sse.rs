@@ -1,25 +1,40 @@
-//! Answers in the two forms Streamable HTTP allows: one JSON body, or an SSE stream.
+//! Answers in the two forms Streamable HTTP allows: one JSON body, or an SSE stream; and what
+//! happens when the client stops reading a stream before it ended.
+//!
+//! A POST whose answer is one response that comes quickly gets a plain JSON body, the cheapest
+//! form. Otherwise (several messages, or no answer within [`PRIME_AFTER`]) the answer is an SSE
+//! stream; on a session's stream berth first sends a priming event with an event id and a
+//! `retry` delay, as the 2025-11-25 transport recommends, so that a client whose connection
+//! drops can resume with `Last-Event-ID` even before the first message arrives.
 
-use std::{convert::Infallible, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::stream;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::body::{ResponseBody, response_body};
+use super::{
+    outbox::{Event, Outbox, event_id},
+    relay::Relay,
+};
 use crate::{
-    jsonrpc::{self, Kind},
+    body::{ResponseBody, response_body},
+    jsonrpc::{self, Message},
     mcp_headers::SESSION_HEADER,
 };
 
+/// How long a POST waits for its first message before it switches to an SSE stream.
+pub(crate) const PRIME_AFTER: Duration = Duration::from_millis(500);
+/// The reconnection delay berth asks clients for (the SSE `retry` field).
+const RETRY: Duration = Duration::from_secs(1);
+
 /// A JSON response carrying one message.
-pub(crate) fn json(status: StatusCode, message: &Value, session: Option<&str>) -> Response<ResponseBody> {
-    let mut response = Response::new(response_body(serde_json::to_vec(message).expect("a Value serializes")));
+pub(crate) fn json(status: StatusCode, message: Bytes, session: Option<&str>) -> Response<ResponseBody> {
+    let mut response = Response::new(response_body(message));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(session) = session.and_then(|s| HeaderValue::from_str(s).ok()) {
@@ -35,56 +50,122 @@ pub(crate) fn accepted() -> Response<ResponseBody> {
     response
 }
 
-fn event(message: &Value) -> Bytes {
-    let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(b"event: message\ndata: ");
-    serde_json::to_writer(&mut out, message).expect("a Value serializes");
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
+fn event(event: &Event) -> Bytes {
+    let mut out = BytesMut::with_capacity(event.data.len() + 48);
+    if event.kept {
+        out.put_slice(b"id: ");
+        out.put_slice(event_id(event.stream, event.seq).as_bytes());
+        out.put_slice(b"\n");
+    }
+    out.put_slice(b"event: message\ndata: ");
+    out.put_slice(&event.data);
+    out.put_slice(b"\n\n");
+    out.freeze()
+}
+
+/// The priming event: an id to resume from, the reconnection delay, no data.
+fn priming(id: &str) -> Bytes {
+    Bytes::from(format!("id: {id}\nretry: {}\ndata: \n\n", RETRY.as_millis()))
 }
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
-struct StreamState {
-    first: Option<Value>,
-    messages: mpsc::Receiver<Value>,
-    /// Responses still owed on this stream; `None` for a GET stream, which never completes.
-    remaining: Option<usize>,
-    ticker: tokio::time::Interval,
-    shutdown: CancellationToken,
+/// What to do with a stream's requests when its reader goes away before the stream ended.
+#[derive(Clone)]
+pub(crate) struct Abandonment {
+    /// The relay that has the stream's requests.
+    pub(crate) relay: Arc<Relay>,
+    /// How long the client has to resume; `None`: no resumption (stateless requests, for which
+    /// closing the stream is the cancellation).
+    pub(crate) window: Option<Duration>,
+    /// The owner of the task that waits out the window.
+    pub(crate) tasks: TaskTracker,
+    /// Cancelled at shutdown.
+    pub(crate) stop: CancellationToken,
 }
 
-/// An SSE response that relays `messages` (after `first`, if any), ends after `remaining`
-/// responses (never, for `None`), at shutdown, or when the channel closes, and sends a
-/// keep-alive comment every `keep_alive` so that proxies do not time the stream out.
-pub(crate) fn sse(
-    first: Option<Value>,
-    messages: mpsc::Receiver<Value>,
-    remaining: Option<usize>,
+impl Abandonment {
+    fn schedule(&self, outbox: Arc<Outbox>) {
+        let (relay, window, stop) = (Arc::clone(&self.relay), self.window, self.stop.clone());
+        self.tasks.spawn(async move {
+            if let Some(window) = window {
+                tokio::select! {
+                    () = tokio::time::sleep(window) => {}
+                    () = stop.cancelled() => return,
+                }
+                if !outbox.abandoned(window) {
+                    return;
+                }
+            }
+            relay.abandon(&outbox).await;
+        });
+    }
+}
+
+/// The reader of a stream: when it is dropped (the response ended, or the client went away),
+/// the stream is detached, and given up after its window if it still owes responses.
+pub(crate) struct ReaderGuard {
+    outbox: Arc<Outbox>,
+    generation: u64,
+    abandonment: Abandonment,
+}
+
+impl ReaderGuard {
+    /// The guard of `outbox`'s reader of `generation`.
+    pub(crate) fn new(outbox: Arc<Outbox>, generation: u64, abandonment: Abandonment) -> Self {
+        Self { outbox, generation, abandonment }
+    }
+}
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        if self.outbox.detach(self.generation) {
+            self.abandonment.schedule(Arc::clone(&self.outbox));
+        }
+    }
+}
+
+struct StreamState {
+    /// Frames to send before reading the channel: priming, the first or replayed messages.
+    queued: std::collections::VecDeque<Bytes>,
+    reader: mpsc::Receiver<Event>,
+    ticker: tokio::time::Interval,
+    /// Set for GET streams, which end when the gateway starts draining.
+    shutdown: Option<CancellationToken>,
+    _guard: ReaderGuard,
+}
+
+/// An SSE response that sends `queued` frames, then what `reader` receives, until the stream
+/// ends (its channel closes) or, for GET streams, shutdown; with a keep-alive comment every
+/// `keep_alive` so that proxies do not time the stream out.
+fn sse(
+    queued: std::collections::VecDeque<Bytes>,
+    reader: mpsc::Receiver<Event>,
+    guard: ReaderGuard,
     keep_alive: Duration,
-    shutdown: CancellationToken,
+    shutdown: Option<CancellationToken>,
 ) -> Response<ResponseBody> {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let state = StreamState { first, messages, remaining, ticker, shutdown };
+    let state = StreamState { queued, reader, ticker, shutdown, _guard: guard };
     let body = stream::unfold(state, |mut state| async move {
-        if state.remaining == Some(0) {
-            return None;
+        if let Some(frame) = state.queued.pop_front() {
+            return Some((Ok::<_, Infallible>(Frame::data(frame)), state));
         }
-        let message = match state.first.take() {
-            Some(message) => message,
-            None => tokio::select! {
-                message = state.messages.recv() => message?,
-                _ = state.ticker.tick() => return Some((Ok::<_, Infallible>(Frame::data(Bytes::from_static(KEEP_ALIVE))), state)),
-                () = state.shutdown.cancelled() => return None,
-            },
+        let cancelled = async {
+            match &state.shutdown {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
         };
-        if jsonrpc::kind(&message) == Some(Kind::Response)
-            && let Some(remaining) = state.remaining.as_mut()
-        {
-            *remaining = remaining.saturating_sub(1);
+        tokio::select! {
+            message = state.reader.recv() => {
+                let message = message?;
+                Some((Ok(Frame::data(event(&message))), state))
+            }
+            _ = state.ticker.tick() => Some((Ok(Frame::data(Bytes::from_static(KEEP_ALIVE))), state)),
+            () = cancelled => None,
         }
-        Some((Ok(Frame::data(event(&message))), state))
     });
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(body)));
     let headers = response.headers_mut();
@@ -95,33 +176,73 @@ pub(crate) fn sse(
     response
 }
 
+/// A GET stream (or a resumed stream): `replayed` first, then live messages; `prime` is the
+/// event id of a priming event to send first, if any.
+pub(crate) fn stream(
+    replayed: Vec<Event>,
+    reader: mpsc::Receiver<Event>,
+    guard: ReaderGuard,
+    keep_alive: Duration,
+    shutdown: Option<CancellationToken>,
+    prime: Option<String>,
+) -> Response<ResponseBody> {
+    let mut queued: std::collections::VecDeque<Bytes> = prime.iter().map(|id| priming(id)).collect();
+    queued.extend(replayed.iter().map(event));
+    sse(queued, reader, guard, keep_alive, shutdown)
+}
+
 /// The HTTP status of a stateless (2026-07-28) request's error: the generation maps protocol
 /// errors to statuses so that intermediaries see them without reading bodies.
-fn stateless_status(message: &Value) -> StatusCode {
-    match message.pointer("/error/code").and_then(Value::as_i64) {
+fn stateless_status(message: &Bytes) -> StatusCode {
+    let code = Message::parse(message.clone())
+        .ok()
+        .and_then(|message| message.find(&["error", "code"]).and_then(|span| message.raw(&span).parse::<i64>().ok()));
+    match code {
         Some(jsonrpc::UNSUPPORTED_PROTOCOL_VERSION..=jsonrpc::HEADER_MISMATCH) => StatusCode::BAD_REQUEST,
         Some(jsonrpc::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
         _ => StatusCode::OK,
     }
 }
 
-/// The answer to a POST holding `expected` requests: JSON when the first message is the only
-/// response owed (the common, cheapest case), otherwise an SSE stream. It is not cut short at
-/// shutdown: the relay answers every request (a result, a timeout, or an error when the
-/// instance stops after the drain).
+/// The answer to a POST holding `expected` requests. It is not cut short at shutdown: the relay
+/// answers every request (a result, a timeout, or an error when the instance stops after the
+/// drain).
 pub(crate) async fn answer(
-    mut messages: mpsc::Receiver<Value>,
+    mut reader: mpsc::Receiver<Event>,
+    guard: ReaderGuard,
     expected: usize,
     stateless: bool,
     keep_alive: Duration,
 ) -> Response<ResponseBody> {
-    let Some(first) = messages.recv().await else {
-        let error = jsonrpc::error(Value::Null, jsonrpc::BACKEND_ERROR, "the backend went away");
-        return json(StatusCode::BAD_GATEWAY, &error, None);
+    let outbox = Arc::clone(&guard.outbox);
+    let first = tokio::select! {
+        first = reader.recv() => Some(first),
+        () = tokio::time::sleep(PRIME_AFTER) => None,
     };
-    if expected == 1 && jsonrpc::kind(&first) == Some(Kind::Response) {
-        let status = if stateless { stateless_status(&first) } else { StatusCode::OK };
-        return json(status, &first, None);
+    let first = match first {
+        Some(first) => first,
+        // Nothing yet: switch to a stream, unless a message arrived just now.
+        None if outbox.prime() => {
+            let mut queued = std::collections::VecDeque::new();
+            if outbox.resumable() {
+                queued.push_back(priming(&event_id(outbox.stream(), 0)));
+            }
+            return sse(queued, reader, guard, keep_alive, None);
+        }
+        None => reader.recv().await,
+    };
+    let Some(first) = first else {
+        // The stream ended without a message: its only request was cancelled by the client.
+        return sse(Default::default(), reader, guard, keep_alive, None);
+    };
+    if expected == 1 && first.response && !first.kept {
+        let status = first.status.unwrap_or(if stateless { stateless_status(&first.data) } else { StatusCode::OK });
+        return json(status, first.data, None);
     }
-    sse(Some(first), messages, Some(expected), keep_alive, CancellationToken::new())
+    let mut queued = std::collections::VecDeque::new();
+    if outbox.resumable() {
+        queued.push_back(priming(&event_id(outbox.stream(), 0)));
+    }
+    queued.push_back(event(&first));
+    sse(queued, reader, guard, keep_alive, None)
 }
