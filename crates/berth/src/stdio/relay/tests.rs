@@ -80,7 +80,7 @@ impl Harness {
         let mut sessions = Vec::new();
         let mut gets = Vec::new();
         for index in 0..n {
-            let capabilities = if index % 2 == 0 { r#"{"sampling":{}}"# } else { "{}" };
+            let capabilities = if index.is_multiple_of(2) { r#"{"sampling":{}}"# } else { "{}" };
             let init = message(&format!(
                 r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"capabilities":{capabilities}}}}}"#
             ));
@@ -254,7 +254,7 @@ impl Request {
                     Kind::Notification if message.method().as_deref() == Some("notifications/cancelled") => {
                         // The server withdrew a request it had sent this session, on this stream.
                         let id = message.find_str(&["params", "requestId"]).unwrap_or_default();
-                        assert!(id.starts_with("berth-") && self.session % 2 == 0, "{}", message.text());
+                        assert!(id.starts_with("berth-") && self.session.is_multiple_of(2), "{}", message.text());
                     }
                     Kind::Notification => {
                         assert_eq!(message.method().as_deref(), Some("notifications/progress"));
@@ -265,7 +265,7 @@ impl Request {
                     }
                     Kind::Request => {
                         // A forwarded server request, on the stream of this session's request.
-                        assert!(self.session % 2 == 0, "only sessions that declared sampling get it");
+                        assert!(self.session.is_multiple_of(2), "only sessions that declared sampling get it");
                     }
                 }
             }
