@@ -10,6 +10,8 @@ use tower::ServiceExt;
 
 use crate::{
     body::{RequestBody, ResponseBody},
+    extensions::ParsedBody,
+    jsonrpc,
     native::NativeService,
     reply::Rejection,
     stdio::StdioBackend,
@@ -102,12 +104,46 @@ impl Backend {
     pub(crate) async fn handle(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         match &self.kind {
             BackendKind::Native(service) => {
+                // The body was parsed and checked by the Streamable-HTTP layer (POST only).
+                let parsed = request.extensions().get::<ParsedBody>().map(|ParsedBody(body)| {
+                    let id = body.messages().first().and_then(jsonrpc::Message::id_bytes);
+                    (body.is_batch(), id.unwrap_or_else(|| bytes::Bytes::from_static(b"null")))
+                });
+                // rmcp answers a batch with 415; berth answers it as every other refusal, with
+                // the JSON-RPC error of a request it will not take.
+                if let Some((true, id)) = &parsed {
+                    let rejection = Rejection::new(
+                        StatusCode::BAD_REQUEST,
+                        "batch_refused",
+                        format!(
+                            "backend `{}` (native) does not accept JSON-RPC batches: send one message per POST",
+                            self.name
+                        ),
+                    );
+                    return rejection.with_raw_id(id.clone()).into_response();
+                }
                 let delete = request.method() == http::Method::DELETE;
                 let result: Result<_, Infallible> = service.clone().oneshot(request).await;
-                let mut response = match result {
-                    Ok(response) => json_errors(response).await,
+                let response = match result {
+                    Ok(response) => response,
                     Err(never) => match never {},
                 };
+                // rmcp answers 415 when a valid JSON-RPC message does not match the schema of its
+                // method (a string where a number belongs, say). The media type was right (berth
+                // checked it): the params were not, as a stdio server would say with -32602.
+                if let Some((_, id)) = parsed
+                    && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
+                {
+                    let text = http_body_util::BodyExt::collect(response.into_body())
+                        .await
+                        .map(|collected| String::from_utf8_lossy(&collected.to_bytes()).trim().to_string())
+                        .unwrap_or_default();
+                    return Rejection::new(StatusCode::BAD_REQUEST, "invalid_params", text)
+                        .with_raw_id(id)
+                        .with_code(jsonrpc::INVALID_PARAMS)
+                        .into_response();
+                }
+                let mut response = json_errors(response).await;
                 // rmcp answers a session DELETE with 202; clients (the Python SDK among them)
                 // expect 200 or 204, as stdio backends answer, and warn otherwise.
                 if delete && response.status() == StatusCode::ACCEPTED {

@@ -231,11 +231,17 @@ fn first_byte(raw: &RawValue) -> u8 {
     raw.get().as_bytes().first().copied().unwrap_or(b' ')
 }
 
-/// Whether a raw value may be a request id: a string or a number (never null, an object, an
-/// array or a boolean). Any number is kept exactly as written, so huge integers and floats
-/// round-trip.
+/// Whether a raw value may be a request id: MCP's `RequestId` is a string or an integer. Integers
+/// are bounded to the signed 64-bit range that every MCP SDK (and rmcp, behind native routes)
+/// can represent, so that an id is either refused at once on every route or comes back exactly
+/// as written; fractions and exponents are not integers.
 fn is_request_id(raw: &RawValue) -> bool {
-    matches!(first_byte(raw), b'"' | b'-' | b'0'..=b'9')
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => true,
+        Some(b'-' | b'0'..=b'9') => !text.contains(['.', 'e', 'E']) && text.parse::<i64>().is_ok(),
+        _ => false,
+    }
 }
 
 /// Decodes a JSON string value; `None` if it is not a string.
@@ -288,20 +294,26 @@ impl Message {
                 if envelope.result.is_some() || envelope.error.is_some() {
                     return Err(invalid("a request or notification cannot carry \"result\" or \"error\""));
                 }
+                // MCP's requests and notifications take named params only (JSON-RPC would also
+                // allow an array).
                 if let Some(params) = envelope.params
-                    && !matches!(first_byte(params), b'{' | b'[')
+                    && first_byte(params) != b'{'
                 {
-                    return Err(invalid("\"params\" must be an object or an array"));
+                    return Err(invalid("\"params\" must be an object"));
                 }
                 match id {
                     Some(id) if is_request_id(id) => Kind::Request,
-                    Some(_) => return Err(invalid("a request id must be a string or a number")),
+                    Some(_) => {
+                        return Err(invalid(
+                            "a request id must be a string or an integer (within the signed 64-bit range)",
+                        ));
+                    }
                     None => Kind::Notification,
                 }
             }
             (None, Some(id)) => {
                 if !(is_request_id(id) || id.get() == "null") {
-                    return Err(invalid("a response id must be a string, a number or null"));
+                    return Err(invalid("a response id must be a string, an integer or null"));
                 }
                 match (envelope.result, envelope.error) {
                     (Some(_), None) if id.get() != "null" => {}
@@ -461,9 +473,14 @@ mod tests {
         use Kind::*;
         let table: &[(&str, Result<Kind, &str>)] = &[
             (r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, Ok(Request)),
-            (r#"{"jsonrpc":"2.0","id":"a","method":"x","params":[1]}"#, Ok(Request)),
-            (r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"x"}"#, Ok(Request)),
-            (r#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#, Ok(Request)),
+            (r#"{"jsonrpc":"2.0","id":"a","method":"x","params":{}}"#, Ok(Request)),
+            (r#"{"jsonrpc":"2.0","id":"a","method":"x","params":[1]}"#, Err("\"params\" must be an object")),
+            (r#"{"jsonrpc":"2.0","id":-9223372036854775808,"method":"x"}"#, Ok(Request)),
+            (r#"{"jsonrpc":"2.0","id":9223372036854775807,"method":"x"}"#, Ok(Request)),
+            (r#"{"jsonrpc":"2.0","id":9223372036854775808,"method":"x"}"#, Err("a request id must be")),
+            (r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"x"}"#, Err("a request id must be")),
+            (r#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#, Err("a request id must be")),
+            (r#"{"jsonrpc":"2.0","id":1e3,"method":"x"}"#, Err("a request id must be")),
             (r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, Ok(Notification)),
             (r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, Ok(Response)),
             (r#"{"jsonrpc":"2.0","id":null,"error":{"code":-1,"message":"x","data":[]}}"#, Ok(Response)),
@@ -510,26 +527,22 @@ mod tests {
 
     #[test]
     fn ids_and_unknown_members_survive_byte_for_byte() {
-        let text = r#"{ "x-first" : [1, 2.50, {"k":"v"}], "jsonrpc":"2.0", "id" : 123456789012345678901234567890, "method":"tools/call", "params":{"_meta":{"progressToken": 1e400 },"name":"\u0065cho"} }"#;
+        let text = r#"{ "x-first" : [1, 2.50, {"k":"v", "n": 123456789012345678901234567890}], "jsonrpc":"2.0", "id" : -0, "method":"tools/call", "params":{"_meta":{"progressToken": 1e400 },"name":"\u0065cho"} }"#;
         let message = parse(text).unwrap();
-        assert_eq!(message.id(), Some("123456789012345678901234567890"));
+        assert_eq!(message.id(), Some("-0"));
         assert_eq!(message.method().as_deref(), Some("tools/call"));
         assert_eq!(message.find_str(&["params", "name"]).as_deref(), Some("echo"));
         let token = message.find(&["params", "_meta", "progressToken"]).unwrap();
         assert_eq!(message.raw(&token), "1e400");
         let id = message.id_span().unwrap();
         let out = message.splice(&mut [(token, b"7"), (id, b"7")]);
-        assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
-            text.replace("123456789012345678901234567890", "7").replace("1e400", "7")
-        );
+        assert_eq!(std::str::from_utf8(&out).unwrap(), text.replace("\"id\" : -0", "\"id\" : 7").replace("1e400", "7"));
     }
 
     #[test]
     fn lookups_on_unexpected_shapes_find_nothing() {
         let table = [
             r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":{"nested":1}}}"#,
-            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":[1,2]}"#,
             r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1,"requestId":2}}"#,
             r#"{"jsonrpc":"2.0","method":"notifications/cancelled"}"#,
         ];

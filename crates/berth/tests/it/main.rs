@@ -9,6 +9,7 @@ mod everything;
 mod examples;
 mod forwarder;
 mod harness;
+mod hostile;
 mod limits;
 mod mcp_client;
 mod proxy;

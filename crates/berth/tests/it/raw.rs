@@ -14,6 +14,8 @@ pub(crate) struct RawSession {
     pub(crate) url: String,
     pub(crate) id: String,
     pub(crate) init: Value,
+    /// The protocol version it sends in `MCP-Protocol-Version`.
+    pub(crate) version: String,
     client: reqwest::Client,
 }
 
@@ -26,7 +28,8 @@ pub(crate) struct Messages {
 }
 
 impl Messages {
-    async fn from(response: Response) -> Self {
+    /// The messages of a response, readable as they arrive.
+    pub(crate) async fn from(response: Response) -> Self {
         let status = response.status();
         let is_json = response
             .headers()
@@ -86,16 +89,34 @@ impl Messages {
     }
 }
 
-fn post(client: &reqwest::Client, url: &str, session: Option<&str>) -> reqwest::RequestBuilder {
+/// A POST to an MCP endpoint as Alice; with a session, its id and protocol version (no
+/// `MCP-Protocol-Version` header when the version is empty).
+pub(crate) fn post(client: &reqwest::Client, url: &str, session: Option<(&str, &str)>) -> reqwest::RequestBuilder {
     let mut request = client
         .post(url)
         .header("authorization", alice())
         .header("accept", "application/json, text/event-stream")
         .header("content-type", "application/json");
-    if let Some(session) = session {
-        request = request.header("mcp-session-id", session).header("mcp-protocol-version", "2025-11-25");
+    if let Some((session, version)) = session {
+        request = request.header("mcp-session-id", session);
+        if !version.is_empty() {
+            request = request.header("mcp-protocol-version", version);
+        }
     }
     request
+}
+
+/// POSTs a raw body and answers the status and the messages that came back (a hang guard of
+/// 30 s: berth must answer, not leave the client waiting).
+pub(crate) async fn post_raw(url: &str, session: Option<(&str, &str)>, body: &str) -> (StatusCode, Vec<Value>) {
+    let response =
+        tokio::time::timeout(Duration::from_secs(30), post(&http(), url, session).body(body.to_string()).send())
+            .await
+            .expect("an answer within 30 s")
+            .unwrap();
+    let messages = Messages::from(response).await;
+    let status = messages.status;
+    (status, messages.all().await)
 }
 
 impl RawSession {
@@ -104,34 +125,57 @@ impl RawSession {
         Self::try_open(url, capabilities).await.unwrap_or_else(|(status, body)| panic!("initialize: {status} {body}"))
     }
 
+    /// Initializes a session of protocol `version`.
+    pub(crate) async fn open_version(url: &str, version: &str) -> Self {
+        Self::try_open_version(url, json!({}), version)
+            .await
+            .unwrap_or_else(|(status, body)| panic!("initialize: {status} {body}"))
+    }
+
     /// Initializes a session, or answers the refusal.
     pub(crate) async fn try_open(url: &str, capabilities: Value) -> Result<Self, (StatusCode, Value)> {
+        Self::try_open_version(url, capabilities, "2025-11-25").await
+    }
+
+    async fn try_open_version(url: &str, capabilities: Value, version: &str) -> Result<Self, (StatusCode, Value)> {
         let client = http();
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": capabilities,
+            "protocolVersion": version, "capabilities": capabilities,
             "clientInfo": {"name": "raw", "version": "1"}}});
         let response = post(&client, url, None).body(init.to_string()).send().await.unwrap();
         let status = response.status();
         let id = response.headers().get("mcp-session-id").map(|v| v.to_str().unwrap().to_string());
         let body: Value = response.json().await.unwrap_or(Value::Null);
         let Some(id) = id.filter(|_| status == StatusCode::OK) else { return Err((status, body)) };
-        let session = Self { url: url.to_string(), id, init: body, client };
+        let version = body["result"]["protocolVersion"].as_str().unwrap_or(version).to_string();
+        let session = Self { url: url.to_string(), id, init: body, version, client };
         session.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
         Ok(session)
     }
 
     /// POSTs one message and answers the messages that come back.
     pub(crate) async fn send(&self, message: Value) -> Messages {
-        let response = post(&self.client, &self.url, Some(&self.id)).body(message.to_string()).send().await.unwrap();
+        self.send_raw(&message.to_string()).await
+    }
+
+    /// POSTs a raw body in this session.
+    pub(crate) async fn send_raw(&self, body: &str) -> Messages {
+        let response =
+            post(&self.client, &self.url, Some((&self.id, &self.version))).body(body.to_string()).send().await.unwrap();
         Messages::from(response).await
+    }
+
+    /// The session id and protocol version, for [`post_raw`].
+    pub(crate) fn headers(&self) -> (&str, &str) {
+        (&self.id, &self.version)
     }
 
     /// Sends a request from a task of its own (for calls that stay in flight while the test
     /// does something else); the task answers the request's response.
     pub(crate) fn spawn_request(&self, message: Value) -> tokio::task::JoinHandle<Value> {
-        let (client, url, id) = (self.client.clone(), self.url.clone(), self.id.clone());
+        let (client, url, id, version) = (self.client.clone(), self.url.clone(), self.id.clone(), self.version.clone());
         tokio::spawn(async move {
-            let response = post(&client, &url, Some(&id)).body(message.to_string()).send().await.unwrap();
+            let response = post(&client, &url, Some((&id, &version))).body(message.to_string()).send().await.unwrap();
             Messages::from(response).await.response().await
         })
     }
@@ -160,7 +204,7 @@ impl RawSession {
             .header("authorization", alice())
             .header("accept", "text/event-stream")
             .header("mcp-session-id", &self.id)
-            .header("mcp-protocol-version", "2025-11-25")
+            .header("mcp-protocol-version", &self.version)
             .send()
             .await
             .unwrap();
