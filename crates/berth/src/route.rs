@@ -14,7 +14,8 @@ use std::{
 
 use futures::future::BoxFuture;
 use http::{Request, Response, StatusCode};
-use tower::{Layer, Service};
+use tower::Service;
+use tower_http::validate_request::{ValidateRequest, ValidateRequestHeaderLayer};
 
 use crate::{
     backend::Backend,
@@ -74,58 +75,27 @@ impl Routes {
     }
 }
 
-/// The layer for [`Route`].
+/// The [`ValidateRequest`] that resolves the backend: a `404` when there is none, else the
+/// backend travels on as a [`Target`].
+///
+/// Routing is synchronous (a path, a host and a map lookup), so it is a check that may answer
+/// rather than a hand-written service.
 #[derive(Debug, Clone)]
-pub(crate) struct RouteLayer {
-    routes: Arc<Routes>,
-}
+pub(crate) struct ValidateRoute(Arc<Routes>);
 
-impl RouteLayer {
-    /// A router over `routes`.
-    pub(crate) fn new(routes: Arc<Routes>) -> Self {
-        Self { routes }
+impl<B> ValidateRequest<B> for ValidateRoute {
+    type ResponseBody = ResponseBody;
+
+    fn validate(&mut self, request: &mut Request<B>) -> Result<(), Response<ResponseBody>> {
+        let backend = self.0.resolve(request).map_err(Rejection::into_response)?;
+        request.extensions_mut().insert(Target(backend));
+        Ok(())
     }
 }
 
-impl<S> Layer<S> for RouteLayer {
-    type Service = Route<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Route { inner, routes: Arc::clone(&self.routes) }
-    }
-}
-
-/// Resolves the backend (404 when there is none) and calls `inner` with it as a [`Target`].
-#[derive(Debug, Clone)]
-pub(crate) struct Route<S> {
-    inner: S,
-    routes: Arc<Routes>,
-}
-
-impl<S> Service<Request<RequestBody>> for Route<S>
-where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<RequestBody>) -> Self::Future {
-        match self.routes.resolve(&request) {
-            Ok(backend) => {
-                request.extensions_mut().insert(Target(backend));
-                let ready = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, ready);
-                Box::pin(async move { inner.call(request).await })
-            }
-            Err(rejection) => Box::pin(async move { Ok(rejection.into_response()) }),
-        }
-    }
+/// The layer that routes each request to its backend over `routes`.
+pub(crate) fn layer(routes: Arc<Routes>) -> ValidateRequestHeaderLayer<ValidateRoute> {
+    ValidateRequestHeaderLayer::custom(ValidateRoute(routes))
 }
 
 /// The innermost service: hands the request to its [`Target`].
@@ -190,7 +160,7 @@ mod tests {
             ("/fs/mcp", "git.mcp.example.com", 200, "fs"),
         ];
         for (path, host, status, body) in table {
-            let service = ServiceBuilder::new().layer(RouteLayer::new(Arc::clone(&routes))).service(Dispatch);
+            let service = ServiceBuilder::new().layer(layer(Arc::clone(&routes))).service(Dispatch);
             let request = Request::builder().uri(path).header("host", host).body(request_body("")).unwrap();
             let response = service.oneshot(request).await.unwrap();
             assert_eq!(response.status().as_u16(), status, "{host}{path}");
