@@ -21,7 +21,7 @@ use crate::{
     backend::Backend,
     body::{RequestBody, ResponseBody},
     extensions::{AuthenticatedUser, Target},
-    host::request_host,
+    host::{BaseDomain, request_host},
     reply::Rejection,
 };
 
@@ -29,16 +29,13 @@ use crate::{
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
     backends: HashMap<String, Arc<Backend>>,
-    base_domain: Option<String>,
+    base_domain: Option<BaseDomain>,
 }
 
 impl Routes {
     /// Routes to `backends`, with host routing below `base_domain` if given.
-    pub(crate) fn new(backends: impl IntoIterator<Item = Arc<Backend>>, base_domain: Option<String>) -> Self {
-        Self {
-            backends: backends.into_iter().map(|b| (b.name().to_string(), b)).collect(),
-            base_domain: base_domain.map(|d| d.to_ascii_lowercase()),
-        }
+    pub(crate) fn new(backends: impl IntoIterator<Item = Arc<Backend>>, base_domain: Option<BaseDomain>) -> Self {
+        Self { backends: backends.into_iter().map(|b| (b.name().to_string(), b)).collect(), base_domain }
     }
 
     /// Every backend.
@@ -52,7 +49,7 @@ impl Routes {
         let path = path.strip_suffix('/').unwrap_or(path);
         if let (Some(domain), Some(host)) = (&self.base_domain, host)
             && path == "/mcp"
-            && let Some(label) = host.strip_suffix(domain.as_str()).and_then(|rest| rest.strip_suffix('.'))
+            && let Some(label) = host.strip_suffix(domain.name()).and_then(|rest| rest.strip_suffix('.'))
             && !label.contains('.')
             && !label.is_empty()
         {
@@ -146,7 +143,8 @@ mod tests {
 
     #[tokio::test]
     async fn paths_and_hosts() {
-        let routes = Arc::new(Routes::new([echo_backend("fs"), echo_backend("git")], Some("mcp.example.com".into())));
+        let domain = BaseDomain::parse("mcp.example.com").unwrap();
+        let routes = Arc::new(Routes::new([echo_backend("fs"), echo_backend("git")], Some(domain)));
         let table = [
             ("/fs/mcp", "berth.local", 200, "fs"),
             ("/git/mcp/", "berth.local", 200, "git"),
