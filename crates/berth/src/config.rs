@@ -470,6 +470,32 @@ mod tests {
         }
     }
 
+    /// Backend fields are checked after parsing and name the line of their table; durations are
+    /// checked while the file is read and name the line and column of the value.
+    #[test]
+    fn values_that_would_overflow_are_errors_naming_the_line() {
+        let docker = "\n[backends.x]\nkind = \"docker\"\nimage = \"i\"\n";
+        let table = [
+            (
+                format!("{docker}memory = \"9999999999g\"\n"),
+                "test.toml:2: `backends.x.memory`: `9999999999g` is more than",
+            ),
+            (format!("{docker}cpus = 1e-12\n"), "test.toml:2: `backends.x.cpus`: must be at least"),
+            (
+                format!("{docker}request_timeout = \"5124095576030432h\"\n"),
+                "test.toml:5:19: `5124095576030432h` is longer",
+            ),
+            (
+                "[server]\nshutdown_grace = 9223372036854775807\n".into(),
+                "test.toml:2:18: 9223372036854775807 seconds is longer than 100 years",
+            ),
+        ];
+        for (text, expected) in table {
+            let error = Config::parse(&text, Some(Path::new("test.toml"))).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{text:?} gave {error}");
+        }
+    }
+
     #[test]
     fn line_column_counts_from_one() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));
