@@ -366,12 +366,24 @@ impl Config {
         {
             return Err(source.invalid(None, "server.tls.reload_interval", "must be greater than zero"));
         }
+        // A zero keep-alive is a zero tokio interval period, which panics when a stream opens.
+        if server.sse_keep_alive.0.is_zero() {
+            return Err(source.invalid(None, "server.sse_keep_alive", "must be greater than zero"));
+        }
         let positive =
             [("server.max_body_bytes", server.max_body_bytes), ("server.max_connections", server.max_connections)];
         for (field, value) in positive {
             if value == 0 {
                 return Err(source.invalid(None, field, "must be greater than zero"));
             }
+        }
+        // The connection limit is a semaphore, which panics when given more permits than it holds.
+        if server.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(source.invalid(
+                None,
+                "server.max_connections",
+                format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS),
+            ));
         }
         if let AuthSetting::Basic(basic) = &self.auth {
             for user in &basic.users {
@@ -462,6 +474,9 @@ mod tests {
                 "BERTH_TEST_SURELY_UNSET",
             ),
             ("[server]\nmax_connections = 0\n", "berth.toml", "server.max_connections"),
+            // tokio panics on a zero keep-alive period, and on more permits than a semaphore holds.
+            ("[server]\nsse_keep_alive = \"0s\"\n", "berth.toml", "server.sse_keep_alive"),
+            ("[server]\nmax_connections = 9223372036854775807\n", "berth.toml", "server.max_connections"),
         ];
         for (text, prefix, needle) in table {
             let error = parse(text).unwrap_err();
