@@ -2,26 +2,26 @@
 //!
 //! The layer answers `401` with a `Basic` challenge (never a `Bearer` one: OAuth-capable clients
 //! would start a login flow berth does not offer), logs each failed attempt without the
-//! password, and removes the client's `Authorization` header once it is checked so that no
+//! password, and removes the client's `Authorization` header, checked or not, so that no
 //! backend ever sees it.
+//!
+//! It is tower-http's `AsyncRequireAuthorization` with [`Authenticator`] as the authorizer, not
+//! tower-http's own Basic check, which is deprecated, compares in variable time and prints the
+//! credential in `Debug`.
 
 mod users;
 
-use std::{
-    convert::Infallible,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::sync::Arc;
 
 use base64::Engine;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Either, Ready, ready};
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use tower::{Layer, Service};
+use tower_http::auth::{AsyncAuthorizeRequest, AsyncRequireAuthorizationLayer};
 
 pub(crate) use users::{Users, hash_password};
 
 use crate::{
-    body::{RequestBody, ResponseBody},
+    body::ResponseBody,
     extensions::{AuthenticatedUser, ClientAddr},
     reply::Rejection,
 };
@@ -50,34 +50,6 @@ impl Authenticator {
     }
 }
 
-/// The layer for [`Authenticate`].
-#[derive(Debug, Clone)]
-pub(crate) struct AuthLayer {
-    authenticator: Authenticator,
-}
-
-impl AuthLayer {
-    /// A layer applying `authenticator`.
-    pub(crate) fn new(authenticator: Authenticator) -> Self {
-        Self { authenticator }
-    }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = Authenticate<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Authenticate { inner, authenticator: self.authenticator.clone() }
-    }
-}
-
-/// The service that checks credentials before calling `inner`.
-#[derive(Debug, Clone)]
-pub(crate) struct Authenticate<S> {
-    inner: S,
-    authenticator: Authenticator,
-}
-
 /// Splits a `Basic` credential into user name and password.
 fn parse_basic(value: &HeaderValue) -> Option<(String, String)> {
     let text = value.to_str().ok()?.trim();
@@ -97,50 +69,55 @@ fn unauthorized(challenge: &HeaderValue, message: &str) -> Response<ResponseBody
     response
 }
 
-impl<S> Service<Request<RequestBody>> for Authenticate<S>
-where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+/// The client address for failure logs, `-` when the server recorded none.
+fn client<B>(request: &Request<B>) -> String {
+    request.extensions().get::<ClientAddr>().map_or_else(|| "-".to_string(), |c| c.0.ip().to_string())
+}
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
+/// What [`Authenticator`] answers: the request, passed on, or the `401`.
+type Authorized<B> = Result<Request<B>, Response<ResponseBody>>;
 
-    fn call(&mut self, mut request: Request<RequestBody>) -> Self::Future {
+/// The answer comes at once when there is no password to check, and is boxed when there is
+/// (bcrypt runs on the blocking pool).
+type AuthorizeFuture<B> = Either<Ready<Authorized<B>>, BoxFuture<'static, Authorized<B>>>;
+
+/// Basic authentication as tower-http's asynchronous authorizer: verifying a bcrypt hash is
+/// asynchronous, so it cannot be a synchronous [`ValidateRequest`] check.
+///
+/// [`ValidateRequest`]: tower_http::validate_request::ValidateRequest
+impl<B: Send + 'static> AsyncAuthorizeRequest<B> for Authenticator {
+    type RequestBody = B;
+    type ResponseBody = ResponseBody;
+    type Future = AuthorizeFuture<B>;
+
+    fn authorize(&mut self, mut request: Request<B>) -> Self::Future {
+        // Removed first, whatever follows, so that no backend ever sees the client's
+        // credential, even with `auth = "none"`.
         let credential = request.headers_mut().remove(header::AUTHORIZATION);
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
-        let authenticator = self.authenticator.clone();
-        Box::pin(async move {
-            let (users, challenge) = match &authenticator {
-                Authenticator::None => return inner.call(request).await,
-                Authenticator::Basic { users, challenge } => (users, challenge),
-            };
-            // Client and path are for the failure logs only: an accepted request (every
-            // request, in the steady state) formats nothing.
-            let client = |request: &Request<RequestBody>| {
-                request.extensions().get::<ClientAddr>().map_or_else(|| "-".to_string(), |c| c.0.ip().to_string())
-            };
-            let Some(credential) = credential else {
-                tracing::debug!(client = client(&request), path = request.uri().path(), "request without credentials");
-                return Ok(unauthorized(challenge, "authentication required"));
-            };
-            let Some((name, password)) = parse_basic(&credential) else {
-                tracing::warn!(
-                    client = client(&request),
-                    path = request.uri().path(),
-                    "failed login: malformed Authorization header"
-                );
-                return Ok(unauthorized(challenge, "expected HTTP Basic credentials"));
-            };
+        let (users, challenge) = match self {
+            Authenticator::None => return Either::Left(ready(Ok(request))),
+            Authenticator::Basic { users, challenge } => (users, challenge),
+        };
+        // Client and path are for the failure logs only: an accepted request (every request,
+        // in the steady state) formats nothing.
+        let Some(credential) = credential else {
+            tracing::debug!(client = client(&request), path = request.uri().path(), "request without credentials");
+            return Either::Left(ready(Err(unauthorized(challenge, "authentication required"))));
+        };
+        let Some((name, password)) = parse_basic(&credential) else {
+            tracing::warn!(
+                client = client(&request),
+                path = request.uri().path(),
+                "failed login: malformed Authorization header"
+            );
+            return Either::Left(ready(Err(unauthorized(challenge, "expected HTTP Basic credentials"))));
+        };
+        let (users, challenge) = (Arc::clone(users), challenge.clone());
+        Either::Right(Box::pin(async move {
             match users.verify(&name, &password).await {
                 Some(user) => {
                     request.extensions_mut().insert(AuthenticatedUser(user));
-                    inner.call(request).await
+                    Ok(request)
                 }
                 None => {
                     tracing::warn!(
@@ -149,17 +126,28 @@ where
                         path = request.uri().path(),
                         "failed login: wrong user name or password"
                     );
-                    Ok(unauthorized(challenge, "wrong user name or password"))
+                    Err(unauthorized(&challenge, "wrong user name or password"))
                 }
             }
-        })
+        }))
     }
+}
+
+/// The layer that authenticates every request with `authenticator`: `401` with a Basic
+/// challenge, or the request passed on with its [`AuthenticatedUser`] and without its
+/// `Authorization` header.
+pub(crate) fn layer(authenticator: Authenticator) -> AsyncRequireAuthorizationLayer<Authenticator> {
+    AsyncRequireAuthorizationLayer::new(authenticator)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{body::request_body, body::response_body, secret::Secret};
+    use crate::{
+        body::{RequestBody, request_body, response_body},
+        secret::Secret,
+    };
+    use std::convert::Infallible;
     use tower::{ServiceBuilder, ServiceExt, service_fn};
 
     fn basic(user: &str, password: &str) -> String {
@@ -167,7 +155,7 @@ mod tests {
     }
 
     async fn call(authenticator: Authenticator, authorization: Option<&str>) -> Response<ResponseBody> {
-        let service = ServiceBuilder::new().layer(AuthLayer::new(authenticator)).service(service_fn(
+        let service = ServiceBuilder::new().layer(layer(authenticator)).service(service_fn(
             |request: Request<RequestBody>| async move {
                 // The backend must never see the client's credential.
                 assert!(request.headers().get(header::AUTHORIZATION).is_none());
@@ -201,6 +189,10 @@ mod tests {
             assert_eq!(response.status().as_u16(), *expected, "{authorization:?}");
             if *expected == 401 {
                 assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Basic realm=\"berth\", charset=\"UTF-8\"");
+            } else {
+                // The backend learns who the user is from the extension, not the header.
+                let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+                assert_eq!(bytes, "alice");
             }
         }
     }

@@ -17,6 +17,11 @@ use std::{
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
+use crate::{
+    forwarded::ProxyNet,
+    host::{BaseDomain, HostPattern, Origin, parse_origin},
+};
+
 pub(crate) use backend::{
     BackendConfig, BackendSpec, DockerSpec, LaunchSpec, ProcessSpec, Sharing, StartMode, StdioSpec,
 };
@@ -81,9 +86,25 @@ pub struct Config {
     /// Where the configuration was read from, for error messages.
     #[serde(skip)]
     pub source: Source,
-    /// The validated backends, by name.
+    /// The typed values validation made of the raw ones.
     #[serde(skip)]
-    pub specs: BTreeMap<String, BackendSpec>,
+    pub(crate) validated: Validated,
+}
+
+/// What validation made of the values the gateway is built from, kept typed so that nothing is
+/// parsed twice and the gateway needs no `expect`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Validated {
+    /// The backends, by name.
+    pub(crate) backends: BTreeMap<String, BackendSpec>,
+    /// `server.public_hosts`.
+    pub(crate) public_hosts: Vec<HostPattern>,
+    /// `server.allowed_origins`.
+    pub(crate) allowed_origins: Vec<Origin>,
+    /// `server.base_domain`.
+    pub(crate) base_domain: Option<BaseDomain>,
+    /// `server.trusted_proxies`.
+    pub(crate) trusted_proxies: Vec<ProxyNet>,
 }
 
 /// Where a configuration came from, so that later validation errors can name a line.
@@ -278,7 +299,7 @@ impl Config {
             auth: AuthSetting::default(),
             backends: BTreeMap::new(),
             source: Source::default(),
-            specs: BTreeMap::new(),
+            validated: Validated::default(),
         };
         for name in native_services {
             let backend: BackendConfig =
@@ -289,71 +310,93 @@ impl Config {
         Ok(config)
     }
 
+    /// Checks every value and stores the typed ones in [`Config::validated`].
     fn validate(&mut self) -> Result<(), ConfigError> {
+        let source = &self.source;
+        let mut backends = BTreeMap::new();
         for (name, backend) in &self.backends {
             validate_backend_name(name)
-                .map_err(|message| self.source.invalid(Some(backend.span()), format!("backends.{name}"), message))?;
+                .map_err(|message| source.invalid(Some(backend.span()), format!("backends.{name}"), message))?;
             let spec = backend
                 .get_ref()
                 .validate(name)
-                .map_err(|(field, message)| self.source.invalid(Some(backend.span()), field, message))?;
-            self.specs.insert(name.clone(), spec);
+                .map_err(|(field, message)| source.invalid(Some(backend.span()), field, message))?;
+            backends.insert(name.clone(), spec);
         }
-        for host in &self.server.public_hosts {
-            crate::host::HostPattern::parse(host.get_ref())
-                .map_err(|message| self.source.invalid(Some(host.span()), "server.public_hosts", message))?;
-        }
-        for origin in &self.server.allowed_origins {
-            crate::host::parse_origin(origin.get_ref()).ok_or_else(|| {
-                self.source.invalid(
-                    Some(origin.span()),
-                    "server.allowed_origins",
-                    format!("`{}` is not an origin such as https://app.example.com", origin.get_ref()),
-                )
-            })?;
-        }
-        if let Some(domain) = &self.server.base_domain {
-            crate::host::HostPattern::parse(domain.get_ref())
-                .ok()
-                .filter(|pattern| !pattern.is_wildcard())
-                .ok_or_else(|| {
-                    self.source.invalid(
-                        Some(domain.span()),
-                        "server.base_domain",
-                        format!("`{}` is not a domain name such as mcp.example.com", domain.get_ref()),
+        let server = &self.server;
+        let public_hosts = server
+            .public_hosts
+            .iter()
+            .map(|host| {
+                HostPattern::parse(host.get_ref())
+                    .map_err(|message| source.invalid(Some(host.span()), "server.public_hosts", message))
+            })
+            .collect::<Result<_, _>>()?;
+        let allowed_origins = server
+            .allowed_origins
+            .iter()
+            .map(|origin| {
+                parse_origin(origin.get_ref()).ok_or_else(|| {
+                    source.invalid(
+                        Some(origin.span()),
+                        "server.allowed_origins",
+                        format!("`{}` is not an origin such as https://app.example.com", origin.get_ref()),
                     )
-                })?;
-        }
-        for proxy in &self.server.trusted_proxies {
-            crate::forwarded::ProxyNet::parse(proxy.get_ref())
-                .map_err(|message| self.source.invalid(Some(proxy.span()), "server.trusted_proxies", message))?;
-        }
-        if let Some(tls) = &self.server.tls
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let base_domain = server
+            .base_domain
+            .as_ref()
+            .map(|domain| {
+                BaseDomain::parse(domain.get_ref())
+                    .map_err(|message| source.invalid(Some(domain.span()), "server.base_domain", message))
+            })
+            .transpose()?;
+        let trusted_proxies = server
+            .trusted_proxies
+            .iter()
+            .map(|proxy| {
+                ProxyNet::parse(proxy.get_ref())
+                    .map_err(|message| source.invalid(Some(proxy.span()), "server.trusted_proxies", message))
+            })
+            .collect::<Result<_, _>>()?;
+        if let Some(tls) = &server.tls
             && tls.reload_interval.0.is_zero()
         {
-            return Err(self.source.invalid(None, "server.tls.reload_interval", "must be greater than zero"));
+            return Err(source.invalid(None, "server.tls.reload_interval", "must be greater than zero"));
         }
-        let positive = [
-            ("server.max_body_bytes", self.server.max_body_bytes),
-            ("server.max_connections", self.server.max_connections),
-        ];
+        // A zero keep-alive is a zero tokio interval period, which panics when a stream opens.
+        if server.sse_keep_alive.0.is_zero() {
+            return Err(source.invalid(None, "server.sse_keep_alive", "must be greater than zero"));
+        }
+        let positive =
+            [("server.max_body_bytes", server.max_body_bytes), ("server.max_connections", server.max_connections)];
         for (field, value) in positive {
             if value == 0 {
-                return Err(self.source.invalid(None, field, "must be greater than zero"));
+                return Err(source.invalid(None, field, "must be greater than zero"));
             }
+        }
+        // The connection limit is a semaphore, which panics when given more permits than it holds.
+        if server.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(source.invalid(
+                None,
+                "server.max_connections",
+                format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS),
+            ));
         }
         if let AuthSetting::Basic(basic) = &self.auth {
             for user in &basic.users {
                 let entry = user.get_ref();
                 if entry.name.is_empty() || entry.name.contains(':') {
-                    return Err(self.source.invalid(
+                    return Err(source.invalid(
                         Some(user.span()),
                         "auth.users.name",
                         "a user name must be non-empty and contain no `:`",
                     ));
                 }
                 if entry.password.is_some() == entry.password_hash.is_some() {
-                    return Err(self.source.invalid(
+                    return Err(source.invalid(
                         Some(user.span()),
                         "auth.users",
                         format!("user `{}` needs exactly one of `password` or `password_hash`", entry.name),
@@ -361,6 +404,7 @@ impl Config {
                 }
             }
         }
+        self.validated = Validated { backends, public_hosts, allowed_origins, base_domain, trusted_proxies };
         Ok(())
     }
 }
@@ -419,6 +463,9 @@ mod tests {
             ("[backends.fs]\nkind = \"nosuch\"\n", "berth.toml:", "nosuch"),
             ("[server]\nheader_read_timeout = \"ten\"\n", "berth.toml:2:", "duration"),
             ("[server]\npublic_hosts = [\"ok.example.com\",\n \"bad host\"]\n", "berth.toml:3", "server.public_hosts"),
+            ("[server]\nallowed_origins = [\"app.example.com\"]\n", "berth.toml:2", "server.allowed_origins"),
+            ("[server]\nbase_domain = \"*.mcp.example.com\"\n", "berth.toml:2", "server.base_domain"),
+            ("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", "berth.toml:2", "server.trusted_proxies"),
             ("[backends.Bad_Name]\nkind = \"native\"\n", "berth.toml:1", "backends.Bad_Name"),
             ("[[auth.users]]\nname = \"a\"\n", "berth.toml:1", "exactly one of"),
             (
@@ -427,11 +474,40 @@ mod tests {
                 "BERTH_TEST_SURELY_UNSET",
             ),
             ("[server]\nmax_connections = 0\n", "berth.toml", "server.max_connections"),
+            // tokio panics on a zero keep-alive period, and on more permits than a semaphore holds.
+            ("[server]\nsse_keep_alive = \"0s\"\n", "berth.toml", "server.sse_keep_alive"),
+            ("[server]\nmax_connections = 9223372036854775807\n", "berth.toml", "server.max_connections"),
         ];
         for (text, prefix, needle) in table {
             let error = parse(text).unwrap_err();
             assert!(error.starts_with(prefix), "{text:?} gave {error}");
             assert!(error.contains(needle), "{text:?} gave {error}");
+        }
+    }
+
+    /// Backend fields are checked after parsing and name the line of their table; durations are
+    /// checked while the file is read and name the line and column of the value.
+    #[test]
+    fn values_that_would_overflow_are_errors_naming_the_line() {
+        let docker = "\n[backends.x]\nkind = \"docker\"\nimage = \"i\"\n";
+        let table = [
+            (
+                format!("{docker}memory = \"9999999999g\"\n"),
+                "test.toml:2: `backends.x.memory`: `9999999999g` is more than",
+            ),
+            (format!("{docker}cpus = 1e-12\n"), "test.toml:2: `backends.x.cpus`: must be at least"),
+            (
+                format!("{docker}request_timeout = \"5124095576030432h\"\n"),
+                "test.toml:5:19: `5124095576030432h` is longer",
+            ),
+            (
+                "[server]\nshutdown_grace = 9223372036854775807\n".into(),
+                "test.toml:2:18: 9223372036854775807 seconds is longer than 100 years",
+            ),
+        ];
+        for (text, expected) in table {
+            let error = Config::parse(&text, Some(Path::new("test.toml"))).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{text:?} gave {error}");
         }
     }
 

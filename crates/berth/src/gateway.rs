@@ -8,9 +8,12 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::{Authenticator, Users},
     backend::{Backend, BackendKind},
-    config::{AuthSetting, BackendSpec, Config, ConfigError, ENV_PASSWORD, ENV_USERNAME, LaunchSpec},
-    forwarded::{ProxyNet, TrustedProxies},
-    host::{HostPattern, HostPolicy, parse_origin},
+    config::{
+        AuthSetting, BackendSpec, BasicAuthConfig, Config, ConfigError, ENV_PASSWORD, ENV_USERNAME, LaunchSpec, Source,
+        Validated,
+    },
+    forwarded::TrustedProxies,
+    host::{BaseDomain, HostPattern, HostPolicy},
     native::{NativeOptions, NativeRegistry},
     route::Routes,
     secret::Secret,
@@ -44,12 +47,18 @@ fn owner_name(env: EnvLookup<'_>) -> String {
 /// Reads the environment; a seam so tests can supply their own.
 pub(crate) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-fn users_from(config: &Config, env: EnvLookup<'_>) -> Result<Option<Arc<Users>>, ConfigError> {
-    let source = &config.source;
-    let basic = match &config.auth {
-        AuthSetting::None => return Ok(None),
-        AuthSetting::Basic(basic) => basic,
-    };
+/// The authenticator `[auth]` asks for: nobody checked with `auth = "none"`, else HTTP Basic
+/// over the users of the environment, the config and the users file.
+fn authenticator(config: &Config, env: EnvLookup<'_>) -> Result<Authenticator, ConfigError> {
+    match &config.auth {
+        AuthSetting::None => Ok(Authenticator::None),
+        AuthSetting::Basic(basic) => Ok(Authenticator::basic(users(basic, &config.source, env)?, &basic.realm)),
+    }
+}
+
+/// The users of `[auth]`: the one named by the environment, `[[auth.users]]` and the users
+/// file; at least one, since Basic authentication without users would refuse everybody.
+fn users(basic: &BasicAuthConfig, source: &Source, env: EnvLookup<'_>) -> Result<Arc<Users>, ConfigError> {
     let mut builder = Users::builder();
     match (env(ENV_USERNAME), env(ENV_PASSWORD)) {
         (Some(name), Some(password)) if !name.is_empty() && !password.is_empty() => {
@@ -90,7 +99,110 @@ fn users_from(config: &Config, env: EnvLookup<'_>) -> Result<Option<Arc<Users>>,
             ),
         ));
     }
-    Ok(Some(Arc::new(builder.build(basic.cache_size))))
+    Ok(Arc::new(builder.build(basic.cache_size)))
+}
+
+/// The shared Docker engine, only when some backend runs in a container, so that a gateway
+/// without docker backends never needs `DOCKER_HOST`.
+fn docker_hub(config: &Config, env: EnvLookup<'_>) -> Result<Option<Arc<DockerHub>>, ConfigError> {
+    let needs_docker = config
+        .validated
+        .backends
+        .values()
+        .any(|spec| matches!(spec, BackendSpec::Stdio(stdio) if matches!(stdio.launch, LaunchSpec::Docker(_))));
+    if !needs_docker {
+        return Ok(None);
+    }
+    let engine = berth_docker::Engine::new(&owner_name(env))
+        .map_err(|error| config.source.invalid(None, "DOCKER_HOST", error.to_string()))?;
+    Ok(Some(DockerHub::new(engine)))
+}
+
+/// Every backend, built from its validated spec: native services from `registry` (an unknown
+/// service is an error naming the backend's line), stdio servers with their launcher.
+fn backends(
+    config: &Config,
+    registry: &NativeRegistry,
+    docker: Option<&Arc<DockerHub>>,
+    shutdown: &CancellationToken,
+) -> Result<Vec<Arc<Backend>>, ConfigError> {
+    let server = &config.server;
+    let native = NativeOptions {
+        max_body_bytes: server.max_body_bytes,
+        sse_keep_alive: server.sse_keep_alive.0,
+        shutdown: shutdown.clone(),
+    };
+    let mut backends = Vec::new();
+    for (name, spec) in &config.validated.backends {
+        let spanned = &config.backends[name];
+        let kind = match spec {
+            BackendSpec::Native { service } => {
+                let built = registry.build(service, &native).ok_or_else(|| {
+                    let known: Vec<&str> = registry.names().collect();
+                    config.source.invalid(
+                        Some(spanned.span()),
+                        format!("backends.{name}.service"),
+                        format!("no native service `{service}` (this binary has: {})", known.join(", ")),
+                    )
+                })?;
+                BackendKind::Native(built)
+            }
+            BackendSpec::Stdio(stdio) => {
+                let stdio = Arc::new(stdio.as_ref().clone());
+                let launcher = Arc::new(Launcher::new(name, Arc::clone(&stdio), docker.cloned()));
+                BackendKind::Stdio(Arc::new(StdioBackend::new(
+                    name,
+                    stdio,
+                    launcher,
+                    server.sse_keep_alive.0,
+                    shutdown,
+                    None,
+                )))
+            }
+        };
+        backends.push(Arc::new(Backend::new(name, spanned.get_ref().required, kind)));
+    }
+    Ok(backends)
+}
+
+/// The `Host` and `Origin` allow-lists: the public hosts, the base domain and every name below
+/// it, and the allowed origins.
+fn host_policy(validated: &Validated, authenticator: &Authenticator) -> HostPolicy {
+    let mut hosts: Vec<HostPattern> = validated
+        .public_hosts
+        .iter()
+        .cloned()
+        .chain(validated.base_domain.iter().flat_map(BaseDomain::host_patterns))
+        .collect();
+    if hosts.is_empty() && matches!(authenticator, Authenticator::None) {
+        // Without credentials, only the Host check stands between a browser on a rebound
+        // DNS name and the backends, so an open gateway with no public hosts answers
+        // loopback names only.
+        tracing::warn!("auth = \"none\" and no server.public_hosts: only localhost Host headers are accepted");
+        hosts.push(HostPattern::localhost());
+    }
+    HostPolicy::new(hosts, validated.allowed_origins.clone())
+}
+
+/// What the server needs besides the stack: limits, timeouts and TLS, whose certificate and
+/// key are loaded now (relative to the config file) so that a bad one stops the start.
+fn serve_options(config: &Config) -> Result<ServeOptions, ConfigError> {
+    let server = &config.server;
+    let tls = match &server.tls {
+        None => None,
+        Some(tls) => {
+            let base = config.source.path.as_deref().and_then(std::path::Path::parent);
+            let loaded = Tls::load(tls, base)
+                .map_err(|error| config.source.invalid(Some(tls.cert.span()), "server.tls", error.to_string()))?;
+            Some(Arc::new(loaded))
+        }
+    };
+    Ok(ServeOptions {
+        max_connections: server.max_connections,
+        header_read_timeout: server.header_read_timeout.0,
+        shutdown_grace: server.shutdown_grace.0,
+        tls,
+    })
 }
 
 impl Gateway {
@@ -101,108 +213,19 @@ impl Gateway {
 
     /// Builds the gateway with an explicit environment.
     pub fn build_with_env(config: &Config, registry: &NativeRegistry, env: EnvLookup<'_>) -> Result<Self, ConfigError> {
-        let server = &config.server;
         let shutdown = CancellationToken::new();
-        let authenticator = match (users_from(config, env)?, &config.auth) {
-            (Some(users), AuthSetting::Basic(basic)) => Authenticator::basic(users, &basic.realm),
-            _ => Authenticator::None,
-        };
-        let native = NativeOptions {
-            max_body_bytes: server.max_body_bytes,
-            sse_keep_alive: server.sse_keep_alive.0,
-            shutdown: shutdown.clone(),
-        };
-        let needs_docker = config
-            .specs
-            .values()
-            .any(|spec| matches!(spec, BackendSpec::Stdio(stdio) if matches!(stdio.launch, LaunchSpec::Docker(_))));
-        let docker = if needs_docker {
-            let engine = berth_docker::Engine::new(&owner_name(env))
-                .map_err(|error| config.source.invalid(None, "DOCKER_HOST", error.to_string()))?;
-            Some(DockerHub::new(engine))
-        } else {
-            None
-        };
-        let mut backends = Vec::new();
-        for (name, spec) in &config.specs {
-            let spanned = &config.backends[name];
-            let required = spanned.get_ref().required;
-            let kind = match spec {
-                BackendSpec::Native { service } => {
-                    let built = registry.build(service, &native).ok_or_else(|| {
-                        let known: Vec<&str> = registry.names().collect();
-                        config.source.invalid(
-                            Some(spanned.span()),
-                            format!("backends.{name}.service"),
-                            format!("no native service `{service}` (this binary has: {})", known.join(", ")),
-                        )
-                    })?;
-                    BackendKind::Native(built)
-                }
-                BackendSpec::Stdio(stdio) => {
-                    let stdio = Arc::new(stdio.as_ref().clone());
-                    let launcher = Arc::new(Launcher::new(name, Arc::clone(&stdio), docker.clone()));
-                    BackendKind::Stdio(Arc::new(StdioBackend::new(
-                        name,
-                        stdio,
-                        launcher,
-                        server.sse_keep_alive.0,
-                        &shutdown,
-                        None,
-                    )))
-                }
-            };
-            backends.push(Arc::new(Backend::new(name, required, kind)));
-        }
-        let mut hosts: Vec<HostPattern> = server
-            .public_hosts
-            .iter()
-            .chain(server.base_domain.iter())
-            .map(|host| HostPattern::parse(host.get_ref()).expect("validated with the config"))
-            .chain(server.base_domain.iter().map(|domain| {
-                HostPattern::parse(&format!("*.{}", domain.get_ref())).expect("validated with the config")
-            }))
-            .collect();
-        if hosts.is_empty() && matches!(authenticator, Authenticator::None) {
-            // Without credentials, only the Host check stands between a browser on a rebound
-            // DNS name and the backends, so an open gateway with no public hosts answers
-            // loopback names only.
-            tracing::warn!("auth = \"none\" and no server.public_hosts: only localhost Host headers are accepted");
-            hosts.push(HostPattern::parse("localhost").expect("a valid host name"));
-        }
-        let origins = server
-            .allowed_origins
-            .iter()
-            .map(|origin| parse_origin(origin.get_ref()).expect("validated with the config"))
-            .collect();
-        let routes = Arc::new(Routes::new(backends, server.base_domain.as_ref().map(|d| d.get_ref().to_string())));
+        let authenticator = authenticator(config, env)?;
+        let docker = docker_hub(config, env)?;
+        let backends = backends(config, registry, docker.as_ref(), &shutdown)?;
+        let host_policy = host_policy(&config.validated, &authenticator);
+        let options = serve_options(config)?;
+        let routes = Arc::new(Routes::new(backends, config.validated.base_domain.clone()));
         let parts = StackParts {
             routes: Arc::clone(&routes),
             authenticator,
-            host_policy: Arc::new(HostPolicy::new(hosts, origins)),
-            max_body_bytes: server.max_body_bytes,
-            trusted_proxies: Arc::new(TrustedProxies::new(
-                server
-                    .trusted_proxies
-                    .iter()
-                    .map(|proxy| ProxyNet::parse(proxy.get_ref()).expect("validated with the config"))
-                    .collect(),
-            )),
-        };
-        let options = ServeOptions {
-            max_connections: server.max_connections,
-            header_read_timeout: server.header_read_timeout.0,
-            shutdown_grace: server.shutdown_grace.0,
-            tls: match &server.tls {
-                None => None,
-                Some(tls) => {
-                    let base = config.source.path.as_deref().and_then(std::path::Path::parent);
-                    let loaded = Tls::load(tls, base).map_err(|error| {
-                        config.source.invalid(Some(tls.cert.span()), "server.tls", error.to_string())
-                    })?;
-                    Some(Arc::new(loaded))
-                }
-            },
+            host_policy: Arc::new(host_policy),
+            max_body_bytes: config.server.max_body_bytes,
+            trusted_proxies: Arc::new(TrustedProxies::new(config.validated.trusted_proxies.clone())),
         };
         Ok(Self { routes, parts, options, shutdown, docker })
     }
@@ -270,6 +293,27 @@ mod tests {
             build("\n[backends.fs]\nkind = \"native\"\n", &[(ENV_USERNAME, "a"), (ENV_PASSWORD, "b")]).unwrap_err();
         assert!(error.starts_with("berth.toml:2: `backends.fs.service`"), "{error}");
         assert!(error.contains("conformance"), "{error}");
+    }
+
+    #[test]
+    fn the_host_policy_comes_from_the_validated_values() {
+        let users = [(ENV_USERNAME, "a"), (ENV_PASSWORD, "b")];
+        let listed = "[server]\npublic_hosts = [\"a.example.com\"]\nbase_domain = \"MCP.example.com\"\n";
+        let open = "auth = \"none\"\n";
+        let table = [
+            (listed, "a.example.com", true),
+            (listed, "mcp.example.com", true),
+            (listed, "fs.mcp.example.com", true),
+            (listed, "b.example.com", false),
+            // An open gateway without public hosts answers loopback names only.
+            (open, "localhost", true),
+            (open, "example.com", false),
+        ];
+        for (text, host, allowed) in table {
+            let gateway = build(text, &users).unwrap();
+            let checked = gateway.parts.host_policy.check(Some(host), &http::HeaderMap::new());
+            assert_eq!(checked.is_ok(), allowed, "{text:?} {host}");
+        }
     }
 
     #[test]

@@ -42,6 +42,11 @@ impl HostPattern {
         Ok(Self { name: name.to_string(), wildcard })
     }
 
+    /// `localhost`, the one name an open gateway without public hosts answers to.
+    pub(crate) fn localhost() -> Self {
+        Self { name: "localhost".to_string(), wildcard: false }
+    }
+
     /// Whether this pattern is `*.something`.
     pub(crate) fn is_wildcard(&self) -> bool {
         self.wildcard
@@ -56,6 +61,32 @@ impl HostPattern {
         } else {
             host == self.name
         }
+    }
+}
+
+/// `server.base_domain`: the domain below which each backend has a host name of its own
+/// (`fs.mcp.example.com/mcp` reaches backend `fs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BaseDomain(HostPattern);
+
+impl BaseDomain {
+    /// Parses a domain name; a wildcard is refused, since the backend's name takes its place.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        HostPattern::parse(text)
+            .ok()
+            .filter(|pattern| !pattern.is_wildcard())
+            .map(Self)
+            .ok_or_else(|| format!("`{text}` is not a domain name such as mcp.example.com"))
+    }
+
+    /// The lower-case name, without port.
+    pub(crate) fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The hosts it makes allowed: the domain itself and every name below it.
+    pub(crate) fn host_patterns(&self) -> [HostPattern; 2] {
+        [self.0.clone(), HostPattern { name: self.0.name.clone(), wildcard: true }]
     }
 }
 
@@ -243,5 +274,9 @@ mod tests {
         assert!(HostPattern::parse("*.").is_err());
         assert!(HostPattern::parse("mcp.example.com:8443").unwrap().matches("mcp.example.com"));
         assert!(HostPattern::parse("10.0.0.1").is_ok());
+        assert!(BaseDomain::parse("*.mcp.example.com").is_err());
+        let [domain, below] = BaseDomain::parse(" MCP.example.com:8443").unwrap().host_patterns();
+        assert!(domain.matches("mcp.example.com") && !domain.matches("fs.mcp.example.com"));
+        assert!(below.matches("fs.mcp.example.com") && !below.matches("mcp.example.com"));
     }
 }

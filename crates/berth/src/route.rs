@@ -14,13 +14,14 @@ use std::{
 
 use futures::future::BoxFuture;
 use http::{Request, Response, StatusCode};
-use tower::{Layer, Service};
+use tower::Service;
+use tower_http::validate_request::{ValidateRequest, ValidateRequestHeaderLayer};
 
 use crate::{
     backend::Backend,
     body::{RequestBody, ResponseBody},
     extensions::{AuthenticatedUser, Target},
-    host::request_host,
+    host::{BaseDomain, request_host},
     reply::Rejection,
 };
 
@@ -28,16 +29,13 @@ use crate::{
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
     backends: HashMap<String, Arc<Backend>>,
-    base_domain: Option<String>,
+    base_domain: Option<BaseDomain>,
 }
 
 impl Routes {
     /// Routes to `backends`, with host routing below `base_domain` if given.
-    pub(crate) fn new(backends: impl IntoIterator<Item = Arc<Backend>>, base_domain: Option<String>) -> Self {
-        Self {
-            backends: backends.into_iter().map(|b| (b.name().to_string(), b)).collect(),
-            base_domain: base_domain.map(|d| d.to_ascii_lowercase()),
-        }
+    pub(crate) fn new(backends: impl IntoIterator<Item = Arc<Backend>>, base_domain: Option<BaseDomain>) -> Self {
+        Self { backends: backends.into_iter().map(|b| (b.name().to_string(), b)).collect(), base_domain }
     }
 
     /// Every backend.
@@ -51,7 +49,7 @@ impl Routes {
         let path = path.strip_suffix('/').unwrap_or(path);
         if let (Some(domain), Some(host)) = (&self.base_domain, host)
             && path == "/mcp"
-            && let Some(label) = host.strip_suffix(domain.as_str()).and_then(|rest| rest.strip_suffix('.'))
+            && let Some(label) = host.strip_suffix(domain.name()).and_then(|rest| rest.strip_suffix('.'))
             && !label.contains('.')
             && !label.is_empty()
         {
@@ -74,58 +72,27 @@ impl Routes {
     }
 }
 
-/// The layer for [`Route`].
+/// The [`ValidateRequest`] that resolves the backend: a `404` when there is none, else the
+/// backend travels on as a [`Target`].
+///
+/// Routing is synchronous (a path, a host and a map lookup), so it is a check that may answer
+/// rather than a hand-written service.
 #[derive(Debug, Clone)]
-pub(crate) struct RouteLayer {
-    routes: Arc<Routes>,
-}
+pub(crate) struct ValidateRoute(Arc<Routes>);
 
-impl RouteLayer {
-    /// A router over `routes`.
-    pub(crate) fn new(routes: Arc<Routes>) -> Self {
-        Self { routes }
+impl<B> ValidateRequest<B> for ValidateRoute {
+    type ResponseBody = ResponseBody;
+
+    fn validate(&mut self, request: &mut Request<B>) -> Result<(), Response<ResponseBody>> {
+        let backend = self.0.resolve(request).map_err(Rejection::into_response)?;
+        request.extensions_mut().insert(Target(backend));
+        Ok(())
     }
 }
 
-impl<S> Layer<S> for RouteLayer {
-    type Service = Route<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Route { inner, routes: Arc::clone(&self.routes) }
-    }
-}
-
-/// Resolves the backend (404 when there is none) and calls `inner` with it as a [`Target`].
-#[derive(Debug, Clone)]
-pub(crate) struct Route<S> {
-    inner: S,
-    routes: Arc<Routes>,
-}
-
-impl<S> Service<Request<RequestBody>> for Route<S>
-where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<RequestBody>) -> Self::Future {
-        match self.routes.resolve(&request) {
-            Ok(backend) => {
-                request.extensions_mut().insert(Target(backend));
-                let ready = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, ready);
-                Box::pin(async move { inner.call(request).await })
-            }
-            Err(rejection) => Box::pin(async move { Ok(rejection.into_response()) }),
-        }
-    }
+/// The layer that routes each request to its backend over `routes`.
+pub(crate) fn layer(routes: Arc<Routes>) -> ValidateRequestHeaderLayer<ValidateRoute> {
+    ValidateRequestHeaderLayer::custom(ValidateRoute(routes))
 }
 
 /// The innermost service: hands the request to its [`Target`].
@@ -176,7 +143,8 @@ mod tests {
 
     #[tokio::test]
     async fn paths_and_hosts() {
-        let routes = Arc::new(Routes::new([echo_backend("fs"), echo_backend("git")], Some("mcp.example.com".into())));
+        let domain = BaseDomain::parse("mcp.example.com").unwrap();
+        let routes = Arc::new(Routes::new([echo_backend("fs"), echo_backend("git")], Some(domain)));
         let table = [
             ("/fs/mcp", "berth.local", 200, "fs"),
             ("/git/mcp/", "berth.local", 200, "git"),
@@ -190,7 +158,7 @@ mod tests {
             ("/fs/mcp", "git.mcp.example.com", 200, "fs"),
         ];
         for (path, host, status, body) in table {
-            let service = ServiceBuilder::new().layer(RouteLayer::new(Arc::clone(&routes))).service(Dispatch);
+            let service = ServiceBuilder::new().layer(layer(Arc::clone(&routes))).service(Dispatch);
             let request = Request::builder().uri(path).header("host", host).body(request_body("")).unwrap();
             let response = service.oneshot(request).await.unwrap();
             assert_eq!(response.status().as_u16(), status, "{host}{path}");

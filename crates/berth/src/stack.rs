@@ -13,14 +13,14 @@ use tower_http::{
 };
 
 use crate::{
-    auth::{AuthLayer, Authenticator},
+    auth::{self, Authenticator},
     body::{BodyError, RequestBody, ResponseBody},
     forwarded::{self, TrustedProxies},
     host::{self, HostPolicy},
     jsonrpc::INTERNAL_ERROR,
-    public::PublicLayer,
+    public,
     reply::Rejection,
-    route::{Dispatch, RouteLayer, Routes},
+    route::{self, Dispatch, Routes},
     streamable::StreamableLayer,
 };
 
@@ -73,19 +73,19 @@ pub(crate) fn build(parts: StackParts) -> HttpStack {
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
         // Turn a panic anywhere below into a 500 JSON answer instead of a dropped connection.
         .layer(CatchPanicLayer::custom(panic_response))
-        // Health, readiness and OAuth-discovery answers sit outside authentication: health
-        // checkers carry no credentials, and OAuth clients must fail fast rather than meet a
-        // 401.
-        .layer(PublicLayer::new(Arc::clone(&parts.routes)))
+        // Answer health, readiness and OAuth discovery here, above every check that follows:
+        // health checkers carry no credentials and may use any Host, and OAuth clients must
+        // fail fast rather than meet a 401. Everything below is the authenticated part.
+        .layer(public::layer(Arc::clone(&parts.routes)))
         // Refuse foreign Host and Origin headers (DNS rebinding, cross-site requests) before
         // spending any work on credentials.
         .layer(host::layer(Arc::clone(&parts.host_policy)))
         // Authenticate, log failures, and remove the client's Authorization header so that no
         // backend ever sees it.
-        .layer(AuthLayer::new(parts.authenticator))
+        .layer(auth::layer(parts.authenticator))
         // Find the backend (404 for unknown names) only after authentication, so that
         // anonymous clients cannot probe which backends exist.
-        .layer(RouteLayer::new(Arc::clone(&parts.routes)))
+        .layer(route::layer(Arc::clone(&parts.routes)))
         // Apply the Streamable-HTTP transport rules (406/415/413/400/405) identically for
         // every kind of backend, and buffer POST bodies within the limit.
         .layer(StreamableLayer::new(parts.max_body_bytes))

@@ -4,7 +4,12 @@
 //! line numbers of errors; validation then rejects fields that do not belong to the `kind`
 //! ("`image` is not a field of kind = \"process\"") and builds the typed spec.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    num::{IntErrorKind, ParseIntError},
+    path::PathBuf,
+    time::Duration,
+};
 
 use serde::Deserialize;
 
@@ -206,16 +211,43 @@ pub struct ProcessSpec {
 /// here from the configuration.
 pub(crate) type DockerSpec = berth_docker::ContainerTemplate;
 
-/// Parses `"512m"`, `"1g"`, `"65536k"` or a plain number of bytes.
-fn parse_bytes(text: &str) -> Option<i64> {
-    let text = text.trim().to_ascii_lowercase();
-    let (number, factor) = match text.chars().last()? {
-        'k' => (&text[..text.len() - 1], 1 << 10),
-        'm' => (&text[..text.len() - 1], 1 << 20),
-        'g' => (&text[..text.len() - 1], 1 << 30),
-        _ => (text.as_str(), 1),
+/// Parses `"512m"`, `"1g"`, `"65536k"` or a plain number of bytes, refusing sizes beyond
+/// Docker's `i64` rather than letting `n * factor` overflow (a panic in debug builds, a negative
+/// limit in release).
+fn parse_bytes(text: &str) -> Result<i64, String> {
+    let not_a_size = || format!("`{text}` is not a size such as \"512m\" or \"1g\"");
+    let too_large = || format!("`{text}` is more than the largest memory limit, {} bytes (8 EiB)", i64::MAX);
+    let lower = text.trim().to_ascii_lowercase();
+    let (number, factor): (&str, i64) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        Some(_) => (lower.as_str(), 1),
+        None => return Err(not_a_size()),
     };
-    number.trim().parse::<i64>().ok().filter(|n| *n > 0).map(|n| n * factor)
+    let n: i64 = number.trim().parse().map_err(|error: ParseIntError| match error.kind() {
+        IntErrorKind::PosOverflow => too_large(),
+        _ => not_a_size(),
+    })?;
+    if n <= 0 {
+        return Err(not_a_size());
+    }
+    n.checked_mul(factor).ok_or_else(too_large)
+}
+
+/// Docker's `NanoCpus` for a limit of `cpus` cores, in billionths of a core.
+fn nano_cpus(cpus: f64) -> Result<i64, String> {
+    // The range check also refuses NaN, so the product below is finite and at most 1.024e12,
+    // well inside i64: the cast cannot saturate.
+    if !(cpus > 0.0 && cpus <= 1024.0) {
+        return Err("must be a positive number of cores, at most 1024".into());
+    }
+    let nanos = (cpus * 1e9).round();
+    if nanos < 1.0 {
+        // Truncated to 0, the limit would silently become none at all: Docker reads 0 so.
+        return Err(format!("must be at least 0.000000001 (a billionth of a core), not {cpus}"));
+    }
+    Ok(nanos as i64)
 }
 
 impl BackendConfig {
@@ -306,8 +338,8 @@ impl BackendConfig {
         let replay_bytes = match self.replay_bytes.as_deref() {
             None => 1 << 20,
             Some(text) => parse_bytes(text)
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| (field("replay_bytes"), format!("`{text}` is not a size such as \"1m\" or \"256k\"")))?,
+                .and_then(|n| usize::try_from(n).map_err(|_| format!("`{text}` is too large")))
+                .map_err(|message| (field("replay_bytes"), message))?,
         };
         Ok(BackendSpec::Stdio(Box::new(StdioSpec {
             launch,
@@ -334,12 +366,8 @@ impl BackendConfig {
             .filter(|i| !i.is_empty())
             .ok_or_else(|| (field("image"), "a docker backend needs an image".into()))?;
         let memory = self.memory.as_deref().unwrap_or("512m");
-        let memory_bytes = parse_bytes(memory)
-            .ok_or_else(|| (field("memory"), format!("`{memory}` is not a size such as \"512m\" or \"1g\"")))?;
-        let cpus = self.cpus.unwrap_or(1.0);
-        if !(cpus > 0.0 && cpus <= 1024.0) {
-            return Err((field("cpus"), "must be a positive number of cores".into()));
-        }
+        let memory_bytes = parse_bytes(memory).map_err(|message| (field("memory"), message))?;
+        let nano_cpus = nano_cpus(self.cpus.unwrap_or(1.0)).map_err(|message| (field("cpus"), message))?;
         let mut binds = Vec::new();
         for volume in self.volumes.iter().flatten() {
             let parts: Vec<&str> = volume.0.split(':').collect();
@@ -375,7 +403,7 @@ impl BackendConfig {
             read_only: self.read_only.unwrap_or(true),
             tmpfs: self.tmpfs.clone().unwrap_or_else(|| vec!["/tmp".into()]),
             memory_bytes,
-            nano_cpus: (cpus * 1e9) as i64,
+            nano_cpus,
             pids_limit: self.pids_limit.unwrap_or(256),
             user,
             init: self.init.unwrap_or(true),
@@ -458,10 +486,56 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_bytes("512m"), Some(512 << 20));
-        assert_eq!(parse_bytes("1G"), Some(1 << 30));
-        assert_eq!(parse_bytes("4096"), Some(4096));
-        assert_eq!(parse_bytes("0"), None);
-        assert_eq!(parse_bytes("x"), None);
+        let table: &[(&str, Result<i64, &str>)] = &[
+            ("512m", Ok(512 << 20)),
+            ("1G", Ok(1 << 30)),
+            (" 64k ", Ok(64 << 10)),
+            ("4096", Ok(4096)),
+            // The largest limit that fits Docker's i64, in gigabytes.
+            ("8589934591g", Ok(8_589_934_591 << 30)),
+            ("9223372036854775807", Ok(i64::MAX)),
+            ("0", Err("is not a size")),
+            ("-1g", Err("is not a size")),
+            ("x", Err("is not a size")),
+            ("", Err("is not a size")),
+            // 9999999999 × 2³⁰ overflows i64: a panic in debug builds, a negative limit in release.
+            ("9999999999g", Err("is more than")),
+            ("8589934592g", Err("is more than")),
+            ("9007199254740992k", Err("is more than")),
+            ("9223372036854775808", Err("is more than")),
+        ];
+        for (text, expected) in table {
+            match (parse_bytes(text), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want, "{text:?}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{text:?} gave {got}"),
+                (got, want) => panic!("{text:?} gave {got:?}, expected {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn cpus() {
+        let table: &[(f64, Result<i64, &str>)] = &[
+            (1.0, Ok(1_000_000_000)),
+            (0.5, Ok(500_000_000)),
+            (0.3, Ok(300_000_000)),
+            (1024.0, Ok(1_024_000_000_000)),
+            (1e-9, Ok(1)),
+            // Less than a billionth of a core became NanoCpus = 0, which Docker reads as no
+            // limit at all.
+            (1e-12, Err("at least")),
+            (0.0, Err("positive")),
+            (-1.0, Err("positive")),
+            (1025.0, Err("positive")),
+            (f64::NAN, Err("positive")),
+            (f64::INFINITY, Err("positive")),
+        ];
+        for (cpus, expected) in table {
+            match (nano_cpus(*cpus), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want, "{cpus}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{cpus} gave {got}"),
+                (got, want) => panic!("{cpus} gave {got:?}, expected {want:?}"),
+            }
+        }
     }
 }

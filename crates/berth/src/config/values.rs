@@ -6,6 +6,10 @@ use serde::{Deserialize, Deserializer, de};
 
 use crate::secret::Secret;
 
+/// The longest duration accepted, 100 years (of 365 days): beyond it `Instant::now() + d`
+/// overflows and panics, and nothing berth waits for is meant to take that long.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
 /// A duration written as `"500ms"`, `"10s"`, `"5m"`, `"1h"` or a whole number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigDuration(pub Duration);
@@ -18,14 +22,24 @@ impl ConfigDuration {
         let (number, unit) = text.split_at(split);
         let value: u64 =
             number.parse().map_err(|_| format!("`{text}` is not a duration such as \"500ms\", \"10s\", \"5m\""))?;
+        // A product that overflows u64 is far beyond the bound, so it gets the same answer.
         let duration = match unit.trim() {
-            "ms" => Duration::from_millis(value),
-            "" | "s" => Duration::from_secs(value),
-            "m" => Duration::from_secs(value * 60),
-            "h" => Duration::from_secs(value * 3600),
+            "ms" => Some(Duration::from_millis(value)),
+            "" | "s" => Some(Duration::from_secs(value)),
+            "m" => value.checked_mul(60).map(Duration::from_secs),
+            "h" => value.checked_mul(3600).map(Duration::from_secs),
             other => return Err(format!("unknown duration unit `{other}` (use ms, s, m or h)")),
         };
-        Ok(Self(duration))
+        Self::bounded(duration, &format!("`{text}`"))
+    }
+
+    /// Accepts `duration` if it is at most [`MAX_DURATION`]; `what` names the written value in
+    /// the error.
+    fn bounded(duration: Option<Duration>, what: &str) -> Result<Self, String> {
+        duration
+            .filter(|duration| *duration <= MAX_DURATION)
+            .map(Self)
+            .ok_or_else(|| format!("{what} is longer than 100 years, the longest duration berth accepts"))
     }
 }
 
@@ -38,9 +52,8 @@ impl<'de> Deserialize<'de> for ConfigDuration {
                 f.write_str("a duration such as \"10s\" or a number of seconds")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                u64::try_from(v)
-                    .map(|secs| ConfigDuration(Duration::from_secs(secs)))
-                    .map_err(|_| E::custom("a duration cannot be negative"))
+                let secs = u64::try_from(v).map_err(|_| E::custom("a duration cannot be negative"))?;
+                ConfigDuration::bounded(Some(Duration::from_secs(secs)), &format!("{v} seconds")).map_err(E::custom)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 ConfigDuration::parse(v).map_err(E::custom)
@@ -127,17 +140,62 @@ mod tests {
 
     #[test]
     fn durations() {
-        let table = [
+        let table: &[(&str, Result<Duration, &str>)] = &[
             ("500ms", Ok(Duration::from_millis(500))),
             ("10s", Ok(Duration::from_secs(10))),
             ("10", Ok(Duration::from_secs(10))),
             ("5m", Ok(Duration::from_secs(300))),
             ("2h", Ok(Duration::from_secs(7200))),
-            ("5 days", Err(())),
-            ("s", Err(())),
+            ("5 days", Err("unknown duration unit")),
+            ("s", Err("is not a duration")),
+            ("-5s", Err("is not a duration")),
+            ("18446744073709551616s", Err("is not a duration")),
+            // The longest duration accepted, in each unit, and one more.
+            ("876000h", Ok(MAX_DURATION)),
+            ("876001h", Err("longer than 100 years")),
+            ("52560000m", Ok(MAX_DURATION)),
+            ("52560001m", Err("longer than 100 years")),
+            ("3153600000", Ok(MAX_DURATION)),
+            ("3153600001s", Err("longer than 100 years")),
+            ("3153600000000ms", Ok(MAX_DURATION)),
+            ("18446744073709551615ms", Err("longer than 100 years")),
+            // Fits in a Duration, but `Instant::now() + timeout` would overflow and panic.
+            ("99999999999h", Err("longer than 100 years")),
+            // `value * 3600` and `value * 60` overflow u64: a panic in debug builds, a wrapped
+            // (short) duration in release.
+            ("5124095576030432h", Err("longer than 100 years")),
+            ("307445734561825861m", Err("longer than 100 years")),
         ];
         for (text, expected) in table {
-            assert_eq!(ConfigDuration::parse(text).map(|d| d.0).map_err(|_| ()), expected, "{text}");
+            match (ConfigDuration::parse(text).map(|d| d.0), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want, "{text:?}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{text:?} gave {got}"),
+                (got, want) => panic!("{text:?} gave {got:?}, expected {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn whole_seconds_are_bounded_too() {
+        #[derive(Debug, Deserialize)]
+        struct Table {
+            #[allow(dead_code)]
+            d: ConfigDuration,
+        }
+        let table = [
+            ("d = 10", None),
+            ("d = 3153600000", None),
+            ("d = 3153600001", Some("longer than 100 years")),
+            ("d = 9223372036854775807", Some("longer than 100 years")),
+            ("d = -1", Some("cannot be negative")),
+        ];
+        for (text, expected) in table {
+            let got = toml::from_str::<Table>(text).err().map(|error| error.message().to_string());
+            match (got, expected) {
+                (None, None) => {}
+                (Some(got), Some(want)) => assert!(got.contains(want), "{text:?} gave {got}"),
+                (got, want) => panic!("{text:?} gave {got:?}, expected {want:?}"),
+            }
         }
     }
 
