@@ -5,6 +5,7 @@ mod cli;
 mod conformance;
 mod deploy;
 mod docker;
+mod drill;
 mod everything;
 mod examples;
 mod forwarder;
