@@ -11,6 +11,7 @@ use crate::{
     config::{AuthSetting, BackendSpec, Config, ConfigError, ENV_PASSWORD, ENV_USERNAME, LaunchSpec},
     forwarded::{ProxyNet, TrustedProxies},
     host::{HostPattern, HostPolicy, parse_origin},
+    mcp_params::ToolSchemas,
     native::{NativeOptions, NativeRegistry},
     route::Routes,
     secret::Secret,
@@ -127,6 +128,9 @@ impl Gateway {
         for (name, spec) in &config.specs {
             let spanned = &config.backends[name];
             let required = spanned.get_ref().required;
+            // Created before the backend itself so that a kind that sees the backend's own
+            // list_changed notifications (the stdio relay) can be handed it too.
+            let tool_schemas = Arc::new(ToolSchemas::new(name));
             let kind = match spec {
                 BackendSpec::Native { service } => {
                     let built = registry.build(service, &native).ok_or_else(|| {
@@ -151,7 +155,7 @@ impl Gateway {
                     )))
                 }
             };
-            backends.push(Arc::new(Backend::new(name, required, kind)));
+            backends.push(Arc::new(Backend::new(name, required, kind, tool_schemas)));
         }
         let mut hosts: Vec<HostPattern> = server
             .public_hosts

@@ -11,6 +11,7 @@ mod forwarder;
 mod harness;
 mod limits;
 mod mcp_client;
+mod params;
 mod proxy;
 mod raw;
 mod shutdown;

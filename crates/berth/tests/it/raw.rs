@@ -26,7 +26,8 @@ pub(crate) struct Messages {
 }
 
 impl Messages {
-    async fn from(response: Response) -> Self {
+    /// Reads an answer: one JSON message, or an SSE stream read as it comes.
+    pub(crate) async fn from(response: Response) -> Self {
         let status = response.status();
         let is_json = response
             .headers()
