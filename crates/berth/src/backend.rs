@@ -12,6 +12,7 @@ use crate::{
     body::{RequestBody, ResponseBody},
     extensions::ParsedBody,
     jsonrpc,
+    mcp_params::ToolSchemas,
     native::NativeService,
     reply::Rejection,
     stdio::StdioBackend,
@@ -23,6 +24,7 @@ pub(crate) struct Backend {
     name: String,
     required: bool,
     kind: BackendKind,
+    tool_schemas: Arc<ToolSchemas>,
 }
 
 /// How a backend runs.
@@ -77,14 +79,25 @@ async fn json_errors(response: Response<ResponseBody>) -> Response<ResponseBody>
 }
 
 impl Backend {
-    /// A backend named `name`.
-    pub(crate) fn new(name: impl Into<String>, required: bool, kind: BackendKind) -> Self {
-        Self { name: name.into(), required, kind }
+    /// A backend named `name`, whose tool annotations are cached in `tool_schemas` (shared
+    /// with whatever else sees the backend's `list_changed` notifications).
+    pub(crate) fn new(
+        name: impl Into<String>,
+        required: bool,
+        kind: BackendKind,
+        tool_schemas: Arc<ToolSchemas>,
+    ) -> Self {
+        Self { name: name.into(), required, kind, tool_schemas }
     }
 
     /// The backend's name (its URL segment).
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The cached `x-mcp-header` annotations of the backend's tools (`mcp_params.rs`).
+    pub(crate) fn tool_schemas(&self) -> &Arc<ToolSchemas> {
+        &self.tool_schemas
     }
 
     /// Whether `/readyz` waits for this backend.

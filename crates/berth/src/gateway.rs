@@ -14,6 +14,7 @@ use crate::{
     },
     forwarded::TrustedProxies,
     host::{BaseDomain, HostPattern, HostPolicy},
+    mcp_params::ToolSchemas,
     native::{NativeOptions, NativeRegistry},
     route::Routes,
     secret::Secret,
@@ -135,6 +136,9 @@ fn backends(
     let mut backends = Vec::new();
     for (name, spec) in &config.validated.backends {
         let spanned = &config.backends[name];
+        // Created before the backend itself so that a kind that sees the backend's own
+        // list_changed notifications (the stdio relay) can be handed it too.
+        let tool_schemas = Arc::new(ToolSchemas::new(name));
         let kind = match spec {
             BackendSpec::Native { service } => {
                 let built = registry.build(service, &native).ok_or_else(|| {
@@ -156,13 +160,20 @@ fn backends(
                     launcher,
                     server.sse_keep_alive.0,
                     shutdown,
-                    None,
+                    Some(tools_changed(&tool_schemas)),
                 )))
             }
         };
-        backends.push(Arc::new(Backend::new(name, spanned.get_ref().required, kind)));
+        backends.push(Arc::new(Backend::new(name, spanned.get_ref().required, kind, tool_schemas)));
     }
     Ok(backends)
+}
+
+/// What a stdio backend calls when its server says its tool list changed: the tool schemas
+/// berth learnt for `Mcp-Param-*` validation are stale.
+fn tools_changed(schemas: &Arc<ToolSchemas>) -> Arc<dyn Fn() + Send + Sync> {
+    let schemas = Arc::clone(schemas);
+    Arc::new(move || schemas.invalidate())
 }
 
 /// The `Host` and `Origin` allow-lists: the public hosts, the base domain and every name below

@@ -15,6 +15,7 @@ mod gateway;
 mod host;
 mod jsonrpc;
 mod mcp_headers;
+mod mcp_params;
 mod native;
 mod public;
 mod reply;

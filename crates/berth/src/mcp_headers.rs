@@ -57,7 +57,7 @@ fn name_field(method: &str) -> Option<&'static str> {
 }
 
 /// The one value of a singleton header, or why it is unusable.
-fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, String> {
+pub(crate) fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, String> {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else { return Ok(None) };
     if values.next().is_some() {
@@ -67,7 +67,7 @@ fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Str
 }
 
 /// Reverses the `=?base64?…?=` wrapping of values that cannot travel as plain header text.
-fn decode(value: &str) -> Option<String> {
+pub(crate) fn decode(value: &str) -> Option<String> {
     match value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) {
         Some(inner) => {
             let bytes = base64::engine::general_purpose::STANDARD.decode(inner).ok()?;

@@ -128,7 +128,7 @@ impl Service<Request<RequestBody>> for Dispatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{backend::BackendKind, body::request_body, body::response_body};
+    use crate::{backend::BackendKind, body::request_body, body::response_body, mcp_params::ToolSchemas};
     use tower::util::BoxCloneSyncService;
     use tower::{ServiceBuilder, ServiceExt, service_fn};
 
@@ -138,7 +138,7 @@ mod tests {
             let label = label.clone();
             async move { Ok::<_, Infallible>(Response::new(response_body(label))) }
         }));
-        Arc::new(Backend::new(name, false, BackendKind::Native(service)))
+        Arc::new(Backend::new(name, false, BackendKind::Native(service), Arc::new(ToolSchemas::new(name))))
     }
 
     #[tokio::test]

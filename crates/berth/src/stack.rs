@@ -18,6 +18,7 @@ use crate::{
     forwarded::{self, TrustedProxies},
     host::{self, HostPolicy},
     jsonrpc::INTERNAL_ERROR,
+    mcp_params::McpParamsLayer,
     public,
     reply::Rejection,
     route::{self, Dispatch, Routes},
@@ -89,6 +90,12 @@ pub(crate) fn build(parts: StackParts) -> HttpStack {
         // Apply the Streamable-HTTP transport rules (406/415/413/400/405) identically for
         // every kind of backend, and buffer POST bodies within the limit.
         .layer(StreamableLayer::new(parts.max_body_bytes))
+        // Check 2026-07-28 Mcp-Param-* headers against the tool arguments, for every kind of
+        // backend. It sits below the transport checks because it needs the body they buffered
+        // and the Mcp-Method and Mcp-Name headers they verified, and right above Dispatch so
+        // that the tools/list it sends itself, when it does not know a backend's tools yet,
+        // goes straight to the backend (no client credentials or transport rules apply to it).
+        .layer(McpParamsLayer)
         .service(Dispatch);
     let service = tower::ServiceExt::map_response(service, |response: Response<_>| {
         response.map(|body| body.map_err(BodyError::new).boxed_unsync())

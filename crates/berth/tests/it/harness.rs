@@ -42,12 +42,17 @@ pub(crate) struct Berth {
 impl Berth {
     /// Starts berth on a configuration given as TOML text.
     pub(crate) async fn start(toml: &str) -> Self {
+        Self::start_with(toml, &NativeRegistry::builtin()).await
+    }
+
+    /// Starts berth on a configuration given as TOML text, with its own native services.
+    pub(crate) async fn start_with(toml: &str, registry: &NativeRegistry) -> Self {
         let config = Config::parse(toml, Some(Path::new("test.toml"))).expect("valid test config");
         // Each berth of the test run gets its own owner name: berth removes containers of its
         // own name at start-up, and must not take those of a berth running beside it.
         let owner = unique_name("test");
         let env = |name: &str| (name == "BERTH_INSTANCE_NAME").then(|| owner.clone());
-        let gateway = Gateway::build_with_env(&config, &NativeRegistry::builtin(), &env).expect("gateway builds");
+        let gateway = Gateway::build_with_env(&config, registry, &env).expect("gateway builds");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

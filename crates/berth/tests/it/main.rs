@@ -13,6 +13,7 @@ mod harness;
 mod hostile;
 mod limits;
 mod mcp_client;
+mod params;
 mod proxy;
 mod raw;
 mod shutdown;

@@ -7,6 +7,7 @@ use crate::harness::{Berth, alice, basic, config_with, http};
 
 const BOTH: &str = "application/json, text/event-stream";
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+const REGION_CALL: &str = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"test_header_param","arguments":{"region":"us-west1"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"}}}}"#;
 
 struct Case {
     name: &'static str,
@@ -109,6 +110,20 @@ async fn every_status_berth_answers_itself() {
             INIT,
             StatusCode::BAD_REQUEST,
             Some(1),
+        ),
+        post(
+            "Mcp-Param header contradicting the arguments",
+            vec![
+                ("accept", BOTH),
+                json,
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "test_header_param"),
+                ("mcp-param-region", "eu-north1"),
+            ],
+            REGION_CALL,
+            StatusCode::BAD_REQUEST,
+            Some(3),
         ),
         post("malformed JSON", vec![("accept", BOTH), json], "{\"jsonrpc\":", StatusCode::BAD_REQUEST, None),
         case("PUT on an MCP endpoint", Method::PUT, "/conformance/mcp", StatusCode::METHOD_NOT_ALLOWED),
