@@ -3,7 +3,7 @@
 //! Every layer speaks `Request<RequestBody>` and answers `Response<ResponseBody>`, so layers
 //! compose without generic plumbing and unit tests can build requests from plain bytes.
 
-use std::convert::Infallible;
+use std::{convert::Infallible, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody, combinators::UnsyncBoxBody};
@@ -21,7 +21,25 @@ impl BodyError {
     pub(crate) fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         Self(error.into())
     }
+
+    /// Whether the body failed because it was late (a [`BodyTimeout`] anywhere in its chain of
+    /// causes), which is the client's fault in a different way from a malformed body.
+    pub(crate) fn is_timeout(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*self.0);
+        while let Some(error) = cause {
+            if error.is::<BodyTimeout>() {
+                return true;
+            }
+            cause = error.source();
+        }
+        false
+    }
 }
+
+/// A request body that did not arrive completely within `server.body_read_timeout` of its head.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?} of its head (server.body_read_timeout)")]
+pub(crate) struct BodyTimeout(pub(crate) Duration);
 
 impl std::fmt::Display for BodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -161,10 +161,23 @@ pub struct ServerConfig {
     pub base_domain: Option<Spanned<EnvString>>,
     /// Largest accepted POST body, in bytes.
     pub max_body_bytes: usize,
-    /// Most connections served at once; further ones wait in the listen backlog.
+    /// Most connections served at once. When every slot is taken, a newcomer makes room by
+    /// closing the connection idle longest (one that never sent a request first); only when
+    /// every connection has a request in flight does it wait in the listen backlog.
     pub max_connections: usize,
-    /// Time a client has to send its request headers.
+    /// Time a client has to send a complete request head: the first one from the moment the
+    /// connection is accepted (after the TLS handshake), whatever the protocol, and on HTTP/1
+    /// each following one from the end of the previous response.
     pub header_read_timeout: ConfigDuration,
+    /// Time a request body has to arrive completely once its head has been read; a `POST` whose
+    /// body is late gets 408.
+    pub body_read_timeout: ConfigDuration,
+    /// Time a connection may stay open with no request in flight (HTTP/1 keep-alive between
+    /// requests, HTTP/2 with no open stream) before it is closed gracefully.
+    pub connection_idle_timeout: ConfigDuration,
+    /// Interval of HTTP/2 PING frames; a peer that does not answer one within the same interval
+    /// is considered dead and its connection closed, SSE streams included.
+    pub http2_keep_alive_interval: ConfigDuration,
     /// Time in-flight requests get to finish at shutdown before connections are closed.
     pub shutdown_grace: ConfigDuration,
     /// Interval of SSE keep-alive comments on open streams.
@@ -186,6 +199,9 @@ impl Default for ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             max_connections: 4096,
             header_read_timeout: ConfigDuration(Duration::from_secs(10)),
+            body_read_timeout: ConfigDuration(Duration::from_secs(30)),
+            connection_idle_timeout: ConfigDuration(Duration::from_secs(120)),
+            http2_keep_alive_interval: ConfigDuration(Duration::from_secs(30)),
             shutdown_grace: ConfigDuration(Duration::from_secs(10)),
             sse_keep_alive: ConfigDuration(Duration::from_secs(15)),
             trusted_proxies: Vec::new(),
@@ -385,6 +401,18 @@ impl Config {
                 format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS),
             ));
         }
+        // A zero deadline would close every connection before it could speak.
+        let deadlines = [
+            ("server.header_read_timeout", server.header_read_timeout),
+            ("server.body_read_timeout", server.body_read_timeout),
+            ("server.connection_idle_timeout", server.connection_idle_timeout),
+            ("server.http2_keep_alive_interval", server.http2_keep_alive_interval),
+        ];
+        for (field, value) in deadlines {
+            if value.0.is_zero() {
+                return Err(source.invalid(None, field, "must be greater than zero"));
+            }
+        }
         if let AuthSetting::Basic(basic) = &self.auth {
             for user in &basic.users {
                 let entry = user.get_ref();
@@ -477,6 +505,10 @@ mod tests {
             // tokio panics on a zero keep-alive period, and on more permits than a semaphore holds.
             ("[server]\nsse_keep_alive = \"0s\"\n", "berth.toml", "server.sse_keep_alive"),
             ("[server]\nmax_connections = 9223372036854775807\n", "berth.toml", "server.max_connections"),
+            ("[server]\nheader_read_timeout = \"0s\"\n", "berth.toml", "server.header_read_timeout"),
+            ("[server]\nbody_read_timeout = 0\n", "berth.toml", "server.body_read_timeout"),
+            ("[server]\nconnection_idle_timeout = \"0ms\"\n", "berth.toml", "server.connection_idle_timeout"),
+            ("[server]\nhttp2_keep_alive_interval = \"0s\"\n", "berth.toml", "server.http2_keep_alive_interval"),
         ];
         for (text, prefix, needle) in table {
             let error = parse(text).unwrap_err();

@@ -211,6 +211,9 @@ fn serve_options(config: &Config) -> Result<ServeOptions, ConfigError> {
     Ok(ServeOptions {
         max_connections: server.max_connections,
         header_read_timeout: server.header_read_timeout.0,
+        body_read_timeout: server.body_read_timeout.0,
+        connection_idle_timeout: server.connection_idle_timeout.0,
+        http2_keep_alive_interval: server.http2_keep_alive_interval.0,
         shutdown_grace: server.shutdown_grace.0,
         tls,
     })

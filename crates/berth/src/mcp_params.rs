@@ -1032,7 +1032,7 @@ mod tests {
                         (true, None) => json!({"tools": [plain], "nextCursor": "2"}),
                         (true, Some(_)) => json!({"tools": [regional]}),
                     };
-                    answer(&self, &jsonrpc::result(id, result), vec![])
+                    answer(&self, &json!({"jsonrpc": "2.0", "id": id, "result": result}), vec![])
                 }
                 "tools/call" => {
                     self.calls.fetch_add(1, Ordering::SeqCst);
@@ -1043,9 +1043,9 @@ mod tests {
                         let note = r#"data: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
                         extra = vec![note[..40].to_string(), format!("{}\n\n", &note[40..])];
                     }
-                    answer(&self, &jsonrpc::result(id, json!({"content": []})), extra)
+                    answer(&self, &json!({"jsonrpc": "2.0", "id": id, "result": json!({"content": []})}), extra)
                 }
-                _ => answer(&self, &jsonrpc::result(id, json!({})), vec![]),
+                _ => answer(&self, &json!({"jsonrpc": "2.0", "id": id, "result": json!({})}), vec![]),
             }
         }
     }

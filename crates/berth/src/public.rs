@@ -100,7 +100,12 @@ mod tests {
         let service = BoxCloneSyncService::new(service_fn(|_: Request<RequestBody>| async {
             Ok::<_, Infallible>(Response::new(response_body("")))
         }));
-        Arc::new(Backend::new(name, required, BackendKind::Native(service)))
+        Arc::new(Backend::new(
+            name,
+            required,
+            BackendKind::Native(service),
+            Arc::new(crate::mcp_params::ToolSchemas::new(name)),
+        ))
     }
 
     #[tokio::test]

@@ -138,6 +138,9 @@ async fn read_bounded(body: RequestBody, limit: usize) -> Result<Bytes, Rejectio
     let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|error| {
+            if error.is_timeout() {
+                return Rejection::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", error.to_string());
+            }
             Rejection::new(StatusCode::BAD_REQUEST, "bad_body", format!("could not read the request body: {error}"))
         })?;
         if let Ok(data) = frame.into_data() {
