@@ -15,6 +15,8 @@
 //! - `notify`: sends a custom notification and `notifications/tools/list_changed`;
 //! - `touch {uri}`: sends `notifications/resources/updated` for `uri`;
 //! - `subscriptions`: returns how many `resources/subscribe` and `resources/unsubscribe` it got;
+//! - `cancelled`: returns, as JSON in the text, the `requestId`s of the `notifications/cancelled`
+//!   it received (`cancelled`) and how many `slow` calls started (`slow_started`);
 //! - `misbehave {what, ...}` (not in `tools/list`): breaks the protocol as `what` says, then
 //!   answers `misbehaved: what` (unless stdout is gone by then):
 //!   - `junk {rounds = 1}`: per round, a valid notification (`notifications/message`) followed
@@ -72,6 +74,10 @@ type Waiters = Arc<Mutex<HashMap<String, mpsc::Sender<Value>>>>;
 struct Counters {
     subscribes: AtomicU64,
     unsubscribes: AtomicU64,
+    /// The `requestId`s of the `notifications/cancelled` it received, in order.
+    cancelled: Mutex<Vec<Value>>,
+    /// How many `slow` calls started.
+    slow_started: AtomicU64,
 }
 
 /// How `initialize` is answered.
@@ -269,7 +275,7 @@ fn text(text: impl Into<String>) -> Value {
 fn tools() -> Value {
     let tool = |name: &str| json!({"name": name, "description": name, "inputSchema": {"type": "object"}});
     // `misbehave` is not listed: without it being called, the fixture's output stays what it was.
-    let names = ["echo", "pid", "slow", "progress", "crash", "ask", "notify", "touch", "subscriptions"];
+    let names = ["echo", "pid", "slow", "progress", "crash", "ask", "notify", "touch", "subscriptions", "cancelled"];
     let list: Vec<Value> = names.into_iter().map(tool).collect();
     json!({"tools": list, "x-extra-list": true})
 }
@@ -293,6 +299,7 @@ fn call(
         }
         "pid" => text(std::process::id().to_string()),
         "slow" => {
+            counters.slow_started.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(arguments["ms"].as_u64().unwrap_or(1000)));
             text("slow done")
         }
@@ -346,6 +353,11 @@ fn call(
             counters.subscribes.load(Ordering::Relaxed),
             counters.unsubscribes.load(Ordering::Relaxed)
         )),
+        "cancelled" => {
+            let cancelled = counters.cancelled.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let started = counters.slow_started.load(Ordering::Relaxed);
+            text(json!({"cancelled": cancelled, "slow_started": started}).to_string())
+        }
         "misbehave" => return misbehave(arguments["what"].as_str().unwrap_or_default(), arguments, id, out),
         other => json!({"error": {"code": -32602, "message": format!("no tool {other}")}}),
     };
@@ -357,6 +369,11 @@ fn handle(message: Value, out: &Out, waiters: &Waiters, counters: &Counters, nex
     let method = message.get("method").and_then(Value::as_str).map(str::to_owned);
     let (Some(id), Some(method)) = (id.clone(), method) else {
         // A response to one of our requests, or a notification.
+        if message.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
+            let request = message.pointer("/params/requestId").cloned().unwrap_or(Value::Null);
+            counters.cancelled.lock().unwrap_or_else(|e| e.into_inner()).push(request);
+            return;
+        }
         if let (Some(id), None) = (id, message.get("method"))
             && let Some(waiter) =
                 waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(id.as_str().unwrap_or_default())

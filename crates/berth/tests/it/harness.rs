@@ -153,6 +153,18 @@ pub(crate) fn containers_with(label: &str) -> Vec<String> {
     String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect()
 }
 
+/// Polls an asynchronous `condition` every 100 ms until it holds; panics after a minute (a hang
+/// guard, not a timing assertion).
+pub(crate) async fn wait_until_async<F: std::future::Future<Output = bool>>(mut condition: impl FnMut() -> F) {
+    for _ in 0..600 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("condition not reached within a minute");
+}
+
 /// Polls `condition` every 100 ms until it holds; panics after a minute (a hang guard, not a
 /// timing assertion).
 pub(crate) async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {

@@ -19,4 +19,5 @@ mod raw;
 mod shutdown;
 mod statuses;
 mod stdio;
+mod streams;
 mod tls;

@@ -18,7 +18,8 @@ use tokio::process::{Child, Command};
 
 use crate::{
     deploy::berth_command,
-    harness::{alice, basic, config_with},
+    harness::{alice, basic, config_with, workspace_bin},
+    raw::Messages,
 };
 
 fn free_port() -> u16 {
@@ -134,7 +135,9 @@ async fn behind_nginx_like_traefik() {
     std::fs::write(
         &config,
         config_with(&format!(
-            "[server]\nlisten = \"127.0.0.1:{berth_port}\"\nbase_domain = \"mcp.test\"\ntrusted_proxies = [\"127.0.0.2\"]\n"
+            "[server]\nlisten = \"127.0.0.1:{berth_port}\"\nbase_domain = \"mcp.test\"\ntrusted_proxies = [\"127.0.0.2\"]\n\
+             [backends.fx]\nkind = \"process\"\ncommand = \"{}\"\n",
+            workspace_bin("berth-fixtures", "berth-fixture-stdio").display()
         )),
     )
     .unwrap();
@@ -217,6 +220,35 @@ async fn behind_nginx_like_traefik() {
     .await;
     assert_eq!(arrived, Ok(true), "the event did not cross the proxy while the stream was open: {seen:?}");
     drop(events);
+
+    // A stream cut between the client and the proxy resumes through the proxy: nginx closes its
+    // connection to berth when the client's goes, and the GET with Last-Event-ID gets the rest.
+    let fx_host = "fx.mcp.test";
+    let fx_url = format!("http://{fx_host}:{traefik_like}/mcp");
+    let fx = client("127.0.0.3", fx_host, proxy_addr);
+    let initialized = post(&fx, &fx_url, None, INITIALIZE).send().await.unwrap();
+    assert_eq!(initialized.status(), 200);
+    let fx_session = initialized.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let call = r#"{"jsonrpc":"2.0","id":"cut","method":"tools/call","params":{"name":"progress","arguments":{"steps":8,"ms":150},"_meta":{"progressToken":"p"}}}"#;
+    let mut first = Messages::from(post(&fx, &fx_url, Some(&fx_session), call).send().await.unwrap()).await;
+    assert_eq!(first.next().await.unwrap()["params"]["progress"], 1);
+    assert_eq!(first.next().await.unwrap()["params"]["progress"], 2);
+    let last = first.last_event_id.clone().expect("an event id through the proxy");
+    drop(first);
+    let resumed = fx
+        .get(&fx_url)
+        .header("authorization", alice())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &fx_session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("last-event-id", &last)
+        .send()
+        .await
+        .unwrap();
+    let rest = Messages::from(resumed).await.all().await;
+    let progress: Vec<i64> = rest.iter().filter_map(|m| m["params"]["progress"].as_i64()).collect();
+    assert_eq!(progress, [3, 4, 5, 6, 7, 8], "the rest of the progress, through the proxy: {rest:?}");
+    assert_eq!(rest.last().unwrap()["result"]["content"][0]["text"], "8 steps");
 
     // X-Forwarded-Host from the trusted proxy: Host arrives as `berth`, yet routing works.
     let rewriting = client("127.0.0.3", host, rewriting_addr);

@@ -23,8 +23,13 @@ pub(crate) struct RawSession {
 pub(crate) struct Messages {
     body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buffer: String,
-    ready: VecDeque<Value>,
+    ready: VecDeque<(Option<String>, Value)>,
     pub(crate) status: StatusCode,
+    /// The SSE event id of the last message returned (or of a priming event seen before it):
+    /// what a client sends as `Last-Event-ID` to resume.
+    pub(crate) last_event_id: Option<String>,
+    /// How many events carried the `retry` field.
+    pub(crate) retries: usize,
 }
 
 impl Messages {
@@ -35,15 +40,21 @@ impl Messages {
             .headers()
             .get("content-type")
             .is_some_and(|v| v.to_str().unwrap_or("").starts_with("application/json"));
-        let mut messages =
-            Self { body: response.bytes_stream().boxed(), buffer: String::new(), ready: VecDeque::new(), status };
+        let mut messages = Self {
+            body: response.bytes_stream().boxed(),
+            buffer: String::new(),
+            ready: VecDeque::new(),
+            status,
+            last_event_id: None,
+            retries: 0,
+        };
         if is_json {
             let mut bytes = Vec::new();
             while let Some(Ok(chunk)) = messages.body.next().await {
                 bytes.extend_from_slice(&chunk);
             }
             if let Ok(value) = serde_json::from_slice(&bytes) {
-                messages.ready.push_back(value);
+                messages.ready.push_back((None, value));
             }
         }
         messages
@@ -53,14 +64,24 @@ impl Messages {
     pub(crate) async fn next(&mut self) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(message) = self.ready.pop_front() {
+            if let Some((id, message)) = self.ready.pop_front() {
+                if id.is_some() {
+                    self.last_event_id = id;
+                }
                 return Some(message);
             }
             if let Some(end) = self.buffer.find("\n\n") {
                 let event: String = self.buffer.drain(..end + 2).collect();
+                let field = |name: &str| event.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string());
                 let data: String = event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).collect();
-                if !data.is_empty() {
-                    self.ready.push_back(serde_json::from_str(&data).expect("SSE data is JSON"));
+                let id = field("id:");
+                self.retries += usize::from(field("retry:").is_some());
+                if data.is_empty() {
+                    if id.is_some() {
+                        self.last_event_id = id;
+                    }
+                } else {
+                    self.ready.push_back((id, serde_json::from_str(&data).expect("SSE data is JSON")));
                 }
                 continue;
             }
@@ -196,6 +217,22 @@ impl RawSession {
         }
     }
 
+    /// Resumes a stream with `Last-Event-ID` (a GET, as the spec says).
+    pub(crate) async fn resume(&self, last_event_id: &str) -> Messages {
+        let response = self
+            .client
+            .get(&self.url)
+            .header("authorization", alice())
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &self.id)
+            .header("mcp-protocol-version", &self.version)
+            .header("last-event-id", last_event_id)
+            .send()
+            .await
+            .unwrap();
+        Messages::from(response).await
+    }
+
     /// Opens the GET stream of unsolicited messages.
     pub(crate) async fn listen(&self) -> Messages {
         let response = self
@@ -223,6 +260,22 @@ impl RawSession {
             .unwrap()
             .status()
     }
+}
+
+/// A GET with `Last-Event-ID` in `session` that is expected to be refused: its status and body.
+pub(crate) async fn get_raw(session: &RawSession, last_event_id: &str) -> (StatusCode, Value) {
+    let response = http()
+        .get(&session.url)
+        .header("authorization", alice())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session.id)
+        .header("mcp-protocol-version", &session.version)
+        .header("last-event-id", last_event_id)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// Opens and ends 200 sessions at `url`, ten at once per round: each calls the fixture's `echo`

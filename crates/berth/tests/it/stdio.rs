@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::{
-    harness::{Berth, config_with, http, wait_until, workspace_bin},
+    harness::{Berth, config_with, http, wait_until, wait_until_async, workspace_bin},
     raw::{RawSession, churn_sessions},
 };
 
@@ -257,16 +257,6 @@ async fn readiness_reflects_a_backend_that_cannot_start() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body["error"]["message"].as_str().unwrap().contains("/nonexistent/mcp-server"), "{body}");
     berth.stop().await;
-}
-
-async fn wait_until_async<F: std::future::Future<Output = bool>>(mut condition: impl FnMut() -> F) {
-    for _ in 0..200 {
-        if condition().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition not reached");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
