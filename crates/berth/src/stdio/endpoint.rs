@@ -63,6 +63,20 @@ pub(crate) struct StdioBackend {
     endings: TaskTracker,
 }
 
+/// Stops a per-session instance whose initialize was abandoned before its session existed.
+struct StopUnclaimed {
+    instance: Option<Arc<Instance>>,
+    tasks: TaskTracker,
+}
+
+impl Drop for StopUnclaimed {
+    fn drop(&mut self) {
+        if let Some(instance) = self.instance.take() {
+            self.tasks.spawn(async move { instance.stop().await });
+        }
+    }
+}
+
 /// berth's own initialize parameters for the shared instance.
 fn berth_init_params() -> String {
     serde_json::json!({
@@ -242,7 +256,8 @@ impl StdioBackend {
         self.shutdown.cancel();
         let mut stops = Vec::new();
         for session in self.sessions.drain() {
-            session.close_streams();
+            // Requests still in flight are answered by the instances' stop (an error).
+            let _ = session.close_streams();
             if session.owns_instance() {
                 let instance = Arc::clone(session.instance());
                 stops.push(tokio::spawn(async move { instance.stop().await }));
@@ -416,9 +431,17 @@ impl StdioBackend {
                         Some(slot),
                     )
                 });
+                // A client that goes away before the handshake ends must not leave the instance
+                // running with no session to stop it.
+                let mut unclaimed =
+                    StopUnclaimed { instance: Some(Arc::clone(session.instance())), tasks: self.endings.clone() };
                 match session.instance().ready().await {
-                    Ok(init) => (Arc::clone(&session), initialize_answer(&init, &id, None)),
+                    Ok(init) => {
+                        unclaimed.instance = None;
+                        (Arc::clone(&session), initialize_answer(&init, &id, None))
+                    }
                     Err(error) => {
+                        unclaimed.instance = None;
                         session.instance().stop().await;
                         return refuse_with(&error, Some(id));
                     }
@@ -588,10 +611,19 @@ impl StdioBackend {
         response
     }
 
-    /// Releases what a session held: its subscriptions, its streams, its own instance.
+    /// Releases what a session held: its requests still in flight (cancelled on a shared
+    /// server; a session's own server stops anyway), its subscriptions, its streams, its own
+    /// instance.
     async fn end_session(&self, session: Arc<Session>) {
-        session.close_streams();
         let instance = Arc::clone(session.instance());
+        let ended = StdioError::SessionEnded;
+        for stream in session.close_streams() {
+            // A session's own instance answers them as it stops; on a shared one they are
+            // answered and cancelled on the server.
+            if !session.owns_instance() {
+                instance.relay().abandon(&stream, Some(&ended)).await;
+            }
+        }
         for uri in session.take_subscriptions() {
             if instance.remove_subscription(&uri) && !session.owns_instance() {
                 let params = serde_json::json!({ "uri": uri }).to_string();

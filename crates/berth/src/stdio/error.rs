@@ -64,6 +64,9 @@ pub(crate) enum StdioError {
         /// Why.
         reason: String,
     },
+    /// The request's session ended (DELETE, idle expiry) before it was answered.
+    #[error("the session ended before the request was answered")]
+    SessionEnded,
     /// The server sent an answer that is not valid JSON-RPC for this request.
     #[error("backend `{backend}` sent an invalid answer: {reason}")]
     BadAnswer {
@@ -86,6 +89,8 @@ impl StdioError {
             | Self::Launch { .. } => StatusCode::SERVICE_UNAVAILABLE,
             // The server failed this very request.
             Self::Crashed { .. } | Self::BadAnswer { .. } => StatusCode::BAD_GATEWAY,
+            // As for any request of a session that is gone.
+            Self::SessionEnded => StatusCode::NOT_FOUND,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -124,6 +129,7 @@ mod tests {
             (StdioError::Overloaded { backend: backend(), max: 8 }, 503, -32000),
             (StdioError::Launch { backend: backend(), reason: "r".into() }, 503, -32000),
             (StdioError::BadAnswer { backend: backend(), reason: "r".into() }, 502, -32000),
+            (StdioError::SessionEnded, 404, -32000),
         ];
         for (error, status, code) in table {
             assert_eq!(error.status().as_u16(), status, "{error}");

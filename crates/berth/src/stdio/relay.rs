@@ -377,15 +377,17 @@ impl Relay {
         self.write_own(&jsonrpc::notification("notifications/cancelled", &params)).await;
     }
 
-    /// Gives up the requests of a stream nobody reads any more (the client went away and did not
-    /// resume in time, or closed a stateless request's stream): the server is told to cancel
-    /// them, and their answers will go nowhere.
-    pub(crate) async fn abandon(&self, outbox: &Arc<Outbox>) {
+    /// Gives up the requests of a stream: the client went away and did not resume in time, or
+    /// closed a stateless request's stream (nobody to answer), or its session ended (`answer`
+    /// says why, to a reader that may still be there). The server is told to cancel them.
+    pub(crate) async fn abandon(&self, outbox: &Arc<Outbox>, answer: Option<&StdioError>) {
         let ids: Vec<u64> =
             self.pending().iter().filter(|(_, p)| Arc::ptr_eq(&p.outbox, outbox)).map(|(id, _)| *id).collect();
-        outbox.end();
         for id in ids {
             if let Some(pending) = self.remove(id) {
+                if let Some(error) = answer {
+                    pending.outbox.deliver(error.answer(&pending.client_id), true, Some(error.status()));
+                }
                 tracing::debug!(
                     backend = &*self.backend,
                     method = &*pending.method,
@@ -394,6 +396,7 @@ impl Relay {
                 self.cancel_upstream(id, "the client went away").await;
             }
         }
+        outbox.end();
     }
 
     fn log_junk(&self, cause: &'static str, detail: &str) {

@@ -247,7 +247,14 @@ impl Session {
         let (Some(id_span), Some(server_id)) = (message.id_span(), message.id_bytes()) else {
             return Err("the server request has no id".to_string());
         };
-        let stream = stream.unwrap_or_else(|| Arc::clone(&self.get_stream));
+        // On the GET stream only while the client listens: a request kept for a client that may
+        // never come back would leave the server waiting. A POST stream without a reader is
+        // within its resume window (or about to be given up, which cancels the request).
+        let stream = match stream {
+            Some(stream) => stream,
+            None if self.get_stream.is_attached() => Arc::clone(&self.get_stream),
+            None => return Err("the client has no open stream to receive the request".to_string()),
+        };
         let berth_id: Box<str> = {
             let mut state = self.lock();
             state.next_server_request += 1;
@@ -305,13 +312,12 @@ impl Session {
         self.lock().subscriptions.drain().collect()
     }
 
-    /// Ends every stream of the session (session end, shutdown).
-    pub(crate) fn close_streams(&self) {
+    /// Ends every stream of the session (session end, shutdown); answers the POST streams that
+    /// still owed responses, whose requests the caller gives up.
+    pub(crate) fn close_streams(&self) -> Vec<Arc<Outbox>> {
         self.get_stream.end();
         let streams: Vec<Arc<Outbox>> = self.lock().streams.drain().map(|(_, stream)| stream).collect();
-        for stream in streams {
-            stream.end();
-        }
+        streams.into_iter().filter(|stream| !stream.is_ended()).collect()
     }
 }
 

@@ -97,7 +97,7 @@ impl Abandonment {
                     return;
                 }
             }
-            relay.abandon(&outbox).await;
+            relay.abandon(&outbox, None).await;
         });
     }
 }

@@ -201,3 +201,23 @@ async fn a_session_with_a_call_in_flight_is_not_idle() {
     wait_until("the idle session's instance stops", || !std::path::Path::new(&format!("/proc/{pid}")).exists()).await;
     berth.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_gives_up_on_initialize_leaves_no_process_behind() {
+    let baseline = crate::stdio::children();
+    let berth = Berth::start(&config("env = { FIXTURE_MISBEHAVE = \"init-silent\" }\nstartup_timeout = \"1h\"")).await;
+    let url = berth.url("/fx-solo/mcp");
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    for _ in 0..5 {
+        let sent = crate::raw::post(&crate::harness::http(), &url, None)
+            .timeout(Duration::from_millis(500))
+            .body(init.to_string())
+            .send()
+            .await;
+        assert!(sent.is_err(), "the server never answers initialize");
+    }
+    // Each attempt started a process; each is stopped once its client is gone.
+    wait_until("every abandoned instance is stopped", || crate::stdio::children() == baseline).await;
+    berth.stop().await;
+}

@@ -25,13 +25,13 @@ fn fixture_config(extra: &str) -> String {
 
 const BOTH: [&str; 2] = ["fx", "fx-solo"];
 
-fn is_alive(pid: u32) -> bool {
+pub(crate) fn is_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|stat| !stat.split(") ").nth(1).unwrap_or("").starts_with('Z'))
 }
 
 /// Processes whose parent is this test process (the instances berth spawned), alive.
-fn children() -> usize {
+pub(crate) fn children() -> usize {
     let me = std::process::id().to_string();
     std::fs::read_dir("/proc")
         .unwrap()

@@ -238,3 +238,26 @@ async fn server_everything_resumes_through_docker_backends() {
     everything_resumes(&berth, everything::DOCKER_ROUTES).await;
     berth.stop().await;
 }
+
+#[tokio::test]
+async fn ending_a_session_answers_and_cancels_its_calls_in_flight() {
+    let berth = Berth::start(&fixture_config("1h")).await;
+    for route in ["fx", "fx-solo"] {
+        let session = RawSession::open(&berth.url(&format!("/{route}/mcp")), json!({})).await;
+        let observer = RawSession::open(&berth.url("/fx/mcp"), json!({})).await;
+        let call = json!({"jsonrpc": "2.0", "id": "in-flight", "method": "tools/call",
+            "params": {"name": "slow", "arguments": {"ms": 120_000}}});
+        let pending = session.spawn_request(call);
+        wait_until_async(|| async { fixture_counts(&session).await.1 >= 1 }).await;
+        assert_eq!(session.delete().await, StatusCode::OK);
+        // The client waiting on the call gets an error at once, not after two minutes.
+        let answer = tokio::time::timeout(Duration::from_secs(30), pending).await.expect("no hang").unwrap();
+        assert_eq!(answer["id"], "in-flight", "{route}: {answer}");
+        assert_eq!(answer["error"]["code"], -32000, "{route}: {answer}");
+        if route == "fx" {
+            // A shared server is told to drop the call; a session's own server is stopped.
+            wait_until_async(|| async { cancelled(&observer).await.len() == 1 }).await;
+        }
+    }
+    berth.stop().await;
+}

@@ -396,7 +396,7 @@ impl Model {
                 let Some(index) = self.pick_open(pick) else { return };
                 self.requests[index].reader = None;
                 let outbox = Arc::clone(&self.requests[index].outbox);
-                self.harness.relay.abandon(&outbox).await;
+                self.harness.relay.abandon(&outbox, None).await;
             }
             Op::Expire => {
                 tokio::time::advance(TIMEOUT + std::time::Duration::from_secs(1)).await;
