@@ -602,8 +602,8 @@ where
             "io.modelcontextprotocol/clientCapabilities": {},
             "io.modelcontextprotocol/clientInfo": {"name": "berth", "version": env!("CARGO_PKG_VERSION")},
         }});
-        if let Some(cursor) = cursor.take() {
-            params["cursor"] = cursor;
+        if let (Some(cursor), Some(object)) = (cursor.take(), params.as_object_mut()) {
+            object.insert("cursor".to_string(), cursor);
         }
         let message = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params});
         let response = match inner.clone().oneshot(template.build(&message)).await {

@@ -274,7 +274,7 @@ impl Instance {
                 self.handshake.send_replace(Some(Ok(init)));
                 self.relay.set_link(LinkState::Ready(writer.clone()));
                 tracing::info!(backend, instance = launch_id, "backend ready");
-                self.serve(&mut handle, &mut pumps.stdout).await
+                self.serve(&mut handle, &mut pumps).await
             }
         };
         drop(writer);
@@ -319,9 +319,9 @@ impl Instance {
         }
     }
 
-    /// Serves a ready run until the process exits, its stdout ends, or the instance stops;
-    /// times requests out meanwhile.
-    async fn serve(&self, handle: &mut RunHandle, stdout: &mut JoinHandle<()>) -> RunEnd {
+    /// Serves a ready run until the process exits, its stdout or stdin ends, or the instance
+    /// stops; times requests out meanwhile.
+    async fn serve(&self, handle: &mut RunHandle, pumps: &mut Pumps) -> RunEnd {
         let backend = self.backend();
         let mut expiry = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -329,7 +329,12 @@ impl Instance {
                 description = handle.exited() => {
                     return RunEnd::Failed(StdioError::Crashed { backend, reason: format!("exited: {description}") });
                 }
-                ended = &mut *stdout => return RunEnd::Failed(stdout_ended(&backend, ended)),
+                ended = &mut pumps.stdout => return RunEnd::Failed(stdout_ended(&backend, ended)),
+                // The writer only ends early when a write failed: nothing more can reach the
+                // server, whatever its process does.
+                _ = &mut pumps.stdin => {
+                    return RunEnd::Failed(StdioError::Crashed { backend, reason: "its stdin closed".into() });
+                }
                 () = self.stop.cancelled() => return RunEnd::Stopped,
                 _ = expiry.tick() => {
                     self.relay.expire().await;
