@@ -22,7 +22,7 @@ use crate::{
     public,
     reply::Rejection,
     route::{self, Dispatch, Routes},
-    streamable::StreamableLayer,
+    streamable,
 };
 
 /// The body of every response leaving the stack.
@@ -89,7 +89,7 @@ pub(crate) fn build(parts: StackParts) -> HttpStack {
         .layer(route::layer(Arc::clone(&parts.routes)))
         // Apply the Streamable-HTTP transport rules (406/415/413/400/405) identically for
         // every kind of backend, and buffer POST bodies within the limit.
-        .layer(StreamableLayer::new(parts.max_body_bytes))
+        .layer(streamable::layer(parts.max_body_bytes))
         // Check 2026-07-28 Mcp-Param-* headers against the tool arguments, for every kind of
         // backend. It sits below the transport checks because it needs the body they buffered
         // and the Mcp-Method and Mcp-Name headers they verified, and right above Dispatch so

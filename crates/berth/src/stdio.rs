@@ -13,6 +13,8 @@ mod process;
 mod relay;
 mod session;
 mod sse;
+#[cfg(test)]
+mod testing;
 
 pub(crate) use endpoint::StdioBackend;
 pub(crate) use launch::{DockerHub, Launcher};

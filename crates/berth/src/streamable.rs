@@ -11,18 +11,13 @@
 //! The layer buffers `POST` bodies (bounded by the limit): a JSON-RPC message is only useful
 //! whole, and the buffered body lets a refusal carry the JSON-RPC id of the refused request.
 
-use std::{
-    convert::Infallible,
-    task::{Context, Poll},
-};
-
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use rmcp::model::ProtocolVersion;
 use serde_json::Value;
-use tower::{Layer, Service};
+use tower_http::auth::{AsyncAuthorizeRequest, AsyncRequireAuthorizationLayer};
 
 use crate::{
     body::{RequestBody, ResponseBody, request_body},
@@ -35,32 +30,29 @@ use crate::{
 const JSON: &str = "application/json";
 const EVENT_STREAM: &str = "text/event-stream";
 
-/// The layer for [`StreamableChecks`].
+/// The transport rules as tower-http's asynchronous request check: a `POST` body must be read
+/// (bounded) before it can be judged, so this cannot be a synchronous `ValidateRequest`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct StreamableLayer {
+pub(crate) struct TransportRules {
     max_body_bytes: usize,
 }
 
-impl StreamableLayer {
-    /// Enforces the rules with a body limit of `max_body_bytes`.
-    pub(crate) fn new(max_body_bytes: usize) -> Self {
-        Self { max_body_bytes }
+/// What [`TransportRules`] answers: the request (its body buffered), or the refusal.
+type Checked = Result<Request<RequestBody>, Response<ResponseBody>>;
+
+impl AsyncAuthorizeRequest<RequestBody> for TransportRules {
+    type RequestBody = RequestBody;
+    type ResponseBody = ResponseBody;
+    type Future = BoxFuture<'static, Checked>;
+
+    fn authorize(&mut self, request: Request<RequestBody>) -> Self::Future {
+        Box::pin(check(request, self.max_body_bytes))
     }
 }
 
-impl<S> Layer<S> for StreamableLayer {
-    type Service = StreamableChecks<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        StreamableChecks { inner, max_body_bytes: self.max_body_bytes }
-    }
-}
-
-/// The service enforcing the Streamable-HTTP transport rules before calling `inner`.
-#[derive(Debug, Clone)]
-pub(crate) struct StreamableChecks<S> {
-    inner: S,
-    max_body_bytes: usize,
+/// The layer enforcing the transport rules, with a body limit of `max_body_bytes`.
+pub(crate) fn layer(max_body_bytes: usize) -> AsyncRequireAuthorizationLayer<TransportRules> {
+    AsyncRequireAuthorizationLayer::new(TransportRules { max_body_bytes })
 }
 
 /// The media types a request accepts: essences of the `Accept` entries whose weight is not 0.
@@ -253,32 +245,6 @@ async fn check(request: Request<RequestBody>, limit: usize) -> Result<Request<Re
     }
 }
 
-impl<S> Service<Request<RequestBody>> for StreamableChecks<S>
-where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
-        let limit = self.max_body_bytes;
-        Box::pin(async move {
-            match check(request, limit).await {
-                Ok(request) => inner.call(request).await,
-                Err(response) => Ok(response),
-            }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,12 +264,11 @@ mod tests {
     }
 
     async fn run(case: &Case) -> (u16, Value) {
-        let service = ServiceBuilder::new().layer(StreamableLayer::new(64)).service(service_fn(
-            |request: Request<RequestBody>| async move {
+        let service =
+            ServiceBuilder::new().layer(layer(64)).service(service_fn(|request: Request<RequestBody>| async move {
                 let bytes = request.into_body().collect().await.unwrap().to_bytes();
-                Ok::<_, Infallible>(Response::new(response_body(bytes)))
-            },
-        ));
+                Ok::<_, std::convert::Infallible>(Response::new(response_body(bytes)))
+            }));
         let mut request = Request::builder().method(case.method.clone()).uri("/x/mcp");
         for (name, value) in case.headers {
             request = request.header(*name, *value);

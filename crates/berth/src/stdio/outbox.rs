@@ -18,12 +18,11 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Instant,
 };
 
 use bytes::Bytes;
 use http::StatusCode;
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, time::Instant};
 
 /// Messages a stream's channel holds beyond the responses it still owes; progress and log
 /// notifications beyond this are dropped when the client does not read (responses never are).

@@ -11,11 +11,11 @@ use std::{
         Arc, Mutex, MutexGuard, Weak,
         atomic::{AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, time::Instant};
 
 use super::{
     instance::Instance,
@@ -362,5 +362,119 @@ impl SessionTable {
     /// Removes every session.
     pub(crate) fn drain(&self) -> Vec<Arc<Session>> {
         self.lock().drain().map(|(_, s)| s).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stdio::{
+        relay::Audience,
+        testing::{instance, message, ready_relay},
+    };
+
+    fn session(capabilities: &str) -> Arc<Session> {
+        let (relay, _stdin, _writer) = ready_relay(Audience::Nobody);
+        let init = message(&format!(
+            r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"capabilities":{capabilities}}}}}"#
+        ));
+        let spec = SessionSpec {
+            capabilities: ClientCaps::from_initialize(&init),
+            protocol_version: "2025-11-25".into(),
+            replay: ReplayLimits { events: 64, bytes: 1 << 16 },
+        };
+        Session::shared(instance(&relay), spec)
+    }
+
+    #[test]
+    fn capabilities_decide_which_server_requests_a_client_can_answer() {
+        let table = [
+            (r#"{"sampling":{}}"#, "sampling/createMessage", true),
+            (r#"{}"#, "sampling/createMessage", false),
+            (r#"{"elicitation":{}}"#, "elicitation/create", true),
+            (r#"{"sampling":{}}"#, "elicitation/create", false),
+            (r#"{"roots":{"listChanged":true}}"#, "roots/list", true),
+            (r#"{}"#, "x/unknown", true),
+        ];
+        for (capabilities, method, expected) in table {
+            assert_eq!(session(capabilities).can_answer(method), expected, "{capabilities} {method}");
+        }
+    }
+
+    #[test]
+    fn server_requests_are_forwarded_under_berths_id_and_mapped_back() {
+        let session = session("{}");
+        let (post, mut reader) = session.open_post_stream(1);
+        let request = message(r#"{"jsonrpc":"2.0","id":"srv-7","method":"sampling/createMessage","params":{"x":1}}"#);
+        session.forward_server_request(&request, Some(Arc::clone(&post))).unwrap();
+        let forwarded = Message::parse(reader.try_recv().unwrap().data).unwrap();
+        let berth_id = forwarded.id().unwrap().to_string();
+        assert!(berth_id.starts_with("\"berth-"), "{berth_id}");
+        assert_eq!(forwarded.raw(&forwarded.find(&["params", "x"]).unwrap()), "1");
+        // The server withdraws it: the client learns berth's id, on the same stream.
+        let (client_id, stream) = session.server_request_cancelled("\"srv-7\"").unwrap();
+        assert_eq!(format!("\"{client_id}\""), berth_id);
+        assert!(Arc::ptr_eq(&stream, &post));
+        assert!(session.take_server_request(&berth_id).is_none(), "withdrawn: nothing to answer");
+        // Forwarded again, then answered: the server's own id comes back.
+        session.forward_server_request(&request, Some(post)).unwrap();
+        let again = Message::parse(reader.try_recv().unwrap().data).unwrap();
+        assert_eq!(session.take_server_request(again.id().unwrap()).as_deref(), Some(&b"\"srv-7\""[..]));
+        assert!(session.take_server_request(again.id().unwrap()).is_none(), "answered once");
+        assert!(session.take_server_request("42").is_none(), "only berth's string ids map back");
+    }
+
+    #[test]
+    fn server_requests_need_a_stream_that_someone_reads() {
+        let session = session("{}");
+        let request = message(r#"{"jsonrpc":"2.0","id":1,"method":"roots/list"}"#);
+        assert!(session.forward_server_request(&request, None).is_err(), "no GET stream is open");
+        let (_reader, _, _) = session.get_stream().attach(0);
+        assert!(session.forward_server_request(&request, None).is_ok());
+    }
+
+    #[test]
+    fn a_session_is_idle_only_with_nothing_in_flight_and_no_stream_read() {
+        let session = session("{}");
+        assert!(session.is_idle(Duration::ZERO));
+        session.request_started();
+        assert!(!session.is_idle(Duration::ZERO), "a request in flight");
+        session.request_ended();
+        session.request_ended();
+        assert_eq!(session.in_flight(), 0, "never below zero");
+        let (_post, reader) = session.open_post_stream(1);
+        assert!(!session.is_idle(Duration::ZERO), "a POST stream being read");
+        drop(reader);
+        assert!(session.is_idle(Duration::ZERO));
+        let (_reader, _, _) = session.get_stream().attach(0);
+        assert!(!session.is_idle(Duration::ZERO), "a GET stream being read");
+        assert!(!session.is_idle(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn ended_streams_are_kept_for_resumption_within_a_bound() {
+        let session = session("{}");
+        for _ in 0..100 {
+            let (outbox, _reader) = session.open_post_stream(1);
+            outbox.deliver(Bytes::from_static(b"{}"), true, None);
+        }
+        let kept = session.lock().streams.len();
+        assert!(kept <= KEPT_STREAMS + 1, "{kept} streams kept");
+        assert!(session.stream(100).is_some(), "the newest is there");
+        assert!(session.stream(1).is_none(), "the oldest is gone");
+        assert!(session.stream(0).is_some(), "the GET stream always is");
+    }
+
+    #[test]
+    fn subscriptions() {
+        let session = session("{}");
+        assert!(session.subscribe("a://1"));
+        assert!(!session.subscribe("a://1"));
+        assert!(session.is_subscribed("a://1"));
+        assert!(session.unsubscribe("a://1"));
+        assert!(!session.unsubscribe("a://1"));
+        session.subscribe("a://2");
+        assert_eq!(session.take_subscriptions(), ["a://2"]);
+        assert!(!session.is_subscribed("a://2"));
     }
 }

@@ -246,3 +246,125 @@ pub(crate) async fn answer(
     queued.push_back(event(&first));
     sse(queued, reader, guard, keep_alive, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stdio::{
+        error::StdioError,
+        outbox::{Replay, ReplayLimits},
+        relay::Audience,
+        testing::ready_relay,
+    };
+
+    fn abandonment() -> Abandonment {
+        let (relay, _stdin, _writer) = ready_relay(Audience::Nobody);
+        Abandonment {
+            relay,
+            window: Some(Duration::from_secs(5)),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    async fn body_text(response: Response<ResponseBody>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn replay() -> Option<Arc<Replay>> {
+        Some(Replay::new(ReplayLimits { events: 64, bytes: 1 << 16 }))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_quick_response_is_plain_json_with_the_status_of_berths_own_errors() {
+        let table: &[(Option<StatusCode>, bool, &str, u16)] = &[
+            (None, false, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, 200),
+            (None, true, r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"m"}}"#, 404),
+            (None, true, r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32020,"message":"m"}}"#, 400),
+            (None, false, r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"m"}}"#, 200),
+            (
+                Some(StatusCode::GATEWAY_TIMEOUT),
+                false,
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32001,"message":"m"}}"#,
+                504,
+            ),
+        ];
+        for (status, stateless, text, expected) in table {
+            let (outbox, reader) = Outbox::post(1, 1, replay());
+            outbox.deliver(Bytes::from_static(text.as_bytes()), true, *status);
+            let guard = ReaderGuard::new(Arc::clone(&outbox), 1, abandonment());
+            let response = answer(reader, guard, 1, *stateless, Duration::from_secs(15)).await;
+            assert_eq!(response.status().as_u16(), *expected, "{text}");
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            assert_eq!(body_text(response).await, *text, "the message as it came");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_answer_becomes_a_primed_stream_whose_events_have_ids() {
+        let (outbox, reader) = Outbox::post(4, 1, replay());
+        let guard = ReaderGuard::new(Arc::clone(&outbox), 1, abandonment());
+        let pending = tokio::spawn(answer(reader, guard, 1, false, Duration::from_secs(15)));
+        tokio::time::sleep(PRIME_AFTER * 2).await;
+        outbox.deliver(Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), true, None);
+        let response = pending.await.unwrap();
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
+        let text = body_text(response).await;
+        assert!(text.starts_with("id: 4-0\nretry: 1000\ndata: \n\n"), "{text}");
+        assert!(
+            text.contains("id: 4-1\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_first_makes_a_stream_and_a_stateless_stream_has_no_ids() {
+        for (resumable, prefix) in [(true, "id: 2-0\n"), (false, "event: message\n")] {
+            let (outbox, reader) = Outbox::post(2, 1, if resumable { replay() } else { None });
+            outbox.deliver(
+                Bytes::from_static(
+                    br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#,
+                ),
+                false,
+                None,
+            );
+            outbox.deliver(Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), true, None);
+            let guard = ReaderGuard::new(Arc::clone(&outbox), 1, abandonment());
+            let text = body_text(answer(reader, guard, 1, !resumable, Duration::from_secs(15)).await).await;
+            assert!(text.starts_with(prefix), "{text}");
+            assert_eq!(text.matches("event: message").count(), 2, "{text}");
+            assert_eq!(text.contains("id: "), resumable, "{text}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_the_client_cancelled_ends_its_stream_empty() {
+        let (outbox, reader) = Outbox::post(1, 1, replay());
+        outbox.forgo_response();
+        let guard = ReaderGuard::new(Arc::clone(&outbox), 1, abandonment());
+        let response = answer(reader, guard, 1, false, Duration::from_secs(15)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body_text(response).await, "");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_gone_for_longer_than_the_window_gives_its_stream_up() {
+        let (outbox, reader) = Outbox::post(1, 1, replay());
+        let abandonment = abandonment();
+        let tasks = abandonment.tasks.clone();
+        drop(ReaderGuard::new(Arc::clone(&outbox), 1, abandonment));
+        drop(reader);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!outbox.is_ended(), "still within the window: the client may resume");
+        let (_resumed, _, generation) = outbox.attach(0);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!outbox.is_ended(), "resumed in time");
+        drop(ReaderGuard::new(Arc::clone(&outbox), generation, self::abandonment()));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tasks.close();
+        assert!(outbox.is_ended(), "given up after the window");
+        let error = StdioError::Stopped("fx".into());
+        assert_eq!(outbox.deliver(error.answer(b"1"), true, None), crate::stdio::outbox::Delivery::Dropped);
+    }
+}

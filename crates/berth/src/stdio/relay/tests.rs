@@ -10,45 +10,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use proptest::prelude::*;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::{Audience, LinkState, Relay, RelaySpec};
+use super::{Audience, Relay};
 use crate::{
-    config::{LaunchSpec, ProcessSpec, Sharing, StartMode, StdioSpec},
     jsonrpc::{IdKey, Kind, Message},
     stdio::{
         error::StdioError,
-        instance::Instance,
-        launch::Launcher,
         outbox::{Event, Outbox, ReplayLimits},
         session::{ClientCaps, Session, SessionSpec, SessionTable},
+        testing::{TIMEOUT, instance, message, ready_relay},
     },
 };
-
-const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-fn spec() -> Arc<StdioSpec> {
-    Arc::new(StdioSpec {
-        launch: LaunchSpec::Process(ProcessSpec { command: "true".into(), args: vec![], cwd: None }),
-        env: vec![],
-        secret_env: vec![],
-        sharing: Sharing::Shared,
-        start: StartMode::Lazy,
-        request_timeout: TIMEOUT,
-        startup_timeout: TIMEOUT,
-        idle_timeout: TIMEOUT,
-        max_instances: 8,
-        max_message_bytes: 1 << 20,
-        stop_grace: TIMEOUT,
-        resume_window: TIMEOUT,
-        replay_events: 256,
-        replay_bytes: 1 << 20,
-    })
-}
-
-fn message(text: &str) -> Message {
-    Message::parse(Bytes::copy_from_slice(text.as_bytes())).unwrap_or_else(|e| panic!("{text}: {e}"))
-}
 
 /// A relay with `n` sessions (even ones declare sampling) whose GET streams are attached.
 struct Harness {
@@ -62,21 +34,8 @@ struct Harness {
 impl Harness {
     fn new(n: usize) -> Self {
         let table = Arc::new(SessionTable::default());
-        let relay = Relay::new(
-            RelaySpec {
-                backend: "fx".into(),
-                request_timeout: TIMEOUT,
-                startup_timeout: TIMEOUT,
-                on_tools_changed: None,
-            },
-            Audience::Shared(Arc::clone(&table)),
-        );
-        let (writer, stdin) = mpsc::channel(1 << 16);
-        relay.set_link(LinkState::Ready(writer.clone()));
-        let spec = spec();
-        let launcher = Arc::new(Launcher::new("fx", Arc::clone(&spec), None));
-        let instance =
-            Instance::new(Arc::clone(&relay), launcher, spec, Some("{}".into()), &CancellationToken::new(), None);
+        let (relay, stdin, writer) = ready_relay(Audience::Shared(Arc::clone(&table)));
+        let instance = instance(&relay);
         let mut sessions = Vec::new();
         let mut gets = Vec::new();
         for index in 0..n {
