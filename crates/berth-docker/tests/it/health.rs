@@ -8,7 +8,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{engine, owner};
+use crate::support::{engine, owner, wait_until};
 
 /// A unix socket in front of the engine's that the test can take away and bring back, as if the
 /// engine vanished and restarted, without disturbing the real engine that other tests use.
@@ -53,13 +53,8 @@ impl Proxy {
 /// Polls `is_up` until it equals `expected`; gives up (fails) after a bound that only prevents a
 /// hang.
 async fn until_up_is(engine: &Engine, expected: bool) {
-    for _ in 0..600 {
-        if engine.is_up() == expected {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("is_up() did not become {expected}");
+    let what = format!("is_up() becomes {expected}");
+    wait_until(&what, Duration::from_secs(60), || std::future::ready(engine.is_up() == expected)).await;
 }
 
 /// watch() notices an engine that vanishes, and reconnects when it is back.

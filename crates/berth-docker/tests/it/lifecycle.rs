@@ -7,19 +7,15 @@ use berth_docker::DockerError;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 
-use crate::support::{
-    CONFORMANCE, Cleanup, EVERYTHING, build_images, containers_of, docker, engine, exists, hardened, owner,
-};
+use crate::support::{CONFORMANCE, Cleanup, EVERYTHING, containers_of, docker, exists, hardened, setup, wait_until};
 
 /// An image the engine does not have, with pulling not allowed, is a clear error and leaves no
 /// container behind.
 #[tokio::test]
 async fn missing_image_is_a_clear_error() {
-    let owner = owner("missing");
-    let Some(engine) = engine(&owner).await else {
+    let Some((owner, engine, _cleanup)) = setup("missing", &[]).await else {
         return;
     };
-    let _cleanup = Cleanup::new(&[&owner]);
 
     let spec = hardened(&owner, "berth-test/absent:never");
     let error = engine.run(&spec).await.err().expect("run succeeded without an image");
@@ -32,12 +28,9 @@ async fn missing_image_is_a_clear_error() {
 /// A server that exits by itself is reported with its exit code, and stop() still removes it.
 #[tokio::test]
 async fn exit_of_its_own_is_reported() {
-    let owner = owner("exit");
-    let Some(engine) = engine(&owner).await else {
+    let Some((owner, engine, _cleanup)) = setup("exit", &[EVERYTHING]).await else {
         return;
     };
-    let _cleanup = Cleanup::new(&[&owner]);
-    build_images(&[EVERYTHING]);
 
     let mut spec = hardened(&owner, EVERYTHING);
     spec.template.entrypoint = Some(vec!["/usr/local/bin/node".into()]);
@@ -54,12 +47,9 @@ async fn exit_of_its_own_is_reported() {
 /// A server that keeps running (its stdin still open) is stopped by signal and removed.
 #[tokio::test]
 async fn stop_removes_a_running_container() {
-    let owner = owner("stop");
-    let Some(engine) = engine(&owner).await else {
+    let Some((owner, engine, _cleanup)) = setup("stop", &[CONFORMANCE]).await else {
         return;
     };
-    let _cleanup = Cleanup::new(&[&owner]);
-    build_images(&[CONFORMANCE]);
     let docker = docker().await;
 
     let attached = engine.run(&hardened(&owner, CONFORMANCE)).await.unwrap();
@@ -74,37 +64,29 @@ async fn stop_removes_a_running_container() {
 /// A container dropped without stop() is removed anyway.
 #[tokio::test]
 async fn dropped_container_is_removed() {
-    let owner = owner("dropped");
-    let Some(engine) = engine(&owner).await else {
+    let Some((owner, engine, _cleanup)) = setup("dropped", &[CONFORMANCE]).await else {
         return;
     };
-    let _cleanup = Cleanup::new(&[&owner]);
-    build_images(&[CONFORMANCE]);
     let docker = docker().await;
 
     let attached = engine.run(&hardened(&owner, CONFORMANCE)).await.unwrap();
     drop(attached);
     // The removal runs in the background: poll until it is done (bounded, not a timing check).
-    for _ in 0..300 {
-        if containers_of(&docker, &owner).await.is_empty() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the dropped container was not removed");
+    wait_until("the dropped container is removed", Duration::from_secs(30), || async {
+        containers_of(&docker, &owner).await.is_empty()
+    })
+    .await;
 }
 
 /// reap_orphans removes this owner's labelled containers, running or not, and leaves other
 /// owners' alone.
 #[tokio::test]
 async fn reap_orphans_removes_only_this_owners_containers() {
-    let owner = owner("reap");
-    let other = format!("{owner}-other");
-    let Some(engine) = engine(&owner).await else {
+    let Some((owner, engine, _cleanup)) = setup("reap", &[CONFORMANCE]).await else {
         return;
     };
-    let _cleanup = Cleanup::new(&[&owner, &other]);
-    build_images(&[CONFORMANCE]);
+    let other = format!("{owner}-other");
+    let _cleanup_other = Cleanup::new(&[&other]);
     let docker = docker().await;
 
     // A running container whose handle is lost, as after a crash of berth.

@@ -3,20 +3,15 @@
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{
-    CONFORMANCE, Cleanup, EVERYTHING, Lines, build_images, docker, engine, exists, handshake, hardened, line, owner,
-};
+use crate::support::{CONFORMANCE, EVERYTHING, Lines, docker, exists, hardened, line, send_handshake, setup};
 
 /// For each image: initialize, initialized, tools/list through the attached streams of a
 /// container with the default hardening, then a graceful stop that removes the container.
 #[tokio::test]
 async fn mcp_session_over_attached_streams() {
-    let owner = owner("session");
-    let Some(engine) = engine(&owner).await else {
+    let Some((owner, engine, _cleanup)) = setup("session", &[CONFORMANCE, EVERYTHING]).await else {
         return;
     };
-    let _cleanup = Cleanup::new(&[&owner]);
-    build_images(&[CONFORMANCE, EVERYTHING]);
     let docker = docker().await;
 
     for (image, server_name, a_tool) in
@@ -25,9 +20,7 @@ async fn mcp_session_over_attached_streams() {
         let attached = engine.run(&hardened(&owner, image)).await.unwrap();
         let (mut stdin, mut container) = (attached.stdin, attached.container);
         let mut stdout = Lines::new(attached.stdout);
-        for message in handshake() {
-            stdin.write_all(&line(&message)).await.unwrap();
-        }
+        send_handshake(&mut stdin).await;
         stdin.write_all(&line(&json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }))).await.unwrap();
         stdin.flush().await.unwrap();
 
@@ -56,19 +49,14 @@ async fn mcp_session_over_attached_streams() {
 /// engine cuts wherever it likes.
 #[tokio::test]
 async fn large_message_in_chunks() {
-    let owner = owner("large");
-    let Some(engine) = engine(&owner).await else {
+    let Some((owner, engine, _cleanup)) = setup("large", &[EVERYTHING]).await else {
         return;
     };
-    let _cleanup = Cleanup::new(&[&owner]);
-    build_images(&[EVERYTHING]);
 
     let attached = engine.run(&hardened(&owner, EVERYTHING)).await.unwrap();
     let (mut stdin, container) = (attached.stdin, attached.container);
     let mut stdout = Lines::new(attached.stdout);
-    for message in handshake() {
-        stdin.write_all(&line(&message)).await.unwrap();
-    }
+    send_handshake(&mut stdin).await;
     let text: String = (0..1 << 20).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
     let call = line(&json!({
         "jsonrpc": "2.0", "id": 7, "method": "tools/call",
@@ -91,12 +79,9 @@ async fn large_message_in_chunks() {
 /// Output on stdout and on stderr arrives in the stream it was written to.
 #[tokio::test]
 async fn stdout_and_stderr_are_separated() {
-    let owner = owner("demux");
-    let Some(engine) = engine(&owner).await else {
+    let Some((owner, engine, _cleanup)) = setup("demux", &[EVERYTHING]).await else {
         return;
     };
-    let _cleanup = Cleanup::new(&[&owner]);
-    build_images(&[EVERYTHING]);
 
     let mut spec = hardened(&owner, EVERYTHING);
     spec.template.entrypoint = Some(vec!["/usr/local/bin/node".into()]);

@@ -1,7 +1,8 @@
 //! What every Docker test needs: an engine (or a notice), the test images, a hardened spec, a
-//! cleanup guard and a line reader.
+//! cleanup guard, a line reader and a bounded wait.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde_json::Value;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// The image with berth's own conformance server, `FROM scratch`.
 pub(crate) const CONFORMANCE: &str = "berth-test/conformance:dev";
@@ -41,6 +43,33 @@ pub(crate) async fn engine(owner: &str) -> Option<Engine> {
             eprintln!("notice: skipping a Docker test, no Docker engine answers ({error})");
             None
         }
+    }
+}
+
+/// What a test starts with: its owner name (from `test`), an engine connected as that owner,
+/// and the guard that removes the owner's containers, with `images` built; `None` (with a
+/// notice) when no engine answers, as [`engine`].
+pub(crate) async fn setup(test: &str, images: &[&str]) -> Option<(String, Engine, Cleanup)> {
+    let owner = owner(test);
+    let engine = engine(&owner).await?;
+    let cleanup = Cleanup::new(&[&owner]);
+    if !images.is_empty() {
+        build_images(images);
+    }
+    Some((owner, engine, cleanup))
+}
+
+/// Polls `condition` every 100 ms until it holds; panics, naming `what`, after `within` (a
+/// bound that only prevents a hang).
+pub(crate) async fn wait_until<F: Future<Output = bool>>(
+    what: &str,
+    within: Duration,
+    mut condition: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -209,6 +238,13 @@ pub(crate) fn handshake() -> Vec<Value> {
         }),
         serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
     ]
+}
+
+/// Writes [`handshake`] to a server's stdin.
+pub(crate) async fn send_handshake(stdin: &mut (impl AsyncWrite + Unpin)) {
+    for message in handshake() {
+        stdin.write_all(&line(&message)).await.unwrap();
+    }
 }
 
 /// One message as a line.

@@ -2,11 +2,10 @@
 //! test: health without auth, 401 without auth, 406 without the SSE Accept, then a session.
 
 use reqwest::StatusCode;
-use serde_json::json;
 
 use crate::{
     harness::{Berth, alice, http},
-    mcp_client::post,
+    requests::{exchange, initialize},
 };
 
 #[tokio::test]
@@ -15,20 +14,18 @@ async fn deployment_checklist() {
     let client = http();
     let health = client.get(berth.url("/")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK, "GET / without auth");
-    let anonymous = client.post(berth.url("/conformance/mcp")).send().await.unwrap();
+    let anonymous = client.post(berth.mcp_url("conformance")).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED, "/x/mcp without auth");
     // curl's default Accept is */*, which is not an explicit text/event-stream.
     let no_sse = client
-        .get(berth.url("/conformance/mcp"))
+        .get(berth.mcp_url("conformance"))
         .header("authorization", alice())
         .header("accept", "*/*")
         .send()
         .await
         .unwrap();
     assert_eq!(no_sse.status(), StatusCode::NOT_ACCEPTABLE, "GET without Accept: text/event-stream");
-    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
-        "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"checklist","version":"1"}}});
-    let (status, headers, message) = post(&berth.url("/conformance/mcp"), None, init).await;
+    let (status, headers, message) = exchange(&berth.mcp_url("conformance"), None, initialize("2025-06-18")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(headers.contains_key("mcp-session-id"));
     let result = &message.unwrap()["result"];

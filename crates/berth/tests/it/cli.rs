@@ -2,21 +2,19 @@
 //! `serve` stopped by SIGTERM.
 
 use std::{
-    io::{BufRead, BufReader, Write},
-    process::{Child, Command, Stdio},
+    io::Write,
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use crate::harness::basic;
+use crate::{
+    harness::basic,
+    process::{Served, berth_command, berth_std_command},
+};
 
 fn berth() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
-    command
-        .env_remove("BERTH_CONFIG")
-        .env_remove("BERTH_LISTEN")
-        .env_remove("BERTH_AUTH_USERNAME")
-        .env_remove("BERTH_AUTH_PASSWORD")
-        .env("RUST_LOG", "info");
+    let mut command = berth_std_command();
+    command.env("RUST_LOG", "info");
     command
 }
 
@@ -88,43 +86,15 @@ fn hash_password_prints_a_working_htpasswd_line() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }
 
-/// A `berth serve` child whose listening address was read from its log.
-struct Served {
-    child: Child,
-    addr: String,
-}
-
-fn serve_with_env_users() -> Served {
-    let mut child = berth()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("BERTH_AUTH_USERNAME", "env-user")
-        .env("BERTH_AUTH_PASSWORD", "env-pass")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "berth exited before listening");
-        if let Some((_, rest)) = line.split_once("berth listening on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    // Keep draining the log so that berth never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while stderr.read_line(&mut sink).unwrap_or(0) > 0 {
-            sink.clear();
-        }
-    });
-    Served { child, addr }
-}
-
 #[tokio::test]
 async fn serve_with_defaults_then_sigterm_exits_zero() {
-    let mut served = serve_with_env_users();
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = berth_command();
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("BERTH_AUTH_USERNAME", "env-user")
+        .env("BERTH_AUTH_PASSWORD", "env-pass");
+    let mut served = Served::spawn(command, dir.path().join("berth.log")).await;
     let client = reqwest::Client::new();
     let health = client.get(format!("http://{}/", served.addr)).send().await.unwrap();
     assert_eq!(health.status(), 200);
@@ -139,15 +109,11 @@ async fn serve_with_defaults_then_sigterm_exits_zero() {
         .unwrap();
     // Authenticated, routed to the default `conformance` backend, which wants a session id.
     assert!(authed.status() == 400 || authed.status() == 404 || authed.status() == 405, "{}", authed.status());
-    let killed = Command::new("kill").args(["-TERM", &served.child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill").args(["-TERM", &served.child.id().unwrap().to_string()]).status().unwrap();
     assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = served.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "berth did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = tokio::time::timeout(Duration::from_secs(30), served.child.wait())
+        .await
+        .expect("berth did not exit after SIGTERM")
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 }

@@ -8,14 +8,14 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use serde::Deserialize;
 
 use crate::{
     forwarder,
-    harness::{Berth, alice, config_with, workspace_bin},
+    harness::{Berth, alice, config_with, repo_root, shared_and_per_session, workspace_bin},
 };
 
 #[derive(Debug, Deserialize)]
@@ -32,10 +32,6 @@ struct ExpectedFailure {
     /// The routes it fails on; all when absent.
     routes: Option<Vec<String>>,
     reason: String,
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
 /// Reads `OUTDIR/server-<scenario>-<timestamp>/checks.json`: scenario → failed check ids.
@@ -125,11 +121,10 @@ async fn official_suite_passes_natively() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_suite_passes_through_process_backends() {
     let binary = workspace_bin("berth-conformance", "berth-conformance");
+    let backend = format!("kind = \"process\"\ncommand = \"{}\"", binary.display());
     let config = config_with(&format!(
-        "[server]\npublic_hosts = [\"mcp.example.com\"]\n\
-         [backends.proc-shared]\nkind = \"process\"\ncommand = \"{0}\"\n\
-         [backends.proc-session]\nkind = \"process\"\ncommand = \"{0}\"\nsharing = \"per-session\"\n",
-        binary.display()
+        "[server]\npublic_hosts = [\"mcp.example.com\"]\n\n{}",
+        shared_and_per_session(["proc-shared", "proc-session"], &backend)
     ));
     let mut report = run_suite(&config, "proc-shared").await;
     report.extend(run_suite(&config, "proc-session").await);

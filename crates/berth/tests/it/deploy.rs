@@ -2,12 +2,7 @@
 //! parsed, and used by real clients: mcp-remote over stdio and the official Python SDK), and
 //! `traefik labels` against the committed compose files.
 
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
+use std::{collections::BTreeSet, path::Path, process::Stdio, time::Duration};
 
 use serde_json::Value;
 use tokio::{
@@ -15,23 +10,10 @@ use tokio::{
     process::Command,
 };
 
-use crate::harness::{Berth, PASSWORD, USER, alice};
-
-pub(crate) fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-pub(crate) fn berth_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
-    command
-        .env_remove("BERTH_CONFIG")
-        .env_remove("BERTH_LISTEN")
-        .env_remove("BERTH_AUTH_USERNAME")
-        .env_remove("BERTH_AUTH_PASSWORD")
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
-    command
-}
+use crate::{
+    harness::{Berth, PASSWORD, USER, alice, python, repo_root},
+    process::berth_command,
+};
 
 /// Runs `berth args...` with `stdin`, returning (exit code, stdout, stderr).
 async fn berth_run(args: &[&str], stdin: &str) -> (i32, String, String) {
@@ -55,7 +37,7 @@ async fn healthcheck_exit_codes() {
     let url = berth.url("/");
     assert_eq!(berth_run(&["healthcheck", "--url", &url], "").await.0, 0);
     // Any answer but 200 is unhealthy, and so is silence.
-    let missing = berth.url("/conformance/mcp");
+    let missing = berth.mcp_url("conformance");
     let unauthorized = berth_run(&["healthcheck", "--url", &missing], "").await;
     assert_eq!(unauthorized.0, 1);
     assert!(unauthorized.2.contains("401"), "{unauthorized:?}");
@@ -154,7 +136,7 @@ async fn answer(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdo
 #[tokio::test]
 async fn claude_desktop_snippet_works_through_mcp_remote() {
     let berth = Berth::default().await;
-    let url = format!("http://127.0.0.1:{}/conformance/mcp", berth.addr.port());
+    let url = berth.mcp_url("conformance");
     let desktop: Value = serde_json::from_str(&snippet("claude-desktop", &url).await).unwrap();
     let entry = &desktop["mcpServers"]["conformance"];
     let args: Vec<String> = entry["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
@@ -219,12 +201,10 @@ async fn claude_desktop_snippet_works_through_mcp_remote() {
 #[tokio::test]
 async fn metamcp_headers_work_with_the_python_sdk() {
     let berth = Berth::default().await;
-    let url = format!("http://127.0.0.1:{}/conformance/mcp", berth.addr.port());
+    let url = berth.mcp_url("conformance");
     let metamcp: Value = serde_json::from_str(&snippet("metamcp", &url).await).unwrap();
     let server = &metamcp["mcpServers"]["conformance"];
-    let python = repo_root().join("tools/.venv/bin/python");
-    assert!(python.exists(), "the Python SDK is not installed: run scripts/test (it creates tools/.venv)");
-    let output = Command::new(python)
+    let output = Command::new(python())
         .arg(repo_root().join("tools/mcp_client.py"))
         .arg(server["url"].as_str().unwrap())
         .arg(server["headers"].to_string())

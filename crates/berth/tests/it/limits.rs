@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -16,7 +16,7 @@ use tokio::{
 
 use crate::{
     harness::{Berth, alice, config_with, http},
-    mcp_client::post,
+    requests::open_session,
 };
 
 /// Long enough that only a broken build waits this long: a hang guard, not a timing assertion.
@@ -208,20 +208,9 @@ async fn silent_connections_are_evicted_for_a_client_that_speaks() {
     berth.stop().await;
 }
 
-/// Opens an initialized session on the native backend; answers its id.
-async fn open_session(berth: &Berth) -> String {
-    let url = berth.url("/conformance/mcp");
-    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
-        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
-    let (_, headers, _) = post(&url, None, init).await;
-    let session = headers["mcp-session-id"].to_str().unwrap().to_string();
-    post(&url, Some(&session), json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await;
-    session
-}
-
 /// Opens a session on the native backend and its GET stream on a connection of its own.
 async fn open_sse_stream(berth: &Berth) -> TcpStream {
-    let session = open_session(berth).await;
+    let session = open_session(&berth.mcp_url("conformance")).await;
     let mut stream = TcpStream::connect(berth.addr).await.unwrap();
     let request = format!(
         "GET /conformance/mcp HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\nAccept: text/event-stream\r\n\
@@ -275,7 +264,7 @@ async fn http2_is_served_and_an_http2_connection_with_no_open_stream_is_closed()
 #[tokio::test]
 async fn a_dead_http2_peer_under_an_open_stream_is_found_by_pings() {
     let berth = Berth::start(&config_with("[server]\nhttp2_keep_alive_interval = \"1s\"\n")).await;
-    let session = open_session(&berth).await;
+    let session = open_session(&berth.mcp_url("conformance")).await;
     let authorization = alice();
     let get = h2_request(&[
         (":method", "GET"),

@@ -1,4 +1,10 @@
 //! berth's integration tests: one binary, real HTTP over loopback, real MCP clients.
+//!
+//! The helpers every module shares live beside `harness.rs` (an in-process berth, its
+//! configurations and credentials), one job each: `requests.rs` builds what an MCP client
+//! sends, `sse.rs` reads what comes back, `raw.rs` is a session on top of both, `process.rs`
+//! runs the real binary and counts processes, and `wait.rs` waits for what happens in the
+//! background.
 
 mod checklist;
 mod cli;
@@ -14,10 +20,14 @@ mod hostile;
 mod limits;
 mod mcp_client;
 mod params;
+mod process;
 mod proxy;
 mod raw;
+mod requests;
 mod shutdown;
+mod sse;
 mod statuses;
 mod stdio;
 mod streams;
 mod tls;
+mod wait;

@@ -17,8 +17,10 @@ use rmcp::{
 use serde_json::{Value, json};
 
 use crate::{
-    harness::{Berth, alice, config_with, http},
-    raw::{Messages, RawSession},
+    harness::{Berth, config_with, http},
+    raw::RawSession,
+    requests::{self, McpHeaders, stateless_call},
+    sse::Messages,
 };
 
 /// A service whose tool `where` mirrors `place` into `Mcp-Param-Region` until `shift` is
@@ -73,19 +75,8 @@ async fn call(
     arguments: Value,
     params: &[(&str, &str)],
 ) -> (StatusCode, Value) {
-    let message = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
-        "name": tool, "arguments": arguments, "_meta": {
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": {"name": "params-test", "version": "1"}}}});
-    let mut request = http()
-        .post(berth.url(&format!("/{backend}/mcp")))
-        .header("authorization", alice())
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", tool);
+    let message = stateless_call(7, tool, arguments);
+    let mut request = requests::post(&http(), berth.mcp_url(backend)).stateless_call(tool);
     for (name, value) in params {
         request = request.header(*name, *value);
     }
@@ -129,15 +120,10 @@ async fn the_first_call_lists_the_tools_and_list_changed_lists_them_again() {
     );
     assert_mismatch(call(&berth, "shifting", "where", place.clone(), &[("mcp-param-zone", "dock 4")]).await);
     // ...which an older client's session hears on its GET stream, through berth.
-    let session = RawSession::open(&berth.url("/shifting/mcp"), json!({})).await;
+    let session = RawSession::open(&berth.mcp_url("shifting"), json!({})).await;
     let mut stream = session.listen().await;
     assert_eq!(session.tool("shift", json!({})).await, "shift done");
-    loop {
-        let message = stream.next().await.expect("the GET stream stays open");
-        if message["method"] == "notifications/tools/list_changed" {
-            break;
-        }
-    }
+    stream.find_method("notifications/tools/list_changed").await.expect("the GET stream stays open");
     // Zone from then on: berth listed the tools again.
     assert_text(call(&berth, "shifting", "where", place.clone(), &[("mcp-param-zone", "dock 4")]).await, "where done");
     assert_mismatch(call(&berth, "shifting", "where", place, &[("mcp-param-region", "dock 4")]).await);

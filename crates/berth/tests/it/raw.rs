@@ -1,13 +1,16 @@
 //! A small raw Streamable-HTTP client for tests that need to see every message on the wire
 //! (ids, extra fields, server requests) rather than what an SDK makes of them.
 
-use std::{collections::VecDeque, time::Duration};
+use std::time::Duration;
 
-use futures::StreamExt;
-use reqwest::{Response, StatusCode};
+use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::{alice, http};
+use crate::{
+    harness::http,
+    requests::{self, McpHeaders, initialize_with, initialized},
+    sse::Messages,
+};
 
 /// A session opened with `initialize`.
 pub(crate) struct RawSession {
@@ -19,109 +22,14 @@ pub(crate) struct RawSession {
     client: reqwest::Client,
 }
 
-/// The messages of one SSE or JSON answer, readable as they arrive.
-pub(crate) struct Messages {
-    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buffer: String,
-    ready: VecDeque<(Option<String>, Value)>,
-    pub(crate) status: StatusCode,
-    /// The SSE event id of the last message returned (or of a priming event seen before it):
-    /// what a client sends as `Last-Event-ID` to resume.
-    pub(crate) last_event_id: Option<String>,
-    /// How many events carried the `retry` field.
-    pub(crate) retries: usize,
-}
-
-impl Messages {
-    /// The messages of a response, readable as they arrive.
-    pub(crate) async fn from(response: Response) -> Self {
-        let status = response.status();
-        let is_json = response
-            .headers()
-            .get("content-type")
-            .is_some_and(|v| v.to_str().unwrap_or("").starts_with("application/json"));
-        let mut messages = Self {
-            body: response.bytes_stream().boxed(),
-            buffer: String::new(),
-            ready: VecDeque::new(),
-            status,
-            last_event_id: None,
-            retries: 0,
-        };
-        if is_json {
-            let mut bytes = Vec::new();
-            while let Some(Ok(chunk)) = messages.body.next().await {
-                bytes.extend_from_slice(&chunk);
-            }
-            if let Ok(value) = serde_json::from_slice(&bytes) {
-                messages.ready.push_back((None, value));
-            }
-        }
-        messages
-    }
-
-    /// The next message, or `None` when the stream ended; waits at most 30 s (a hang guard).
-    pub(crate) async fn next(&mut self) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some((id, message)) = self.ready.pop_front() {
-                if id.is_some() {
-                    self.last_event_id = id;
-                }
-                return Some(message);
-            }
-            if let Some(end) = self.buffer.find("\n\n") {
-                let event: String = self.buffer.drain(..end + 2).collect();
-                let field = |name: &str| event.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string());
-                let data: String = event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).collect();
-                let id = field("id:");
-                self.retries += usize::from(field("retry:").is_some());
-                if data.is_empty() {
-                    if id.is_some() {
-                        self.last_event_id = id;
-                    }
-                } else {
-                    self.ready.push_back((id, serde_json::from_str(&data).expect("SSE data is JSON")));
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.body.next()).await.expect("no message within 30 s")?;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk.ok()?));
-        }
-    }
-
-    /// Every remaining message.
-    pub(crate) async fn all(mut self) -> Vec<Value> {
-        let mut all = Vec::new();
-        while let Some(message) = self.next().await {
-            all.push(message);
-        }
-        all
-    }
-
-    /// The first message that is a response (has `result` or `error`).
-    pub(crate) async fn response(mut self) -> Value {
-        while let Some(message) = self.next().await {
-            if message.get("method").is_none() {
-                return message;
-            }
-        }
-        panic!("the stream ended without a response")
-    }
-}
-
 /// A POST to an MCP endpoint as Alice; with a session, its id and protocol version (no
 /// `MCP-Protocol-Version` header when the version is empty).
-pub(crate) fn post(client: &reqwest::Client, url: &str, session: Option<(&str, &str)>) -> reqwest::RequestBuilder {
-    let mut request = client
-        .post(url)
-        .header("authorization", alice())
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json");
+fn post(client: &Client, url: &str, session: Option<(&str, &str)>) -> RequestBuilder {
+    let mut request = requests::post(client, url);
     if let Some((session, version)) = session {
-        request = request.header("mcp-session-id", session);
+        request = request.session(session);
         if !version.is_empty() {
-            request = request.header("mcp-protocol-version", version);
+            request = request.protocol(version);
         }
     }
     request
@@ -160,9 +68,7 @@ impl RawSession {
 
     async fn try_open_version(url: &str, capabilities: Value, version: &str) -> Result<Self, (StatusCode, Value)> {
         let client = http();
-        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": version, "capabilities": capabilities,
-            "clientInfo": {"name": "raw", "version": "1"}}});
+        let init = initialize_with(0, version, capabilities);
         let response = post(&client, url, None).body(init.to_string()).send().await.unwrap();
         let status = response.status();
         let id = response.headers().get("mcp-session-id").map(|v| v.to_str().unwrap().to_string());
@@ -170,7 +76,7 @@ impl RawSession {
         let Some(id) = id.filter(|_| status == StatusCode::OK) else { return Err((status, body)) };
         let version = body["result"]["protocolVersion"].as_str().unwrap_or(version).to_string();
         let session = Self { url: url.to_string(), id, init: body, version, client };
-        session.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+        session.send(initialized()).await;
         Ok(session)
     }
 
@@ -181,9 +87,18 @@ impl RawSession {
 
     /// POSTs a raw body in this session.
     pub(crate) async fn send_raw(&self, body: &str) -> Messages {
-        let response =
-            post(&self.client, &self.url, Some((&self.id, &self.version))).body(body.to_string()).send().await.unwrap();
+        let response = self.post(&self.client).body(body.to_string()).send().await.unwrap();
         Messages::from(response).await
+    }
+
+    /// A POST in this session from `client`, for tests that read the answer themselves.
+    pub(crate) fn post(&self, client: &Client) -> RequestBuilder {
+        post(client, &self.url, Some(self.headers()))
+    }
+
+    /// A GET of this session's stream from `client`.
+    fn get(&self, client: &Client) -> RequestBuilder {
+        requests::get_stream(client, &self.url).session(&self.id).protocol(&self.version)
     }
 
     /// The session id and protocol version, for [`post_raw`].
@@ -194,11 +109,8 @@ impl RawSession {
     /// Sends a request from a task of its own (for calls that stay in flight while the test
     /// does something else); the task answers the request's response.
     pub(crate) fn spawn_request(&self, message: Value) -> tokio::task::JoinHandle<Value> {
-        let (client, url, id, version) = (self.client.clone(), self.url.clone(), self.id.clone(), self.version.clone());
-        tokio::spawn(async move {
-            let response = post(&client, &url, Some((&id, &version))).body(message.to_string()).send().await.unwrap();
-            Messages::from(response).await.response().await
-        })
+        let request = self.post(&self.client).body(message.to_string());
+        tokio::spawn(async move { Messages::from(request.send().await.unwrap()).await.response().await })
     }
 
     /// Sends a request and answers its response.
@@ -219,61 +131,26 @@ impl RawSession {
 
     /// Resumes a stream with `Last-Event-ID` (a GET, as the spec says).
     pub(crate) async fn resume(&self, last_event_id: &str) -> Messages {
-        let response = self
-            .client
-            .get(&self.url)
-            .header("authorization", alice())
-            .header("accept", "text/event-stream")
-            .header("mcp-session-id", &self.id)
-            .header("mcp-protocol-version", &self.version)
-            .header("last-event-id", last_event_id)
-            .send()
-            .await
-            .unwrap();
+        let response = self.get(&self.client).last_event_id(last_event_id).send().await.unwrap();
         Messages::from(response).await
     }
 
     /// Opens the GET stream of unsolicited messages.
     pub(crate) async fn listen(&self) -> Messages {
-        let response = self
-            .client
-            .get(&self.url)
-            .header("authorization", alice())
-            .header("accept", "text/event-stream")
-            .header("mcp-session-id", &self.id)
-            .header("mcp-protocol-version", &self.version)
-            .send()
-            .await
-            .unwrap();
+        let response = self.get(&self.client).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         Messages::from(response).await
     }
 
     /// Ends the session.
     pub(crate) async fn delete(&self) -> StatusCode {
-        self.client
-            .delete(&self.url)
-            .header("authorization", alice())
-            .header("mcp-session-id", &self.id)
-            .send()
-            .await
-            .unwrap()
-            .status()
+        requests::delete(&self.client, &self.url, &self.id).send().await.unwrap().status()
     }
 }
 
 /// A GET with `Last-Event-ID` in `session` that is expected to be refused: its status and body.
 pub(crate) async fn get_raw(session: &RawSession, last_event_id: &str) -> (StatusCode, Value) {
-    let response = http()
-        .get(&session.url)
-        .header("authorization", alice())
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session.id)
-        .header("mcp-protocol-version", &session.version)
-        .header("last-event-id", last_event_id)
-        .send()
-        .await
-        .unwrap();
+    let response = session.get(&http()).last_event_id(last_event_id).send().await.unwrap();
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }

@@ -3,31 +3,18 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::json;
 
 use crate::{
-    harness::{Berth, alice, config_with, http},
-    mcp_client::post,
+    harness::{Berth, config_with, http},
+    requests::{McpHeaders, get_stream, open_session},
 };
 
 #[tokio::test]
 async fn shutdown_ends_open_sse_streams_and_returns() {
     let berth = Berth::start(&config_with("[server]\nshutdown_grace = \"60s\"\n")).await;
-    let url = berth.url("/conformance/mcp");
-    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
-        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
-    let (_, headers, _) = post(&url, None, init).await;
-    let session = headers["mcp-session-id"].to_str().unwrap().to_string();
-    post(&url, Some(&session), json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await;
-    let stream = http()
-        .get(&url)
-        .header("authorization", alice())
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .unwrap();
+    let url = berth.mcp_url("conformance");
+    let session = open_session(&url).await;
+    let stream = get_stream(&http(), &url).session(&session).protocol("2025-11-25").send().await.unwrap();
     assert_eq!(stream.status(), 200);
     assert_eq!(stream.headers()["content-type"], "text/event-stream");
     let mut body = stream.bytes_stream();

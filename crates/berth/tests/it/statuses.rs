@@ -1,13 +1,13 @@
 //! Every status berth answers itself, over real HTTP.
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::harness::{Berth, alice, basic, config_with, http};
-
-const BOTH: &str = "application/json, text/event-stream";
-const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-const REGION_CALL: &str = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"test_header_param","arguments":{"region":"us-west1"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"}}}}"#;
+use crate::{
+    harness::{Berth, alice, basic, config_with, http},
+    process::berth_std_command,
+    requests::{self, ACCEPT_BOTH as BOTH, initialize, stateless_call},
+};
 
 struct Case {
     name: &'static str,
@@ -38,6 +38,8 @@ async fn every_status_berth_answers_itself() {
         ..case(name, Method::POST, "/conformance/mcp", status)
     };
     let json = ("content-type", "application/json");
+    let init = initialize("2025-11-25").to_string();
+    let region_call = stateless_call(3, "test_header_param", json!({"region": "us-west1"})).to_string();
     let cases = vec![
         Case { auth: None, ..case("health needs no auth", Method::GET, "/", StatusCode::OK) },
         Case { auth: None, ..case("readyz needs no auth", Method::GET, "/readyz", StatusCode::OK) },
@@ -86,14 +88,14 @@ async fn every_status_berth_answers_itself() {
         post(
             "POST accepting only JSON",
             vec![("accept", "application/json"), json],
-            INIT,
+            &init,
             StatusCode::NOT_ACCEPTABLE,
             Some(1),
         ),
         post(
             "POST that is not JSON",
             vec![("accept", BOTH), ("content-type", "text/plain")],
-            INIT,
+            &init,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Some(1),
         ),
@@ -107,7 +109,7 @@ async fn every_status_berth_answers_itself() {
         post(
             "unknown protocol version",
             vec![("accept", BOTH), json, ("mcp-protocol-version", "2023-01-01")],
-            INIT,
+            &init,
             StatusCode::BAD_REQUEST,
             Some(1),
         ),
@@ -121,13 +123,13 @@ async fn every_status_berth_answers_itself() {
                 ("mcp-name", "test_header_param"),
                 ("mcp-param-region", "eu-north1"),
             ],
-            REGION_CALL,
+            &region_call,
             StatusCode::BAD_REQUEST,
             Some(3),
         ),
         post("malformed JSON", vec![("accept", BOTH), json], "{\"jsonrpc\":", StatusCode::BAD_REQUEST, None),
         case("PUT on an MCP endpoint", Method::PUT, "/conformance/mcp", StatusCode::METHOD_NOT_ALLOWED),
-        post("a good initialize", vec![("accept", BOTH), json], INIT, StatusCode::OK, None),
+        post("a good initialize", vec![("accept", BOTH), json], &init, StatusCode::OK, None),
     ];
     let client = http();
     for case in cases {
@@ -170,13 +172,9 @@ async fn head_health_and_host_routing() {
     let head = client.head(berth.url("/")).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::OK);
     // fs.mcp.example.com/mcp reaches backend `conformance` by host name alone.
-    let response = client
-        .post(berth.url("/mcp"))
+    let response = requests::post(&client, berth.url("/mcp"))
         .header("host", "conformance.mcp.example.com")
-        .header("authorization", alice())
-        .header("accept", BOTH)
-        .header("content-type", "application/json")
-        .body(INIT)
+        .body(initialize("2025-11-25").to_string())
         .send()
         .await
         .unwrap();
@@ -211,7 +209,7 @@ async fn bcrypt_users_from_an_htpasswd_file() {
         ("s3cret", StatusCode::NOT_ACCEPTABLE),
     ] {
         let response = client
-            .get(berth.url("/conformance/mcp"))
+            .get(berth.mcp_url("conformance"))
             .header("authorization", basic("bob", password))
             .send()
             .await
@@ -222,7 +220,7 @@ async fn bcrypt_users_from_an_htpasswd_file() {
 }
 
 fn bcrypt_hash(password: &str) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+    let output = berth_std_command()
         .args(["hash-password", "--user", "x", "--cost", "4"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

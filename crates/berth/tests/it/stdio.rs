@@ -8,46 +8,17 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::{
-    harness::{Berth, config_with, http, wait_until, wait_until_async, workspace_bin},
+    harness::{Berth, FIXTURE_ROUTES, config_with, fixture_config, http},
+    process::{children, is_alive},
     raw::{RawSession, churn_sessions},
+    wait::{wait_until, wait_until_async},
 };
-
-/// A configuration with the fixture as backend `fx` (shared) and `fx-solo` (per-session),
-/// each with `extra` options.
-fn fixture_config(extra: &str) -> String {
-    let command = workspace_bin("berth-fixtures", "berth-fixture-stdio");
-    config_with(&format!(
-        "[backends.fx]\nkind = \"process\"\ncommand = \"{0}\"\n{extra}\n\
-         [backends.fx-solo]\nkind = \"process\"\ncommand = \"{0}\"\nsharing = \"per-session\"\n{extra}\n",
-        command.display()
-    ))
-}
-
-const BOTH: [&str; 2] = ["fx", "fx-solo"];
-
-pub(crate) fn is_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.split(") ").nth(1).unwrap_or("").starts_with('Z'))
-}
-
-/// Processes whose parent is this test process (the instances berth spawned), alive.
-pub(crate) fn children() -> usize {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path().join("stat")).ok())
-        .filter(|stat| {
-            let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split(' ').collect();
-            fields.first() != Some(&"Z") && fields.get(1) == Some(&me.as_str())
-        })
-        .count()
-}
 
 #[tokio::test]
 async fn unknown_fields_and_methods_pass_through() {
     let berth = Berth::start(&fixture_config("")).await;
-    for backend in BOTH {
-        let session = RawSession::open(&berth.url(&format!("/{backend}/mcp")), json!({})).await;
+    for backend in FIXTURE_ROUTES {
+        let session = RawSession::open(&berth.mcp_url(backend), json!({})).await;
         assert_eq!(session.init["result"]["x-extra-init"], "kept", "{backend}: {}", session.init);
         assert!(session.init["result"]["capabilities"]["x-custom-capability"].is_object());
         let custom = session.request(json!("c1"), "x/echo", json!({"a": 1, "x-extra-param": [true]})).await;
@@ -74,8 +45,8 @@ async fn unknown_fields_and_methods_pass_through() {
 #[tokio::test]
 async fn server_requests_reach_the_client_and_come_back() {
     let berth = Berth::start(&fixture_config("")).await;
-    for backend in BOTH {
-        let session = RawSession::open(&berth.url(&format!("/{backend}/mcp")), json!({"sampling": {}})).await;
+    for backend in FIXTURE_ROUTES {
+        let session = RawSession::open(&berth.mcp_url(backend), json!({"sampling": {}})).await;
         for method in ["sampling/createMessage", "x/custom-server-request"] {
             let call = json!({"jsonrpc": "2.0", "id": "q", "method": "tools/call",
                 "params": {"name": "ask", "arguments": {"method": method}}});
@@ -100,7 +71,7 @@ async fn server_requests_reach_the_client_and_come_back() {
 #[tokio::test]
 async fn fifty_sessions_on_one_instance_each_get_their_own_answers() {
     let berth = Berth::start(&fixture_config("")).await;
-    let url = berth.url("/fx/mcp");
+    let url = berth.mcp_url("fx");
     let tasks: Vec<_> = (0..50)
         .map(|n| {
             let url = url.clone();
@@ -143,8 +114,8 @@ async fn fifty_sessions_on_one_instance_each_get_their_own_answers() {
 #[tokio::test]
 async fn a_crash_mid_call_fails_the_call_at_once_and_the_session_lives_on() {
     let berth = Berth::start(&fixture_config("")).await;
-    for backend in BOTH {
-        let session = RawSession::open(&berth.url(&format!("/{backend}/mcp")), json!({})).await;
+    for backend in FIXTURE_ROUTES {
+        let session = RawSession::open(&berth.mcp_url(backend), json!({})).await;
         let pid: u32 = session.tool("pid", json!({})).await.parse().unwrap();
         let slow = json!({"jsonrpc": "2.0", "id": "slow", "method": "tools/call",
             "params": {"name": "slow", "arguments": {"ms": 600_000}}});
@@ -167,7 +138,7 @@ async fn a_crash_mid_call_fails_the_call_at_once_and_the_session_lives_on() {
 #[tokio::test]
 async fn per_session_instances_are_private_capped_and_stopped() {
     let berth = Berth::start(&fixture_config("max_instances = 2")).await;
-    let url = berth.url("/fx-solo/mcp");
+    let url = berth.mcp_url("fx-solo");
     let first = RawSession::open(&url, json!({})).await;
     let second = RawSession::open(&url, json!({})).await;
     let one: u32 = first.tool("pid", json!({})).await.parse().unwrap();
@@ -190,7 +161,7 @@ async fn per_session_instances_are_private_capped_and_stopped() {
 #[tokio::test]
 async fn idle_per_session_instances_are_stopped() {
     let berth = Berth::start(&fixture_config("idle_timeout = \"300ms\"")).await;
-    let session = RawSession::open(&berth.url("/fx-solo/mcp"), json!({})).await;
+    let session = RawSession::open(&berth.mcp_url("fx-solo"), json!({})).await;
     let pid: u32 = session.tool("pid", json!({})).await.parse().unwrap();
     wait_until("the idle instance stops", || !is_alive(pid)).await;
     let gone = session.send(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).await;
@@ -201,7 +172,7 @@ async fn idle_per_session_instances_are_stopped() {
 #[tokio::test]
 async fn requests_time_out_unless_progress_keeps_them_alive() {
     let berth = Berth::start(&fixture_config("request_timeout = \"1s\"")).await;
-    let session = RawSession::open(&berth.url("/fx/mcp"), json!({})).await;
+    let session = RawSession::open(&berth.mcp_url("fx"), json!({})).await;
     let timed_out = session.request(json!(1), "tools/call", json!({"name": "slow", "arguments": {"ms": 5000}})).await;
     assert_eq!(timed_out["error"]["code"], -32001, "{timed_out}");
     let messages = session
@@ -218,7 +189,7 @@ async fn requests_time_out_unless_progress_keeps_them_alive() {
 #[tokio::test]
 async fn resource_subscriptions_are_reference_counted() {
     let berth = Berth::start(&fixture_config("")).await;
-    let url = berth.url("/fx/mcp");
+    let url = berth.mcp_url("fx");
     let a = RawSession::open(&url, json!({})).await;
     let b = RawSession::open(&url, json!({})).await;
     let mut stream_a = a.listen().await;
@@ -248,12 +219,12 @@ async fn readiness_reflects_a_backend_that_cannot_start() {
     ))
     .await;
     let client = http();
-    wait_until_async(|| async {
+    wait_until_async("readiness names the broken backend", || async {
         let ready = client.get(berth.url("/readyz")).send().await.unwrap();
         ready.status() == StatusCode::SERVICE_UNAVAILABLE && ready.text().await.unwrap().contains("broken")
     })
     .await;
-    let (status, body) = RawSession::try_open(&berth.url("/broken/mcp"), json!({})).await.err().unwrap();
+    let (status, body) = RawSession::try_open(&berth.mcp_url("broken"), json!({})).await.err().unwrap();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body["error"]["message"].as_str().unwrap().contains("/nonexistent/mcp-server"), "{body}");
     berth.stop().await;
@@ -263,8 +234,8 @@ async fn readiness_reflects_a_backend_that_cannot_start() {
 async fn two_hundred_sessions_leave_no_process_behind() {
     let baseline = children();
     let berth = Berth::start(&fixture_config("")).await;
-    for backend in BOTH {
-        churn_sessions(&berth.url(&format!("/{backend}/mcp"))).await;
+    for backend in FIXTURE_ROUTES {
+        churn_sessions(&berth.mcp_url(backend)).await;
     }
     // The shared instance stays up while berth runs; per-session ones are all gone.
     wait_until("only the shared instance is left", || children() <= baseline + 1).await;
@@ -275,7 +246,7 @@ async fn two_hundred_sessions_leave_no_process_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_in_flight_calls_finish_before_stopping_servers() {
     let berth = Berth::start(&format!("{}\n[server]\nshutdown_grace = \"60s\"\n", fixture_config(""))).await;
-    let session = RawSession::open(&berth.url("/fx/mcp"), json!({})).await;
+    let session = RawSession::open(&berth.mcp_url("fx"), json!({})).await;
     let pid: u32 = session.tool("pid", json!({})).await.parse().unwrap();
     let call = tokio::spawn(async move { session.tool("slow", json!({"ms": 1500})).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -289,7 +260,7 @@ async fn shutdown_lets_in_flight_calls_finish_before_stopping_servers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_sessions_still_being_ended() {
     let berth = Berth::start(&fixture_config("env = { FIXTURE_EXIT_DELAY_MS = \"1500\" }\nstop_grace = \"10s\"")).await;
-    let session = RawSession::open(&berth.url("/fx-solo/mcp"), json!({})).await;
+    let session = RawSession::open(&berth.mcp_url("fx-solo"), json!({})).await;
     let pid: u32 = session.tool("pid", json!({})).await.parse().unwrap();
     assert_eq!(session.delete().await, StatusCode::OK);
     assert!(is_alive(pid), "the instance lingers after its stdin closed");

@@ -10,18 +10,16 @@ use serde_json::{Value, json};
 
 use crate::{
     everything,
-    harness::{Berth, config_with, http, wait_until_async, workspace_bin},
-    raw::{Messages, RawSession, post},
+    harness::{Berth, FIXTURE_ROUTES, docker_ready, fixture_config, http},
+    raw::{RawSession, get_raw},
+    requests::{self, McpHeaders, stateless_call},
+    sse::Messages,
+    wait::wait_until_async,
 };
 
 /// The fixture as `fx` (shared) and `fx-solo` (per-session) with a resume window of `window`.
-fn fixture_config(window: &str) -> String {
-    let command = workspace_bin("berth-fixtures", "berth-fixture-stdio");
-    config_with(&format!(
-        "[backends.fx]\nkind = \"process\"\ncommand = \"{0}\"\nresume_window = \"{window}\"\n\
-         [backends.fx-solo]\nkind = \"process\"\ncommand = \"{0}\"\nsharing = \"per-session\"\nresume_window = \"{window}\"\n",
-        command.display()
-    ))
+fn resumable(window: &str) -> String {
+    fixture_config(&format!("resume_window = \"{window}\""))
 }
 
 /// The request ids the fixture saw cancelled, asked through `session`.
@@ -72,9 +70,9 @@ async fn resume_to_the_end(session: &RawSession, last: &str) -> (Vec<f64>, Value
 
 #[tokio::test]
 async fn a_dropped_post_stream_resumes_with_what_it_missed() {
-    let berth = Berth::start(&fixture_config("1s")).await;
-    for route in ["fx", "fx-solo"] {
-        let session = RawSession::open(&berth.url(&format!("/{route}/mcp")), json!({})).await;
+    let berth = Berth::start(&resumable("1s")).await;
+    for route in FIXTURE_ROUTES {
+        let session = RawSession::open(&berth.mcp_url(route), json!({})).await;
         let call = json!({"jsonrpc": "2.0", "id": "long", "method": "tools/call",
             "params": {"name": "progress", "arguments": {"steps": 8, "ms": 150}, "_meta": {"progressToken": "mine"}}});
         let (last, before) = call_then_cut(&session, call, 2).await;
@@ -96,9 +94,9 @@ async fn a_dropped_post_stream_resumes_with_what_it_missed() {
 
 #[tokio::test]
 async fn a_dropped_get_stream_resumes_with_what_it_missed() {
-    let berth = Berth::start(&fixture_config("1s")).await;
-    for route in ["fx", "fx-solo"] {
-        let session = RawSession::open(&berth.url(&format!("/{route}/mcp")), json!({})).await;
+    let berth = Berth::start(&resumable("1s")).await;
+    for route in FIXTURE_ROUTES {
+        let session = RawSession::open(&berth.mcp_url(route), json!({})).await;
         let mut listening = session.listen().await;
         // The priming event gives an id before any message.
         assert_eq!(session.tool("echo", json!({"text": "x"})).await, "x");
@@ -110,9 +108,9 @@ async fn a_dropped_get_stream_resumes_with_what_it_missed() {
         assert_eq!(resumed.next().await.unwrap()["method"], "notifications/x-custom", "{route}");
         assert_eq!(resumed.next().await.unwrap()["method"], "notifications/tools/list_changed", "{route}");
         // An id that is not berth's, or a stream that never was, is refused clearly.
-        let (status, body) = crate::raw::get_raw(&session, "not-an-id").await;
+        let (status, body) = get_raw(&session, "not-an-id").await;
         assert_eq!((status, body["error"]["code"].as_i64()), (StatusCode::BAD_REQUEST, Some(-32600)), "{body}");
-        let (status, _) = crate::raw::get_raw(&session, "999-1").await;
+        let (status, _) = get_raw(&session, "999-1").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
     }
     berth.stop().await;
@@ -120,14 +118,14 @@ async fn a_dropped_get_stream_resumes_with_what_it_missed() {
 
 #[tokio::test]
 async fn a_client_that_does_not_come_back_has_its_call_cancelled_on_the_server() {
-    let berth = Berth::start(&fixture_config("1s")).await;
-    for route in ["fx", "fx-solo"] {
-        let session = RawSession::open(&berth.url(&format!("/{route}/mcp")), json!({})).await;
+    let berth = Berth::start(&resumable("1s")).await;
+    for route in FIXTURE_ROUTES {
+        let session = RawSession::open(&berth.mcp_url(route), json!({})).await;
         let call = json!({"jsonrpc": "2.0", "id": "abandoned", "method": "tools/call",
             "params": {"name": "progress", "arguments": {"steps": 400, "ms": 100}, "_meta": {"progressToken": 1}}});
         call_then_cut(&session, call, 1).await;
         // After the resume window (1 s) berth tells the server.
-        wait_until_async(|| async { cancelled(&session).await.len() == 1 }).await;
+        wait_until_async("the abandoned call is cancelled", || async { cancelled(&session).await.len() == 1 }).await;
         assert_eq!(session.tool("echo", json!({"text": "alive"})).await, "alive", "{route}: the session lives on");
     }
     berth.stop().await;
@@ -135,26 +133,26 @@ async fn a_client_that_does_not_come_back_has_its_call_cancelled_on_the_server()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_calls_whose_connections_dropped_are_all_cancelled() {
-    let berth = Berth::start(&fixture_config("1s")).await;
-    let session = RawSession::open(&berth.url("/fx/mcp"), json!({})).await;
+    let berth = Berth::start(&resumable("1s")).await;
+    let session = RawSession::open(&berth.mcp_url("fx"), json!({})).await;
     let calls: Vec<_> = (0..200)
         .map(|n| {
-            let (url, id, version) = (session.url.clone(), session.id.clone(), session.version.clone());
+            let body = json!({"jsonrpc": "2.0", "id": n, "method": "tools/call",
+                "params": {"name": "slow", "arguments": {"ms": 120_000}}});
+            let request = session.post(&http()).body(body.to_string());
             tokio::spawn(async move {
-                let body = json!({"jsonrpc": "2.0", "id": n, "method": "tools/call",
-                    "params": {"name": "slow", "arguments": {"ms": 120_000}}});
-                let response = post(&http(), &url, Some((&id, &version))).body(body.to_string()).send().await;
+                let response = request.send().await;
                 let _ = response.unwrap().bytes().await;
                 panic!("a two-minute call cannot have been answered");
             })
         })
         .collect();
     // Every call runs on the server; then every client goes away (its connection closes).
-    wait_until_async(|| async { fixture_counts(&session).await.1 == 200 }).await;
+    wait_until_async("every call runs", || async { fixture_counts(&session).await.1 == 200 }).await;
     for call in &calls {
         call.abort();
     }
-    wait_until_async(|| async { cancelled(&session).await.len() == 200 }).await;
+    wait_until_async("every call is cancelled", || async { cancelled(&session).await.len() == 200 }).await;
     let mut ids: Vec<String> = cancelled(&session).await.iter().map(Value::to_string).collect();
     ids.sort();
     ids.dedup();
@@ -167,34 +165,18 @@ async fn two_hundred_calls_whose_connections_dropped_are_all_cancelled() {
 
 #[tokio::test]
 async fn closing_a_stateless_requests_stream_cancels_it_at_once() {
-    let berth = Berth::start(&fixture_config("1h")).await;
-    let url = berth.url("/fx/mcp");
-    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {}, "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}});
-    let stateless = |id: &str, name: &str, arguments: Value| {
-        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": name, "arguments": arguments, "_meta": meta}})
+    let berth = Berth::start(&resumable("1h")).await;
+    let url = berth.mcp_url("fx");
+    let send = |tool: &str, id: &str, arguments: Value, timeout: Duration| {
+        let body = stateless_call(id, tool, arguments);
+        requests::post(&http(), &url).stateless_call(tool).timeout(timeout).body(body.to_string()).send()
     };
-    let send = |body: Value, timeout: Duration| {
-        let name = body["params"]["name"].as_str().unwrap().to_string();
-        http()
-            .post(&url)
-            .header("authorization", crate::harness::alice())
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", name)
-            .timeout(timeout)
-            .body(body.to_string())
-            .send()
-    };
-    if let Ok(response) = send(stateless("gone", "slow", json!({"ms": 120_000})), Duration::from_millis(800)).await {
+    if let Ok(response) = send("slow", "gone", json!({"ms": 120_000}), Duration::from_millis(800)).await {
         assert!(response.bytes().await.is_err(), "a two-minute call cannot have been answered");
     }
     // Even with a resume window of an hour: stateless streams cannot resume.
-    wait_until_async(|| async {
-        let response = send(stateless("ask", "cancelled", json!({})), Duration::from_secs(30)).await.unwrap();
+    wait_until_async("the closed stream's call is cancelled", || async {
+        let response = send("cancelled", "ask", json!({}), Duration::from_secs(30)).await.unwrap();
         let answer = Messages::from(response).await.response().await;
         let text = answer["result"]["content"][0]["text"].as_str().unwrap_or("{}").to_string();
         let counts: Value = serde_json::from_str(&text).unwrap();
@@ -207,7 +189,7 @@ async fn closing_a_stateless_requests_stream_cancels_it_at_once() {
 /// server-everything's long-running operation, cut mid-way and resumed, on the given routes.
 async fn everything_resumes(berth: &Berth, routes: [&str; 2]) {
     for route in routes {
-        let session = RawSession::open(&berth.url(&format!("/{route}/mcp")), json!({})).await;
+        let session = RawSession::open(&berth.mcp_url(route), json!({})).await;
         let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
             "name": "trigger-long-running-operation", "arguments": {"duration": 3, "steps": 6},
             "_meta": {"progressToken": "everything"}}});
@@ -231,7 +213,7 @@ async fn server_everything_resumes_through_process_backends() {
 
 #[tokio::test]
 async fn server_everything_resumes_through_docker_backends() {
-    if !everything::docker_ready() {
+    if !docker_ready(&["everything"]) {
         return;
     }
     let berth = Berth::start(&everything::docker_config()).await;
@@ -241,14 +223,14 @@ async fn server_everything_resumes_through_docker_backends() {
 
 #[tokio::test]
 async fn ending_a_session_answers_and_cancels_its_calls_in_flight() {
-    let berth = Berth::start(&fixture_config("1h")).await;
+    let berth = Berth::start(&resumable("1h")).await;
     for route in ["fx", "fx-solo"] {
         let session = RawSession::open(&berth.url(&format!("/{route}/mcp")), json!({})).await;
         let observer = RawSession::open(&berth.url("/fx/mcp"), json!({})).await;
         let call = json!({"jsonrpc": "2.0", "id": "in-flight", "method": "tools/call",
             "params": {"name": "slow", "arguments": {"ms": 120_000}}});
         let pending = session.spawn_request(call);
-        wait_until_async(|| async { fixture_counts(&session).await.1 >= 1 }).await;
+        wait_until_async("the call runs on the server", || async { fixture_counts(&session).await.1 >= 1 }).await;
         assert_eq!(session.delete().await, StatusCode::OK);
         // The client waiting on the call gets an error at once, not after two minutes.
         let answer = tokio::time::timeout(Duration::from_secs(30), pending).await.expect("no hang").unwrap();
@@ -256,7 +238,10 @@ async fn ending_a_session_answers_and_cancels_its_calls_in_flight() {
         assert_eq!(answer["error"]["code"], -32000, "{route}: {answer}");
         if route == "fx" {
             // A shared server is told to drop the call; a session's own server is stopped.
-            wait_until_async(|| async { cancelled(&observer).await.len() == 1 }).await;
+            wait_until_async("the shared server is told to drop the call", || async {
+                cancelled(&observer).await.len() == 1
+            })
+            .await;
         }
     }
     berth.stop().await;

@@ -5,7 +5,12 @@ use std::{path::Path, time::Duration};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
-use crate::harness::{Berth, alice, config_with};
+use crate::{
+    harness::{Berth, config_with},
+    process::berth_command,
+    requests::{self, initialize},
+    wait::poll,
+};
 
 /// A CA and a `localhost` certificate it signed, as PEM: (CA, leaf chain, leaf key).
 fn issue(label: &str) -> (String, String, String) {
@@ -62,17 +67,13 @@ async fn verified_https_with_http2_by_alpn() {
     assert_eq!(health.status(), 200);
     assert_eq!(health.version(), reqwest::Version::HTTP_2, "ALPN should pick h2");
     // The whole stack runs behind TLS: an MCP initialize through it.
-    let initialize = client
-        .post(url(&berth, "/conformance/mcp"))
-        .header("authorization", alice())
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"tls-test","version":"0"}}}"#)
+    let initialized = requests::post(&client, url(&berth, "/conformance/mcp"))
+        .body(initialize("2025-06-18").to_string())
         .send()
         .await
         .unwrap();
-    assert_eq!(initialize.status(), 200);
-    assert!(initialize.text().await.unwrap().contains("serverInfo"));
+    assert_eq!(initialized.status(), 200);
+    assert!(initialized.text().await.unwrap().contains("serverInfo"));
     // HTTP/1.1 clients are served too.
     let http1 = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
@@ -85,7 +86,7 @@ async fn verified_https_with_http2_by_alpn() {
     // `berth healthcheck` speaks TLS when the configuration has [server.tls].
     let config = dir.path().join("berth.toml");
     std::fs::write(&config, tls_config(dir.path())).unwrap();
-    let health = crate::deploy::berth_command()
+    let health = berth_command()
         .args(["healthcheck", "--config"])
         .arg(&config)
         .args(["--port", &berth.addr.port().to_string()])
@@ -113,15 +114,13 @@ async fn a_renewed_certificate_is_served_without_dropping_connections() {
     install(dir.path(), &new_chain, &new_key);
     // New connections get the new certificate once berth has read the files again (it polls
     // every 100 ms here); a fresh client that trusts only the new CA proves it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let renewed = poll(Duration::from_secs(30), || async {
         let fresh = client_trusting(&new_ca, &berth);
-        if fresh.get(url(&berth, "/")).send().await.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the renewed certificate was never served");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let served = fresh.get(url(&berth, "/")).send().await.is_ok_and(|r| r.status() == 200);
+        if served { Ok(()) } else { Err(()) }
+    })
+    .await;
+    assert!(renewed.is_ok(), "the renewed certificate was never served");
     // New connections no longer see the old certificate...
     assert!(client_trusting(&old_ca, &berth).get(url(&berth, "/")).send().await.is_err());
     // ...but the connection opened before the renewal still works: this client trusts only the
