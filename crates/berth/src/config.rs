@@ -173,7 +173,8 @@ pub struct ServerConfig {
     /// body is late gets 408.
     pub body_read_timeout: ConfigDuration,
     /// Time a connection may stay open with no request in flight (HTTP/1 keep-alive between
-    /// requests, HTTP/2 with no open stream) before it is closed gracefully.
+    /// requests, HTTP/2 with no open stream) before it is closed gracefully. On HTTP/1 the
+    /// `header_read_timeout` for the next request head usually ends an idle connection first.
     pub connection_idle_timeout: ConfigDuration,
     /// Interval of HTTP/2 PING frames; a peer that does not answer one within the same interval
     /// is considered dead and its connection closed, SSE streams included.

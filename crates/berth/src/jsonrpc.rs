@@ -14,7 +14,8 @@ pub(crate) const PARSE_ERROR: i64 = -32700;
 pub(crate) const INVALID_REQUEST: i64 = -32600;
 /// The method does not exist (or is not offered to this client).
 pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
-/// The params are invalid (a stateless request without its `_meta`).
+/// The params are invalid (a stateless request without its `_meta`, or a message that rmcp
+/// cannot read as its method's params).
 pub(crate) const INVALID_PARAMS: i64 = -32602;
 /// berth itself failed.
 pub(crate) const INTERNAL_ERROR: i64 = -32603;

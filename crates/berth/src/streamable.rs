@@ -3,13 +3,20 @@
 //! native one does.
 //!
 //! - `POST` must accept both `application/json` and `text/event-stream` (406), carry an
-//!   `application/json` body (415) no larger than the limit (413);
+//!   `application/json` body (415) no larger than the limit (413) that arrives within the body
+//!   deadline (408);
+//! - the body must be JSON (400, -32700) and an acceptable JSON-RPC message or batch (400,
+//!   -32600); a batch only where the request's protocol version allows one, at most
+//!   `mcp_headers::MAX_BATCH` messages;
 //! - `GET` must accept `text/event-stream` (406);
-//! - an `MCP-Protocol-Version` that no generation of the protocol defines gets 400;
+//! - an `MCP-Protocol-Version` that no generation of the protocol defines gets 400 (-32022);
+//! - a 2026-07-28 request's `Mcp-Method`, `Mcp-Name` and version headers must agree with its
+//!   body (400, -32020);
 //! - other methods get 405 with `Allow`.
 //!
 //! The layer buffers `POST` bodies (bounded by the limit): a JSON-RPC message is only useful
-//! whole, and the buffered body lets a refusal carry the JSON-RPC id of the refused request.
+//! whole, and the buffered body lets a refusal carry the JSON-RPC id of the refused request. The
+//! body it parsed travels on as [`ParsedBody`], so that the stdio backends do not parse it again.
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
