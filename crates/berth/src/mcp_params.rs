@@ -43,7 +43,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use crate::{
     body::{RequestBody, ResponseBody, request_body},
-    extensions::Target,
+    extensions::{ParsedBody, Target},
     jsonrpc::HEADER_MISMATCH,
     mcp_headers::{self, PROTOCOL_VERSION_HEADER, STANDARD_HEADERS_VERSION},
     reply::Rejection,
@@ -743,10 +743,17 @@ where
             let template =
                 ListRequest { uri: parts.uri.clone(), host: parts.headers.get(header::HOST).cloned(), version, target };
             if let Err(reason) = check_call(inner.clone(), &schemas, template, &parts.headers, &message).await {
-                let id = message.get("id").cloned().unwrap_or(Value::Null);
+                // The id as the client wrote it (the Streamable-HTTP layer kept the message's
+                // bytes), never re-serialized from the parsed value.
+                let raw = parts
+                    .extensions
+                    .get::<ParsedBody>()
+                    .and_then(|ParsedBody(body)| body.messages().first()?.id_bytes());
+                let id =
+                    raw.unwrap_or_else(|| Bytes::from(message.get("id").cloned().unwrap_or(Value::Null).to_string()));
                 return Rejection::new(StatusCode::BAD_REQUEST, "header_mismatch", reason)
                     .with_code(HEADER_MISMATCH)
-                    .with_id(Some(id))
+                    .with_raw_id(id)
                     .into_response();
             }
         }

@@ -34,13 +34,8 @@ impl Rejection {
         Self { status, error, message: message.into(), id: None, code: INVALID_REQUEST, data: serde_json::Map::new() }
     }
 
-    /// Sets the JSON-RPC id of the refused request, turning the body into a JSON-RPC error.
-    pub(crate) fn with_id(mut self, id: Option<Value>) -> Self {
-        self.id = id.map(|id| Bytes::from(id.to_string()));
-        self
-    }
-
-    /// Sets the JSON-RPC id of the refused request as written (raw JSON).
+    /// Sets the JSON-RPC id of the refused request as written (raw JSON), turning the body into a
+    /// JSON-RPC error.
     pub(crate) fn with_raw_id(mut self, id: Bytes) -> Self {
         self.id = Some(id);
         self
@@ -98,7 +93,7 @@ mod tests {
     #[tokio::test]
     async fn a_known_id_gives_a_jsonrpc_error_object() {
         let response = Rejection::new(StatusCode::NOT_ACCEPTABLE, "not_acceptable", "nope")
-            .with_id(Some(json!(7)))
+            .with_raw_id(Bytes::from_static(b"7"))
             .into_response();
         assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
         let body = body_json(response).await;

@@ -65,14 +65,42 @@ struct User {
     verifier: Verifier,
 }
 
-/// A bcrypt hash of a random password, verified when no user matches, so that a wrong user name
-/// costs as much time as a wrong password and names cannot be probed by timing.
+/// A bcrypt hash of a random password at cost 10, verified when no user matches, so that a
+/// wrong user name costs as much time as a wrong password and names cannot be probed by timing.
+/// Users with another cost get a dummy of their cost (see [`dummy_hash`]).
 const DUMMY_BCRYPT: &str = "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
+
+/// The cost factor of a bcrypt hash (`$2b$12$...` → 12).
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    hash.split('$').nth(2)?.parse().ok()
+}
+
+/// The hash verified for unknown user names: of the highest cost among the users' hashes, so
+/// that an unknown name takes as long as a known one with a wrong password (a dummy of a lower
+/// cost would answer measurably faster, and tell names apart).
+fn dummy_hash(users: &[User]) -> Arc<str> {
+    let cost = users
+        .iter()
+        .filter_map(|user| match &user.verifier {
+            Verifier::Bcrypt(hash) => bcrypt_cost(hash),
+            Verifier::Plain(_) => None,
+        })
+        .max();
+    match cost {
+        None | Some(10) => DUMMY_BCRYPT.into(),
+        Some(cost) => {
+            let random = uuid::Uuid::new_v4().simple().to_string();
+            bcrypt::hash(random, cost).map_or_else(|_| DUMMY_BCRYPT.into(), Arc::from)
+        }
+    }
+}
 
 /// The users berth accepts and the cache of credentials already verified.
 pub(crate) struct Users {
     users: Vec<User>,
     has_bcrypt: bool,
+    /// The hash verified when no bcrypt user matches the name.
+    dummy: Arc<str>,
     cache: Mutex<VerifiedCache>,
     /// Bounds the bcrypt verifications running at once, so that a flood of wrong passwords
     /// cannot take every core.
@@ -193,6 +221,7 @@ impl UsersBuilder {
         let has_bcrypt = self.users.iter().any(|u| matches!(u.verifier, Verifier::Bcrypt(_)));
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get());
         Users {
+            dummy: dummy_hash(&self.users),
             users: self.users,
             has_bcrypt,
             cache: Mutex::new(VerifiedCache { capacity: cache_size, entries: HashMap::new(), order: VecDeque::new() }),
@@ -245,7 +274,7 @@ impl Users {
         }
         let hash: Arc<str> = match bcrypt_candidate.map(|u| &u.verifier) {
             Some(Verifier::Bcrypt(hash)) => hash.clone(),
-            _ => DUMMY_BCRYPT.into(),
+            _ => Arc::clone(&self.dummy),
         };
         let _slot = self.bcrypt_slots.acquire().await.ok()?;
         let password = Secret::new(password);
@@ -318,6 +347,20 @@ mod tests {
         for (text, expected) in table {
             let error = Users::builder().htpasswd(text, "users").err().unwrap().to_string();
             assert!(error.starts_with(expected), "{text:?} gave {error}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_name_costs_as_much_as_the_costliest_user() {
+        let table: &[(&[u32], u32)] = &[(&[], 10), (&[10], 10), (&[12], 12), (&[4, 11], 11)];
+        for (costs, expected) in table {
+            let mut builder = Users::builder().plain("plain", &Secret::new("pw"));
+            for (n, cost) in costs.iter().enumerate() {
+                let hash = hash_password("pw", *cost).unwrap();
+                builder = builder.bcrypt(&format!("user{n}"), &hash).unwrap();
+            }
+            let users = builder.build(4);
+            assert_eq!(bcrypt_cost(&users.dummy), Some(*expected), "{costs:?}");
         }
     }
 

@@ -163,8 +163,9 @@ pub enum LaunchSpec {
     Docker(DockerSpec),
 }
 
-/// A validated stdio backend.
-#[derive(Debug, Clone)]
+/// A validated stdio backend. Its `Debug` shows the values of variables read from `env_files`
+/// as `[redacted]`: they are secrets, and `Config`'s `Debug` reaches them.
+#[derive(Clone)]
 pub struct StdioSpec {
     /// How to start an instance.
     pub launch: LaunchSpec,
@@ -194,6 +195,35 @@ pub struct StdioSpec {
     pub replay_events: usize,
     /// Most bytes kept per session for replay.
     pub replay_bytes: usize,
+}
+
+impl std::fmt::Debug for StdioSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(key, value)| {
+                let shown = if self.secret_env.contains(key) { "[redacted]" } else { value.as_str() };
+                (key.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("StdioSpec")
+            .field("launch", &self.launch)
+            .field("env", &env)
+            .field("secret_env", &self.secret_env)
+            .field("sharing", &self.sharing)
+            .field("start", &self.start)
+            .field("request_timeout", &self.request_timeout)
+            .field("startup_timeout", &self.startup_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_instances", &self.max_instances)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("stop_grace", &self.stop_grace)
+            .field("resume_window", &self.resume_window)
+            .field("replay_events", &self.replay_events)
+            .field("replay_bytes", &self.replay_bytes)
+            .finish()
+    }
 }
 
 /// A local process.
@@ -465,6 +495,26 @@ mod tests {
             });
             assert_eq!(got.as_deref().map_err(String::as_str), expected, "{text}");
         }
+    }
+
+    #[test]
+    fn secrets_from_files_never_show_in_debug() {
+        let dir = std::env::temp_dir().join(format!("berth-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "s3cr3t-value\n").unwrap();
+        let text = format!(
+            "kind = \"process\"\ncommand = \"x\"\nenv = {{ PLAIN = \"visible\" }}\nenv_files = {{ TOKEN = \"{}\" }}",
+            file.display()
+        );
+        let BackendSpec::Stdio(stdio) = validate(&text).unwrap() else { panic!("not stdio") };
+        assert!(stdio.env.contains(&("TOKEN".to_string(), "s3cr3t-value".to_string())), "the server still gets it");
+        let shown = format!("{stdio:?}");
+        assert!(
+            !shown.contains("s3cr3t-value") && shown.contains("[redacted]") && shown.contains("visible"),
+            "{shown}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -90,7 +90,6 @@ fn berth_init_params() -> String {
 
 /// A refusal berth answers itself, carrying the request's id when it is known.
 fn refuse(status: StatusCode, id: Option<Bytes>, code: i64, message: impl Into<String>) -> Response<ResponseBody> {
-    let id = id.map(|id| serde_json::from_slice(&id).unwrap_or(serde_json::Value::Null));
     let slug = match status {
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::CONFLICT => "conflict",
@@ -98,10 +97,9 @@ fn refuse(status: StatusCode, id: Option<Bytes>, code: i64, message: impl Into<S
         _ if status.is_server_error() => "backend_error",
         _ => "bad_request",
     };
-    Rejection::new(status, slug, message)
-        .with_id(Some(id.unwrap_or(serde_json::Value::Null)))
-        .with_code(code)
-        .into_response()
+    // The id as the client wrote it, never re-serialized.
+    let id = id.unwrap_or_else(|| Bytes::from_static(b"null"));
+    Rejection::new(status, slug, message).with_raw_id(id).with_code(code).into_response()
 }
 
 fn refuse_with(error: &StdioError, id: Option<Bytes>) -> Response<ResponseBody> {

@@ -94,9 +94,11 @@ impl Replay {
         self.next_seq.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn keep(&self, stream: u64, seq: u64, data: &Bytes) {
+    /// Keeps a message; false when it cannot be kept at all (larger than the ring, or a ring
+    /// of no events), in which case it has no event id and cannot be replayed.
+    fn keep(&self, stream: u64, seq: u64, data: &Bytes) -> bool {
         if self.limits.events == 0 || data.len() > self.limits.bytes {
-            return;
+            return false;
         }
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         ring.events.push_back((stream, seq, data.clone()));
@@ -107,6 +109,7 @@ impl Replay {
                 None => break,
             }
         }
+        true
     }
 
     /// The kept messages of `stream` after `seq`, in order.
@@ -217,13 +220,12 @@ impl Outbox {
             Some(_) if self.stream == 0 => state.ever_attached,
             Some(_) => !(json_candidate && response && state.owed == 1),
         };
-        let seq = match (&self.replay, keep) {
+        let (seq, keep) = match (&self.replay, keep) {
             (Some(replay), true) => {
                 let seq = replay.next_seq();
-                replay.keep(self.stream, seq, &data);
-                seq
+                (seq, replay.keep(self.stream, seq, &data))
             }
-            _ => 0,
+            _ => (0, false),
         };
         let event = Event { seq, stream: self.stream, data, response, status, kept: keep };
         if response && state.owed != usize::MAX {
@@ -409,6 +411,20 @@ mod tests {
         }
         let answers = std::iter::from_fn(|| reader.try_recv().ok()).filter(|e| e.response).count();
         assert_eq!(answers, 3);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_ring_has_no_id_and_is_not_claimed_delivered_without_a_reader() {
+        let replay = Replay::new(ReplayLimits { events: 16, bytes: 12 });
+        let (outbox, reader) = Outbox::post(1, 2, Some(Arc::clone(&replay)));
+        outbox.deliver(bytes("small"), false, None);
+        drop(reader);
+        outbox.detach(1);
+        assert_eq!(outbox.deliver(bytes("far too large to keep"), false, None), Delivery::Dropped);
+        assert_eq!(outbox.deliver(bytes("fits"), true, None), Delivery::Delivered);
+        let (_reader, replayed, _) = outbox.attach(0);
+        let data: Vec<Bytes> = replayed.iter().map(|e| e.data.clone()).collect();
+        assert_eq!(data, [bytes("small"), bytes("fits")]);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tokio::{
 use super::{
     error::StdioError,
     log_limit::LogLimit,
-    outbox::Outbox,
+    outbox::{Delivery, Outbox},
     session::{Session, SessionTable},
 };
 use crate::jsonrpc::{self, IdKey, Kind, Message};
@@ -537,29 +537,59 @@ impl Relay {
             self.write_own(&jsonrpc::error(&id, jsonrpc::METHOD_NOT_FOUND, &reason)).await;
             return;
         };
-        if let Err(reason) = session.forward_server_request(message, stream) {
-            self.write_own(&jsonrpc::error(&id, jsonrpc::METHOD_NOT_FOUND, &reason)).await;
+        if let Err(reason) = self.forward_server_request(&session, message, stream) {
+            self.write_own(&jsonrpc::error(&id, jsonrpc::METHOD_NOT_FOUND, reason)).await;
         }
     }
 
+    /// Forwards a server request to `session`'s client under an id of berth's, on `stream` (the
+    /// related request's stream) or, while the client listens, the GET stream. A request kept
+    /// for a client that may never come back would leave the server waiting; a POST stream
+    /// without a reader is within its resume window (or about to be given up, which cancels the
+    /// request that caused this one).
+    fn forward_server_request(
+        &self,
+        session: &Session,
+        message: &Message,
+        stream: Option<Arc<Outbox>>,
+    ) -> Result<(), &'static str> {
+        let (Some(span), Some(server_id)) = (message.id_span(), message.id_bytes()) else {
+            return Err("the server request has no id");
+        };
+        let stream = match stream {
+            Some(stream) => stream,
+            None if session.get_stream().is_attached() => Arc::clone(session.get_stream()),
+            None => return Err("the client has no open stream to receive the request"),
+        };
+        let berth_id = format!("\"{}\"", session.register_server_request(server_id, &stream));
+        let forwarded = message.splice(&mut [(span, berth_id.as_bytes())]);
+        if stream.deliver(forwarded, false, None) == Delivery::Dropped {
+            session.take_server_request(&berth_id);
+            return Err("the client's stream has no room for the request");
+        }
+        Ok(())
+    }
+
     /// stdio carries no link between a server request and the client request that caused it.
-    /// berth forwards it only when one session can be its cause: the one capable session with
-    /// requests in flight (on the stream of its most recent one, where the spec wants related
-    /// messages), or, with nothing in flight, the one capable session there is (on its GET
-    /// stream). When several could be, guessing would hand one user's request, and its content,
-    /// to another user's client: berth refuses instead.
+    /// berth forwards it only when one session can be its cause: the session with requests in
+    /// flight, if there is exactly one and it declared what the request needs (on the stream of
+    /// its most recent request, where the spec wants related messages); or, with nothing in
+    /// flight, the one capable session there is (on its GET stream). When several could be the
+    /// cause, or the only possible cause cannot answer, guessing would hand one user's request,
+    /// and its content, to another user's client: berth refuses instead. Every session with
+    /// requests in flight counts, capable or not: the one that caused the request may be one
+    /// that cannot answer it.
     fn pick_session(&self, method: &str) -> Option<(Arc<Session>, Option<Arc<Outbox>>)> {
         let mut in_flight: Vec<(u64, Arc<Session>, Arc<Outbox>)> = {
             let pending = self.pending();
             pending
                 .iter()
                 .filter_map(|(id, p)| Some((*id, p.session.as_ref()?.upgrade()?, Arc::clone(&p.outbox))))
-                .filter(|(_, session, _)| session.can_answer(method))
                 .collect()
         };
         in_flight.sort_by_key(|(id, _, _)| *id);
         if let Some((_, newest, _)) = in_flight.last() {
-            if in_flight.iter().any(|(_, session, _)| !Arc::ptr_eq(session, newest)) {
+            if in_flight.iter().any(|(_, session, _)| !Arc::ptr_eq(session, newest)) || !newest.can_answer(method) {
                 return None;
             }
             return in_flight.pop().map(|(_, session, stream)| (session, Some(stream)));

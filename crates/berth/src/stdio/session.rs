@@ -241,34 +241,14 @@ impl Session {
         delivery
     }
 
-    /// Forwards a server request to this client under an id of berth's, on `stream` (the
-    /// related request's stream) or the GET stream.
-    pub(crate) fn forward_server_request(&self, message: &Message, stream: Option<Arc<Outbox>>) -> Result<(), String> {
-        let (Some(id_span), Some(server_id)) = (message.id_span(), message.id_bytes()) else {
-            return Err("the server request has no id".to_string());
-        };
-        // On the GET stream only while the client listens: a request kept for a client that may
-        // never come back would leave the server waiting. A POST stream without a reader is
-        // within its resume window (or about to be given up, which cancels the request).
-        let stream = match stream {
-            Some(stream) => stream,
-            None if self.get_stream.is_attached() => Arc::clone(&self.get_stream),
-            None => return Err("the client has no open stream to receive the request".to_string()),
-        };
-        let berth_id: Box<str> = {
-            let mut state = self.lock();
-            state.next_server_request += 1;
-            let id: Box<str> = format!("berth-{}", state.next_server_request).into();
-            state.server_requests.insert(id.clone(), ServerRequest { server_id, stream: Arc::clone(&stream) });
-            id
-        };
-        let quoted = format!("\"{berth_id}\"");
-        let forwarded = message.splice(&mut [(id_span, quoted.as_bytes())]);
-        if stream.deliver(forwarded, false, None) == Delivery::Dropped {
-            self.lock().server_requests.remove(&berth_id);
-            return Err("the client has no open stream to receive the request".to_string());
-        }
-        Ok(())
+    /// Records a server request forwarded to this client on `stream` (the server's id as
+    /// written); answers the id berth gives it (`berth-N`).
+    pub(crate) fn register_server_request(&self, server_id: Bytes, stream: &Arc<Outbox>) -> Box<str> {
+        let mut state = self.lock();
+        state.next_server_request += 1;
+        let id: Box<str> = format!("berth-{}", state.next_server_request).into();
+        state.server_requests.insert(id.clone(), ServerRequest { server_id, stream: Arc::clone(stream) });
+        id
     }
 
     /// Maps a client's response to a forwarded server request back to the server's id.
@@ -402,35 +382,22 @@ mod tests {
     }
 
     #[test]
-    fn server_requests_are_forwarded_under_berths_id_and_mapped_back() {
+    fn server_requests_are_recorded_under_berths_id_and_mapped_back() {
         let session = session("{}");
-        let (post, mut reader) = session.open_post_stream(1);
-        let request = message(r#"{"jsonrpc":"2.0","id":"srv-7","method":"sampling/createMessage","params":{"x":1}}"#);
-        session.forward_server_request(&request, Some(Arc::clone(&post))).unwrap();
-        let forwarded = Message::parse(reader.try_recv().unwrap().data).unwrap();
-        let berth_id = forwarded.id().unwrap().to_string();
-        assert!(berth_id.starts_with("\"berth-"), "{berth_id}");
-        assert_eq!(forwarded.raw(&forwarded.find(&["params", "x"]).unwrap()), "1");
-        // The server withdraws it: the client learns berth's id, on the same stream.
-        let (client_id, stream) = session.server_request_cancelled("\"srv-7\"").unwrap();
-        assert_eq!(format!("\"{client_id}\""), berth_id);
+        let (post, _reader) = session.open_post_stream(1);
+        let first = session.register_server_request(Bytes::from_static(b"\"srv-7\""), &post);
+        let second = session.register_server_request(Bytes::from_static(b"9"), &post);
+        assert!(first.starts_with("berth-") && first != second, "{first} {second}");
+        // The server withdraws the first: the client learns berth's id, and the stream it went on.
+        let (client_id, stream) = session.server_request_cancelled("\"\\u0073rv-7\"").unwrap();
+        assert_eq!(client_id, first);
         assert!(Arc::ptr_eq(&stream, &post));
-        assert!(session.take_server_request(&berth_id).is_none(), "withdrawn: nothing to answer");
-        // Forwarded again, then answered: the server's own id comes back.
-        session.forward_server_request(&request, Some(post)).unwrap();
-        let again = Message::parse(reader.try_recv().unwrap().data).unwrap();
-        assert_eq!(session.take_server_request(again.id().unwrap()).as_deref(), Some(&b"\"srv-7\""[..]));
-        assert!(session.take_server_request(again.id().unwrap()).is_none(), "answered once");
+        assert!(session.take_server_request(&format!("\"{first}\"")).is_none(), "withdrawn: nothing to answer");
+        // The second is answered once: the server's own id comes back, as written.
+        let quoted = format!("\"{second}\"");
+        assert_eq!(session.take_server_request(&quoted).as_deref(), Some(&b"9"[..]));
+        assert!(session.take_server_request(&quoted).is_none(), "answered once");
         assert!(session.take_server_request("42").is_none(), "only berth's string ids map back");
-    }
-
-    #[test]
-    fn server_requests_need_a_stream_that_someone_reads() {
-        let session = session("{}");
-        let request = message(r#"{"jsonrpc":"2.0","id":1,"method":"roots/list"}"#);
-        assert!(session.forward_server_request(&request, None).is_err(), "no GET stream is open");
-        let (_reader, _, _) = session.get_stream().attach(0);
-        assert!(session.forward_server_request(&request, None).is_ok());
     }
 
     #[test]

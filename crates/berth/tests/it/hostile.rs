@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::{
     harness::{Berth, FIXTURE_ROUTES, fixture_config, http},
     raw::{RawSession, post_raw},
+    requests::McpHeaders,
     wait::{poll, wait_until},
 };
 
@@ -77,9 +78,20 @@ async fn ids_come_back_exactly_as_written() {
             let body = format!(
                 r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"t"}}}}}}"#
             );
-            let response = session.post(&http()).body(body).send().await.unwrap();
+            let response = session.post(&http()).body(body.clone()).send().await.unwrap();
             let text = response.text().await.unwrap();
             assert!(text.contains(&format!("\"id\":{id}")), "{route}: id {id} came back as {text}");
+            // berth's own refusals keep it too (here: an unknown session).
+            let refused = crate::requests::post(&http(), berth.mcp_url(route))
+                .session("no-such-session")
+                .protocol("2025-11-25")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+            let text = refused.text().await.unwrap();
+            assert!(text.contains(&format!("\"id\":{id}")), "{route}: a refusal's id {id} came back as {text}");
         }
     }
     berth.stop().await;

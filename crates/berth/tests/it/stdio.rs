@@ -267,3 +267,18 @@ async fn shutdown_waits_for_sessions_still_being_ended() {
     berth.stop().await;
     assert!(!is_alive(pid), "serve returned before the ended session's instance had stopped");
 }
+
+#[tokio::test]
+async fn a_server_request_caused_by_a_client_that_cannot_answer_it_reaches_no_other_client() {
+    let berth = Berth::start(&fixture_config("")).await;
+    let url = berth.mcp_url("fx");
+    let capable = RawSession::open(&url, json!({"sampling": {}})).await;
+    let mut listening = capable.listen().await;
+    // This client declared no sampling; its call makes the server ask for a sample.
+    let other = RawSession::open(&url, json!({})).await;
+    let answer = other.tool("ask", json!({"method": "sampling/createMessage"})).await;
+    assert!(answer.contains("-32601"), "berth refused the request on the server's behalf: {answer}");
+    let leaked = tokio::time::timeout(Duration::from_millis(500), listening.next()).await;
+    assert!(leaked.is_err(), "the other user's client must not see it: {leaked:?}");
+    berth.stop().await;
+}

@@ -130,6 +130,48 @@ async fn a_broken_answer_fails_its_request_at_once() {
     assert!(answer.find(&["error"]).is_some());
 }
 
+#[tokio::test]
+async fn a_server_request_goes_only_to_the_session_that_can_have_caused_it() {
+    // Session 0 declared sampling, session 1 did not. (who has a request in flight, is session
+    // 0's GET stream read, where the request must go: Some(session) or refused)
+    let table: &[(&[usize], bool, Option<usize>)] = &[
+        (&[], true, Some(0)),
+        (&[], false, None),
+        (&[0], false, Some(0)),
+        (&[1], true, None),
+        (&[0, 1], true, None),
+        (&[0, 0], true, Some(0)),
+    ];
+    for (in_flight, listening, expected) in table {
+        let mut harness = Harness::new(2);
+        if !listening {
+            harness.gets[0] = harness.sessions[0].get_stream().attach(0).0;
+            drop(std::mem::replace(&mut harness.gets[0], mpsc::channel(1).1));
+        }
+        let mut readers = Vec::new();
+        for (n, session) in in_flight.iter().enumerate() {
+            let session = Arc::clone(&harness.sessions[*session]);
+            let (outbox, reader) = session.open_post_stream(1);
+            let request = message(&format!(r#"{{"jsonrpc":"2.0","id":{n},"method":"tools/call"}}"#));
+            harness.relay.request(&request, &outbox, Some(&session)).await.unwrap();
+            readers.push(reader);
+        }
+        harness.written();
+        let line = r#"{"jsonrpc":"2.0","id":"q","method":"sampling/createMessage","params":{}}"#;
+        harness.relay.dispatch(Bytes::from_static(line.as_bytes())).await;
+        let refused = harness.written().iter().any(|m| m.kind() == Kind::Response && m.find(&["error"]).is_some());
+        let on_posts = readers.iter_mut().map(|r| r.try_recv().is_ok()).filter(|got| *got).count();
+        let on_get = harness.gets[0].try_recv().is_ok();
+        let case = format!("in flight {in_flight:?}, listening {listening}");
+        match expected {
+            None => assert!(refused && on_posts == 0 && !on_get, "{case}: refused"),
+            Some(_) if in_flight.is_empty() => assert!(on_get && !refused, "{case}: on the GET stream"),
+            Some(_) => assert!(on_posts == 1 && !refused && !on_get, "{case}: on the newest request's stream"),
+        }
+        assert!(harness.gets[1].try_recv().is_err(), "{case}: never to the session that cannot answer");
+    }
+}
+
 /// Client ids the property tests use: duplicates, huge integers, floats, strings with escapes.
 const IDS: &[&str] = &["1", "1", "\"a\"", "\"\\u0061\"", "9223372036854775807", "-9223372036854775808", "-0", "0"];
 /// Ids a server gives its own requests (some invalid).
@@ -198,6 +240,8 @@ struct Request {
     fate: Fate,
     answers: Vec<Event>,
     progress_seen: usize,
+    /// Server requests forwarded on this request's stream.
+    server_requests: usize,
 }
 
 impl Request {
@@ -225,6 +269,7 @@ impl Request {
                     Kind::Request => {
                         // A forwarded server request, on the stream of this session's request.
                         assert!(self.session.is_multiple_of(2), "only sessions that declared sampling get it");
+                        self.server_requests += 1;
                     }
                 }
             }
@@ -236,6 +281,22 @@ struct Model {
     harness: Harness,
     requests: Vec<Request>,
     broadcasts: usize,
+    /// Per session: broadcasts and server requests seen on its GET stream.
+    get_broadcasts: Vec<usize>,
+    get_server_requests: Vec<usize>,
+    /// Server requests berth refused on the server's behalf (it wrote the error itself).
+    refusals: usize,
+}
+
+/// Where a server request must go, by the rule of `Relay::pick_session`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Destination {
+    /// The stream of this request.
+    Post(usize),
+    /// The GET stream of this session.
+    Get(usize),
+    /// Nowhere: berth answers the server with an error.
+    Refused,
 }
 
 impl Model {
@@ -248,9 +309,69 @@ impl Model {
         (!open.is_empty()).then(|| open[pick % open.len()])
     }
 
+    /// Where the rule sends a server request now: the one session with requests in flight if
+    /// it can answer, else (nothing in flight) the one capable session, else nowhere.
+    fn destination(&self) -> Destination {
+        let open = self.open();
+        let sessions: std::collections::BTreeSet<usize> = open.iter().map(|i| self.requests[*i].session).collect();
+        match sessions.len() {
+            0 => {
+                let capable: Vec<usize> = (0..self.harness.sessions.len()).filter(|s| s.is_multiple_of(2)).collect();
+                if capable.len() == 1 { Destination::Get(capable[0]) } else { Destination::Refused }
+            }
+            1 => {
+                let session = *sessions.first().unwrap();
+                if !session.is_multiple_of(2) {
+                    return Destination::Refused;
+                }
+                let newest = open.iter().copied().max_by_key(|i| self.requests[*i].upstream).unwrap();
+                Destination::Post(newest)
+            }
+            _ => Destination::Refused,
+        }
+    }
+
+    /// Reads the GET streams: broadcasts, forwarded server requests and their withdrawals.
+    fn drain_gets(&mut self) {
+        for (index, get) in self.harness.gets.iter_mut().enumerate() {
+            while let Ok(event) = get.try_recv() {
+                let message = Message::parse(event.data).unwrap();
+                match message.kind() {
+                    Kind::Notification => {
+                        let method = message.method().unwrap_or_default().into_owned();
+                        assert!(
+                            method == "notifications/tools/list_changed" || method == "notifications/cancelled",
+                            "only broadcasts and withdrawals reach a GET stream: {method}"
+                        );
+                        if method.ends_with("list_changed") {
+                            self.get_broadcasts[index] += 1;
+                        }
+                    }
+                    Kind::Request => {
+                        let id = message.id().unwrap();
+                        assert!(matches!(IdKey::of(id), Some(IdKey::Str(s)) if s.starts_with("berth-")), "{id}");
+                        self.get_server_requests[index] += 1;
+                    }
+                    Kind::Response => panic!("a response on a GET stream"),
+                }
+            }
+        }
+    }
+
+    /// How many server requests went where, so far.
+    fn forwarded(&self) -> (usize, Vec<usize>, Vec<usize>) {
+        (self.refusals, self.requests.iter().map(|r| r.server_requests).collect(), self.get_server_requests.clone())
+    }
+
     /// Reads what the relay wrote: cancellations silence their requests.
     fn read_stdin(&mut self) {
         for written in self.harness.written() {
+            if written.kind() == Kind::Response {
+                // berth answering a server request itself: a refusal (pings are not sent here).
+                assert!(written.find(&["error"]).is_some(), "{}", written.text());
+                self.refusals += 1;
+                continue;
+            }
             let timed_out = written.find_str(&["params", "reason"]).as_deref() == Some("timed out in berth");
             if written.method().as_deref() == Some("notifications/cancelled") && !timed_out {
                 let span = written.find(&["params", "requestId"]).expect("berth's cancellations name a request");
@@ -297,6 +418,7 @@ impl Model {
                     fate: Fate::Open,
                     answers: Vec::new(),
                     progress_seen: 0,
+                    server_requests: 0,
                 });
             }
             Op::Answer { pick, broken, twice } => {
@@ -327,8 +449,24 @@ impl Model {
             }
             Op::ServerRequest { id, cancel } => {
                 let sid = SERVER_IDS[id];
+                // Only string and integer ids make a valid request; the others are junk.
+                let valid = IdKey::of(sid).is_some() && !sid.contains('.');
+                let destination = self.destination();
+                self.drain_all();
+                let before = self.forwarded();
                 let line = format!(r#"{{"jsonrpc":"2.0","id":{sid},"method":"sampling/createMessage","params":{{}}}}"#);
                 self.harness.relay.dispatch(Bytes::from(line)).await;
+                self.drain_all();
+                let (refusals, posts, gets) = self.forwarded();
+                let mut expected = (before.0, before.1.clone(), before.2.clone());
+                if valid {
+                    match destination {
+                        Destination::Refused => expected.0 += 1,
+                        Destination::Post(index) => expected.1[index] += 1,
+                        Destination::Get(session) => expected.2[session] += 1,
+                    }
+                }
+                assert_eq!((refusals, posts, gets), expected, "server request {sid} to {destination:?}");
                 if let Some(cancel) = cancel {
                     let params = CANCEL_PARAMS[cancel].replace("SID", sid);
                     let line = format!(r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{params}}}"#);
@@ -374,10 +512,15 @@ impl Model {
                 }
             }
         }
+        self.drain_all();
+    }
+
+    fn drain_all(&mut self) {
         self.read_stdin();
         for request in &mut self.requests {
             request.drain();
         }
+        self.drain_gets();
     }
 
     fn check_end(&mut self) {
@@ -400,29 +543,9 @@ impl Model {
                 assert_eq!(request.answers.len(), expected, "request {} ({:?})", request.client_id, request.fate);
             }
         }
-        for get in &mut self.harness.gets {
-            let mut broadcasts = 0;
-            while let Ok(event) = get.try_recv() {
-                let message = Message::parse(event.data).unwrap();
-                match message.kind() {
-                    Kind::Notification => {
-                        let method = message.method().unwrap_or_default().into_owned();
-                        assert!(
-                            method == "notifications/tools/list_changed" || method == "notifications/cancelled",
-                            "only broadcasts and withdrawals reach a GET stream: {method}"
-                        );
-                        if method.ends_with("list_changed") {
-                            broadcasts += 1;
-                        }
-                    }
-                    Kind::Request => {
-                        let id = message.id().unwrap();
-                        assert!(matches!(IdKey::of(id), Some(IdKey::Str(s)) if s.starts_with("berth-")), "{id}");
-                    }
-                    Kind::Response => panic!("a response on a GET stream"),
-                }
-            }
-            assert!(broadcasts <= self.broadcasts);
+        self.drain_gets();
+        for broadcasts in &self.get_broadcasts {
+            assert!(*broadcasts <= self.broadcasts);
         }
     }
 }
@@ -438,7 +561,14 @@ proptest! {
     fn any_interleaving_keeps_the_relays_promises(sessions in 1..4usize, ops in prop::collection::vec(op(), 1..60)) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         runtime.block_on(async {
-            let mut model = Model { harness: Harness::new(sessions), requests: Vec::new(), broadcasts: 0 };
+            let mut model = Model {
+                harness: Harness::new(sessions),
+                requests: Vec::new(),
+                broadcasts: 0,
+                get_broadcasts: vec![0; sessions],
+                get_server_requests: vec![0; sessions],
+                refusals: 0,
+            };
             for op in &ops {
                 model.apply(op).await;
             }
