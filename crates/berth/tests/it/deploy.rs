@@ -241,6 +241,63 @@ async fn metamcp_headers_work_with_the_python_sdk() {
     berth.stop().await;
 }
 
+/// `.env` files hold the credentials compose reads (`BERTH_AUTH_*`): git must not offer to
+/// commit them, and `docker build` must not copy them into an image.
+#[test]
+fn dot_env_files_stay_out_of_git_and_docker_build_contexts() {
+    let root = repo_root();
+    let secrets = [".env", "deploy/.env", "deploy/coolify/.env", ".env.production", "berth.env", "deploy/prod.env"];
+    for path in secrets {
+        let ignored = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(["check-ignore", "-q", "--no-index", path])
+            .status()
+            .unwrap();
+        assert!(ignored.success(), "git does not ignore {path}");
+    }
+    let kept = ["examples/berth.toml", ".env.example", "crates/berth/src/config.rs"];
+    for path in kept {
+        let ignored = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(["check-ignore", "-q", "--no-index", path])
+            .status()
+            .unwrap();
+        assert!(!ignored.success(), "git ignores {path}");
+    }
+    if !crate::harness::docker_available() {
+        return;
+    }
+    // A real build of a context holding them, with the repository's .dockerignore.
+    let context = tempfile::tempdir().unwrap();
+    std::fs::copy(root.join(".dockerignore"), context.path().join(".dockerignore")).unwrap();
+    std::fs::write(context.path().join("Dockerfile"), "FROM scratch\nCOPY . /context/\n").unwrap();
+    for path in secrets.iter().chain(&["examples/berth.toml", ".env.example"]) {
+        let file = context.path().join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, "BERTH_AUTH_PASSWORD=secret\n").unwrap();
+    }
+    let tag = format!("berth-test/{}:context", crate::harness::unique_name("dockerignore"));
+    let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output().unwrap();
+    let built = docker(&["build", "-q", "-t", &tag, context.path().to_str().unwrap()]);
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let created = docker(&["create", &tag, "/none"]);
+    let container = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    let listing = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("docker cp {container}:/context - | tar -t"))
+        .output()
+        .unwrap();
+    docker(&["rm", &container]);
+    docker(&["rmi", &tag]);
+    let files = String::from_utf8_lossy(&listing.stdout);
+    assert!(files.lines().any(|f| f == "context/examples/berth.toml"), "{files}");
+    for path in secrets {
+        assert!(!files.lines().any(|f| f == format!("context/{path}")), "{path} reached the image:\n{files}");
+    }
+}
+
 /// The quoted list items of the `labels:` block of service `service` in a compose file.
 fn compose_labels(file: &str, service: &str) -> BTreeSet<String> {
     let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
