@@ -194,7 +194,23 @@ fn read_password(prompt: &str) -> Result<String, ExitCode> {
     Ok(password.to_string())
 }
 
+/// Why `user` cannot be written before the hash of an htpasswd line, if it cannot: the line is
+/// `name:hash`, and berth reads the name up to the first `:`.
+fn invalid_user_name(user: &str) -> Option<&'static str> {
+    if user.is_empty() {
+        Some("the user name is empty")
+    } else if user.contains(':') {
+        Some("the user name contains `:`, which separates the name from the hash in an htpasswd line")
+    } else {
+        None
+    }
+}
+
 fn hash_password(user: &str, cost: u32) -> ExitCode {
+    if let Some(why) = invalid_user_name(user) {
+        eprintln!("berth: --user `{user}`: {why}; choose a non-empty user name without `:`");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let password = match read_password("The password:") {
         Ok(password) => password,
         Err(code) => return code,

@@ -151,3 +151,27 @@ async fn serve_with_defaults_then_sigterm_exits_zero() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn hash_password_refuses_names_an_htpasswd_line_cannot_hold() {
+    for user in ["a:b", ""] {
+        let mut child = berth()
+            .args(["hash-password", "--user", user, "--cost", "4"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // berth may refuse before it reads the password: a broken pipe here is fine.
+        let _ = child.stdin.take().unwrap().write_all(b"p4ss\n");
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "--user {user:?}: {stderr}");
+        assert!(
+            output.stdout.is_empty(),
+            "--user {user:?} printed a line: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(stderr.contains("user name") && stderr.contains("`:`"), "--user {user:?}: {stderr}");
+    }
+}
