@@ -38,8 +38,8 @@ enum Command {
         /// The configuration file; without one, berth serves its built-in native services.
         #[arg(long, short, env = "BERTH_CONFIG")]
         config: Option<PathBuf>,
-        /// The address to listen on, overriding `server.listen`.
-        #[arg(long, env = "BERTH_LISTEN")]
+        /// The address to listen on, HOST:PORT, overriding `server.listen`.
+        #[arg(long, env = "BERTH_LISTEN", value_parser = listen_address)]
         listen: Option<SocketAddr>,
     },
     /// Validate a configuration and its users, then exit.
@@ -114,6 +114,12 @@ enum TraefikCommand {
         #[arg(long)]
         wildcard: bool,
     },
+}
+
+/// `--listen` and `BERTH_LISTEN`: `HOST:PORT`, as `server.listen`.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    crate::config::parse_listen(text)
+        .map_err(|message| format!("{message} (--listen and BERTH_LISTEN take HOST:PORT, as server.listen does)"))
 }
 
 fn init_tracing() {

@@ -152,6 +152,24 @@ async fn serve_with_defaults_then_sigterm_exits_zero() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// Runs `berth check` on a file holding `text`, with `configure` applied to the command;
+/// answers the exit code, stdout and stderr.
+fn check_with(text: &str, configure: impl FnOnce(&mut Command)) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("berth.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut command = berth();
+    command.args(["check", "--config"]).arg(&path);
+    configure(&mut command);
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.code(), stdout, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+fn check(text: &str) -> (Option<i32>, String, String) {
+    check_with(text, |_| {})
+}
+
 #[test]
 fn hash_password_refuses_names_an_htpasswd_line_cannot_hold() {
     for user in ["a:b", ""] {
@@ -173,5 +191,21 @@ fn hash_password_refuses_names_an_htpasswd_line_cannot_hold() {
             String::from_utf8_lossy(&output.stdout)
         );
         assert!(stderr.contains("user name") && stderr.contains("`:`"), "--user {user:?}: {stderr}");
+    }
+}
+
+#[test]
+fn listen_addresses_without_a_host_show_the_host_port_form() {
+    let (code, _, stderr) = check("auth = \"none\"\n[server]\nlisten = \"8080\"\n");
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains(":3:") && stderr.contains("server.listen"), "{stderr}");
+    assert!(stderr.contains("HOST:PORT") && stderr.contains("\"0.0.0.0:8080\""), "{stderr}");
+    let flag = berth().args(["serve", "--listen", "8080"]).output().unwrap();
+    let env = berth().arg("serve").env("BERTH_LISTEN", "localhost:8080").output().unwrap();
+    for (how, output, suggested) in [("--listen", flag, "0.0.0.0:8080"), ("BERTH_LISTEN", env, "127.0.0.1:8080")] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{how}: {stderr}");
+        assert!(stderr.contains("HOST:PORT") && stderr.contains(suggested), "{how}: {stderr}");
+        assert!(stderr.contains("--listen") && stderr.contains("BERTH_LISTEN"), "{how}: {stderr}");
     }
 }
