@@ -122,12 +122,23 @@ fn listen_address(text: &str) -> Result<SocketAddr, String> {
         .map_err(|message| format!("{message} (--listen and BERTH_LISTEN take HOST:PORT, as server.listen does)"))
 }
 
+/// The log filter: `RUST_LOG`, else `info`. rmcp logs every native session at `info`, with the
+/// client's whole initialize parameters (`peer_info=Some(InitializeRequestParams{...})`), so
+/// it is kept at `warn` unless `RUST_LOG` names it (`RUST_LOG=info,rmcp=info`).
+fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let mut filter = rust_log
+        .and_then(|directives| tracing_subscriber::EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    if !rust_log.is_some_and(|directives| directives.contains("rmcp")) {
+        filter = filter.add_directive("rmcp=warn".parse().expect("a valid directive"));
+    }
+    // bollard logs request bodies at trace, container environments (secrets) included:
+    // never let them through, whatever RUST_LOG asks for.
+    filter.add_directive("bollard=info".parse().expect("a valid directive"))
+}
+
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-        // bollard logs request bodies at trace, container environments (secrets) included:
-        // never let them through, whatever RUST_LOG asks for.
-        .add_directive("bollard=info".parse().expect("a valid directive"));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     // Colours only on a terminal: container logs and log shippers get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -156,17 +167,30 @@ fn load(config: Option<&PathBuf>, registry: &NativeRegistry) -> Result<(Config, 
     Ok((config, gateway))
 }
 
+/// Logs what the host policy and the authentication say together, once: an open gateway is
+/// a warning in any case.
+fn log_access(config: &Config, gateway: &Gateway) {
+    let any_host = config.server.public_hosts.is_empty() && config.server.base_domain.is_none();
+    match (gateway.is_open(), any_host) {
+        (true, true) => tracing::warn!(
+            "!!! auth = \"none\": every MCP route is served WITHOUT authentication, to localhost Host headers only \
+             (set server.public_hosts to serve other names) !!!"
+        ),
+        (true, false) => tracing::warn!(
+            "!!! auth = \"none\": every MCP route is served WITHOUT authentication, to the hosts of \
+             server.public_hosts and server.base_domain !!!"
+        ),
+        (false, true) => tracing::info!("server.public_hosts is empty: any Host header is accepted"),
+        (false, false) => {}
+    }
+}
+
 async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, registry: NativeRegistry) -> ExitCode {
     let (config, gateway) = match load(config.as_ref(), &registry) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    if gateway.is_open() {
-        tracing::warn!("!!! auth = \"none\": every MCP route is served WITHOUT authentication !!!");
-    }
-    if config.server.public_hosts.is_empty() && config.server.base_domain.is_none() {
-        tracing::info!("server.public_hosts is empty: any Host header is accepted");
-    }
+    log_access(&config, &gateway);
     let address = listen.unwrap_or(config.server.listen);
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
@@ -289,6 +313,19 @@ pub fn run(registry: NativeRegistry) -> ExitCode {
                     ExitCode::from(EXIT_USAGE)
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rmcp_stays_at_warn_unless_rust_log_names_it() {
+        let table = [(None, true), (Some("info"), true), (Some("debug"), true), (Some("info,rmcp=debug"), false)];
+        for (rust_log, quiet) in table {
+            let filter = super::log_filter(rust_log).to_string();
+            assert_eq!(filter.contains("rmcp=warn"), quiet, "RUST_LOG={rust_log:?}: {filter}");
+            assert!(filter.contains("bollard=info"), "RUST_LOG={rust_log:?}: {filter}");
         }
     }
 }

@@ -4,10 +4,13 @@
 use std::{
     io::{BufRead, BufReader, Write},
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
-use crate::harness::basic;
+use serde_json::json;
+
+use crate::{harness::basic, raw::RawSession};
 
 fn berth() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
@@ -88,43 +91,73 @@ fn hash_password_prints_a_working_htpasswd_line() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }
 
-/// A `berth serve` child whose listening address was read from its log.
+/// A `berth serve` child whose listening address was read from its log, and the log so far
+/// (berth's stderr, kept whole).
 struct Served {
     child: Child,
     addr: String,
+    log: Arc<Mutex<String>>,
 }
 
-fn serve_with_env_users() -> Served {
-    let mut child = berth()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("BERTH_AUTH_USERNAME", "env-user")
-        .env("BERTH_AUTH_PASSWORD", "env-pass")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+impl Served {
+    /// Sends SIGTERM, waits for the exit, and answers the exit code and the whole log.
+    async fn stop(mut self) -> (Option<i32>, String) {
+        // Serving, so its SIGTERM handler is in place (it is installed once serving starts).
+        let health = reqwest::get(format!("http://{}/", self.addr)).await.unwrap();
+        assert_eq!(health.status(), 200);
+        let killed = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(killed.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "berth did not exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // The log reader ends with berth's stderr; give it a moment to take the last lines.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let log = self.log.lock().unwrap().clone();
+        (status.code(), log)
+    }
+}
+
+/// Starts `berth serve --listen 127.0.0.1:0` as `command` says and waits until it listens.
+fn serve(mut command: Command) -> Served {
+    let mut child =
+        command.args(["--listen", "127.0.0.1:0"]).env("NO_COLOR", "1").stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let log = Arc::new(Mutex::new(String::new()));
     let mut line = String::new();
     let addr = loop {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "berth exited before listening");
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "berth exited before listening: {}", log.lock().unwrap());
+        log.lock().unwrap().push_str(&line);
         if let Some((_, rest)) = line.split_once("berth listening on ") {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
     // Keep draining the log so that berth never blocks on a full pipe.
+    let kept = Arc::clone(&log);
     std::thread::spawn(move || {
-        let mut sink = String::new();
-        while stderr.read_line(&mut sink).unwrap_or(0) > 0 {
-            sink.clear();
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+            kept.lock().unwrap().push_str(&line);
+            line.clear();
         }
     });
-    Served { child, addr }
+    Served { child, addr, log }
+}
+
+fn serve_with_env_users() -> Served {
+    let mut command = berth();
+    command.arg("serve").env("BERTH_AUTH_USERNAME", "env-user").env("BERTH_AUTH_PASSWORD", "env-pass");
+    serve(command)
 }
 
 #[tokio::test]
 async fn serve_with_defaults_then_sigterm_exits_zero() {
-    let mut served = serve_with_env_users();
+    let served = serve_with_env_users();
     let client = reqwest::Client::new();
     let health = client.get(format!("http://{}/", served.addr)).send().await.unwrap();
     assert_eq!(health.status(), 200);
@@ -139,17 +172,8 @@ async fn serve_with_defaults_then_sigterm_exits_zero() {
         .unwrap();
     // Authenticated, routed to the default `conformance` backend, which wants a session id.
     assert!(authed.status() == 400 || authed.status() == 404 || authed.status() == 405, "{}", authed.status());
-    let killed = Command::new("kill").args(["-TERM", &served.child.id().to_string()]).status().unwrap();
-    assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = served.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "berth did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(status.code(), Some(0));
+    let (code, _) = served.stop().await;
+    assert_eq!(code, Some(0));
 }
 
 /// Runs `berth check` on a file holding `text`, with `configure` applied to the command;
@@ -207,5 +231,36 @@ fn listen_addresses_without_a_host_show_the_host_port_form() {
         assert_eq!(output.status.code(), Some(64), "{how}: {stderr}");
         assert!(stderr.contains("HOST:PORT") && stderr.contains(suggested), "{how}: {stderr}");
         assert!(stderr.contains("--listen") && stderr.contains("BERTH_LISTEN"), "{how}: {stderr}");
+    }
+}
+
+/// The log at `info` (the default, and `RUST_LOG=info`) is berth's own: rmcp's dumps of every
+/// session's initialize parameters stay out, and `auth = "none"` is one consistent line.
+#[tokio::test]
+async fn the_info_log_is_berths_own_and_says_one_thing_about_auth_none() {
+    for rust_log in [None, Some("info")] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(&path, "auth = \"none\"\n[backends.conformance]\nkind = \"native\"\n").unwrap();
+        let mut command = berth();
+        command.args(["serve", "--config"]).arg(path);
+        match rust_log {
+            None => command.env_remove("RUST_LOG"),
+            Some(filter) => command.env("RUST_LOG", filter),
+        };
+        let served = serve(command);
+        // A session on the native backend: rmcp's own log of it is what must stay out.
+        let session = RawSession::open(&format!("http://{}/conformance/mcp", served.addr), json!({})).await;
+        assert!(!session.tool("test_simple_text", json!({})).await.is_empty());
+        session.delete().await;
+        let (code, log) = served.stop().await;
+        assert_eq!(code, Some(0), "{log}");
+        for chatter in ["peer_info", "InitializeRequestParams", " rmcp::"] {
+            assert!(!log.contains(chatter), "RUST_LOG={rust_log:?}: `{chatter}` in the log:\n{log}");
+        }
+        let about_auth: Vec<&str> = log.lines().filter(|line| line.contains("auth = \"none\"")).collect();
+        assert_eq!(about_auth.len(), 1, "RUST_LOG={rust_log:?}: one line about auth = \"none\":\n{log}");
+        assert!(about_auth[0].contains("localhost"), "{log}");
+        assert!(!log.contains("any Host header is accepted"), "{log}");
     }
 }
