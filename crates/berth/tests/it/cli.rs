@@ -10,7 +10,10 @@ use std::{
 
 use serde_json::json;
 
-use crate::{harness::basic, raw::RawSession};
+use crate::{
+    harness::{basic, config_with, workspace_bin},
+    raw::RawSession,
+};
 
 fn berth() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
@@ -155,6 +158,15 @@ fn serve_with_env_users() -> Served {
     serve(command)
 }
 
+/// `berth serve --config <file holding text>`; the directory must outlive the server.
+fn serve_config(dir: &tempfile::TempDir, text: &str) -> Command {
+    let path = dir.path().join("berth.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut command = berth();
+    command.args(["serve", "--config"]).arg(path);
+    command
+}
+
 #[tokio::test]
 async fn serve_with_defaults_then_sigterm_exits_zero() {
     let served = serve_with_env_users();
@@ -240,10 +252,7 @@ fn listen_addresses_without_a_host_show_the_host_port_form() {
 async fn the_info_log_is_berths_own_and_says_one_thing_about_auth_none() {
     for rust_log in [None, Some("info")] {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("berth.toml");
-        std::fs::write(&path, "auth = \"none\"\n[backends.conformance]\nkind = \"native\"\n").unwrap();
-        let mut command = berth();
-        command.args(["serve", "--config"]).arg(path);
+        let mut command = serve_config(&dir, "auth = \"none\"\n[backends.conformance]\nkind = \"native\"\n");
         match rust_log {
             None => command.env_remove("RUST_LOG"),
             Some(filter) => command.env("RUST_LOG", filter),
@@ -263,4 +272,63 @@ async fn the_info_log_is_berths_own_and_says_one_thing_about_auth_none() {
         assert!(about_auth[0].contains("localhost"), "{log}");
         assert!(!log.contains("any Host header is accepted"), "{log}");
     }
+}
+
+/// A process backend gets `PATH`, `HOME`, the locale and its own `env`, not the operator's
+/// whole environment, unless it says `inherit_env = true`; `BERTH_*` never reaches it.
+#[tokio::test]
+async fn process_backends_get_a_minimal_environment_unless_they_inherit_it() {
+    let fixture = workspace_bin("berth-fixtures", "berth-fixture-stdio");
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_with(&format!(
+        "[backends.minimal]\nkind = \"process\"\ncommand = \"{0}\"\nenv = {{ FROM_CONFIG = \"yes\" }}\n\n\
+         [backends.inherited]\nkind = \"process\"\ncommand = \"{0}\"\ninherit_env = true\n",
+        fixture.display()
+    ));
+    let mut command = serve_config(&dir, &text);
+    command
+        .env("OPERATOR_SECRET", "the operator's")
+        .env("BERTH_TEST_PRIVATE", "berth's own")
+        .env("HOME", "/home/berth-test")
+        .env("LANG", "C.UTF-8")
+        .env("LC_TIME", "C");
+    let served = serve(command);
+    let unset = "<unset>";
+    /// A variable and what the server sees of it (`None`: anything set).
+    type Seen<'a> = (&'a str, Option<&'a str>);
+    let table: &[(&str, &[Seen<'_>])] = &[
+        (
+            "minimal",
+            &[
+                ("OPERATOR_SECRET", Some(unset)),
+                ("BERTH_TEST_PRIVATE", Some(unset)),
+                ("FROM_CONFIG", Some("yes")),
+                ("HOME", Some("/home/berth-test")),
+                ("LANG", Some("C.UTF-8")),
+                ("LC_TIME", Some("C")),
+                ("PATH", None),
+            ],
+        ),
+        (
+            "inherited",
+            &[
+                ("OPERATOR_SECRET", Some("the operator's")),
+                ("BERTH_TEST_PRIVATE", Some(unset)),
+                ("HOME", Some("/home/berth-test")),
+                ("PATH", None),
+            ],
+        ),
+    ];
+    for (backend, variables) in table {
+        let session = RawSession::open(&format!("http://{}/{backend}/mcp", served.addr), json!({})).await;
+        for (name, expected) in *variables {
+            let value = session.tool("env", json!({"name": name})).await;
+            match expected {
+                Some(expected) => assert_eq!(&value, expected, "{backend}: {name}"),
+                None => assert!(value != unset && !value.is_empty(), "{backend}: {name} is {value}"),
+            }
+        }
+    }
+    let (code, log) = served.stop().await;
+    assert_eq!(code, Some(0), "{log}");
 }

@@ -29,7 +29,12 @@ const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn spec() -> Arc<StdioSpec> {
     Arc::new(StdioSpec {
-        launch: LaunchSpec::Process(ProcessSpec { command: "true".into(), args: vec![], cwd: None }),
+        launch: LaunchSpec::Process(ProcessSpec {
+            command: "true".into(),
+            args: vec![],
+            cwd: None,
+            inherit_env: false,
+        }),
         env: vec![],
         secret_env: vec![],
         sharing: Sharing::Shared,
