@@ -335,6 +335,14 @@ impl BackendConfig {
             env.push((key.clone(), value.trim_end_matches(['\r', '\n']).to_string()));
             secret_env.push(key.clone());
         }
+        if self.required && self.start == Some(StartMode::Lazy) {
+            return Err((
+                field("start"),
+                "`start = \"lazy\"` contradicts `required = true`: a required backend is started (or, per session, \
+                 probed) when berth starts, so that /readyz means it answers; remove one of the two"
+                    .into(),
+            ));
+        }
         let duration =
             |value: Option<ConfigDuration>, default: u64| value.map_or(Duration::from_secs(default), |d| d.0);
         let max_instances = self.max_instances.unwrap_or(64);
@@ -464,6 +472,15 @@ mod tests {
             (
                 "kind = \"docker\"\nimage = \"i\"\ninherit_env = true",
                 Err("backends.x.inherit_env: `inherit_env` is not a field of kind = \"docker\""),
+            ),
+            ("kind = \"process\"\ncommand = \"n\"\nrequired = true\nstart = \"eager\"", Ok("process")),
+            ("kind = \"docker\"\nimage = \"i\"\nrequired = true\nsharing = \"per-session\"", Ok("docker")),
+            (
+                "kind = \"process\"\ncommand = \"n\"\nrequired = true\nstart = \"lazy\"",
+                Err(
+                    "backends.x.start: `start = \"lazy\"` contradicts `required = true`: a required backend is started \
+                     (or, per session, probed) when berth starts, so that /readyz means it answers; remove one of the two",
+                ),
             ),
         ];
         for (text, expected) in table {
