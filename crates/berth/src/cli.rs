@@ -17,10 +17,18 @@ mod client_config;
 mod healthcheck;
 mod traefik;
 
-use crate::{config::Config, gateway::Gateway, native::NativeRegistry};
+use crate::{
+    config::Config,
+    gateway::Gateway,
+    native::NativeRegistry,
+    preflight::{self, Severity},
+};
 
 /// Exit code for a bad configuration or command line (BSD `EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
+/// Exit code of `berth check` when the configuration is valid but names what is not there: a
+/// command not on `PATH`, a missing image or bind-mount source (BSD `EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: u8 = 69;
 /// Exit code when the listener cannot be bound (BSD `EX_OSERR`).
 pub const EXIT_OS: u8 = 71;
 
@@ -42,7 +50,8 @@ enum Command {
         #[arg(long, env = "BERTH_LISTEN", value_parser = listen_address)]
         listen: Option<SocketAddr>,
     },
-    /// Validate a configuration and its users, then exit.
+    /// Validate a configuration and its users, check that the commands, images and volume
+    /// sources it names exist, then exit (64: invalid, 69: something it names is missing).
     Check {
         /// The configuration file.
         #[arg(long, short, env = "BERTH_CONFIG")]
@@ -185,12 +194,25 @@ fn log_access(config: &Config, gateway: &Gateway) {
     }
 }
 
+/// `backends a, b`, or `no backends`.
+fn describe_backends(names: &[String]) -> String {
+    if names.is_empty() { "no backends".to_string() } else { format!("backends {}", names.join(", ")) }
+}
+
 async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, registry: NativeRegistry) -> ExitCode {
     let (config, gateway) = match load(config.as_ref(), &registry) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
     log_access(&config, &gateway);
+    // What `check` would report: logged, and berth serves anyway (a backend may be fixed, an
+    // image pulled, the engine started, while it runs).
+    for finding in preflight::run(&config, &|name| std::env::var(name).ok()).await {
+        match finding.severity {
+            Severity::Problem | Severity::Warning => tracing::warn!("{finding}"),
+            Severity::Note => tracing::info!("{finding}"),
+        }
+    }
     let address = listen.unwrap_or(config.server.listen);
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
@@ -204,6 +226,42 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, registry: Na
     gateway.serve(listener, crate::server::signal()).await;
     tracing::info!("berth stopped");
     ExitCode::SUCCESS
+}
+
+/// `berth check`: 64 when the configuration is invalid, 69 when it is valid but names what
+/// is not there; warnings and notes do not change the exit code.
+async fn check(config: Option<PathBuf>, registry: NativeRegistry) -> ExitCode {
+    let (config, gateway) = match load(config.as_ref(), &registry) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let findings = preflight::run(&config, &|name| std::env::var(name).ok()).await;
+    let mut problems = 0;
+    for finding in &findings {
+        match finding.severity {
+            Severity::Problem => {
+                problems += 1;
+                eprintln!("berth: {finding}");
+            }
+            Severity::Warning => eprintln!("berth: warning: {finding}"),
+            Severity::Note => eprintln!("berth: note: {finding}"),
+        }
+    }
+    if problems > 0 {
+        let plural = if problems == 1 { "problem" } else { "problems" };
+        eprintln!("berth: {problems} {plural}: the configuration is valid, but these backends would fail when used");
+        return ExitCode::from(EXIT_UNAVAILABLE);
+    }
+    println!("configuration ok: {}", describe_backends(&gateway.backend_names()));
+    ExitCode::SUCCESS
+}
+
+/// A runtime for the commands that need one.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|error| {
+        eprintln!("berth: cannot start the runtime: {error}");
+        ExitCode::from(EXIT_OS)
+    })
 }
 
 /// Reads one line on standard input, prompting with `prompt` on a terminal.
@@ -273,21 +331,12 @@ pub fn run(registry: NativeRegistry) -> ExitCode {
     };
     init_tracing();
     match cli.command.unwrap_or(Command::Serve { config: None, listen: None }) {
-        Command::Serve { config, listen } => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("berth: cannot start the runtime: {error}");
-                    return ExitCode::from(EXIT_OS);
-                }
-            };
-            runtime.block_on(serve(config, listen, registry))
-        }
-        Command::Check { config } => match load(config.as_ref(), &registry) {
-            Ok((_, gateway)) => {
-                println!("configuration ok: backends {}", gateway.backend_names().join(", "));
-                ExitCode::SUCCESS
-            }
+        Command::Serve { config, listen } => match runtime() {
+            Ok(runtime) => runtime.block_on(serve(config, listen, registry)),
+            Err(code) => code,
+        },
+        Command::Check { config } => match runtime() {
+            Ok(runtime) => runtime.block_on(check(config, registry)),
             Err(code) => code,
         },
         Command::HashPassword { user, cost } => hash_password(&user, cost),

@@ -11,7 +11,7 @@ use std::{
 use serde_json::json;
 
 use crate::{
-    harness::{basic, config_with, workspace_bin},
+    harness::{basic, config_with, docker_available, workspace_bin},
     raw::RawSession,
 };
 
@@ -246,6 +246,18 @@ fn listen_addresses_without_a_host_show_the_host_port_form() {
     }
 }
 
+#[test]
+fn a_configuration_without_backends_is_valid_with_a_warning() {
+    let (code, stdout, stderr) = check("auth = \"none\"\n");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "configuration ok: no backends");
+    assert!(stderr.contains("warning") && stderr.contains("no backends: every MCP route answers 404"), "{stderr}");
+    let (code, stdout, stderr) = check(&config_with(""));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "configuration ok: backends conformance");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
 /// The log at `info` (the default, and `RUST_LOG=info`) is berth's own: rmcp's dumps of every
 /// session's initialize parameters stay out, and `auth = "none"` is one consistent line.
 #[tokio::test]
@@ -272,6 +284,10 @@ async fn the_info_log_is_berths_own_and_says_one_thing_about_auth_none() {
         assert!(about_auth[0].contains("localhost"), "{log}");
         assert!(!log.contains("any Host header is accepted"), "{log}");
     }
+    let dir = tempfile::tempdir().unwrap();
+    let (code, log) = serve(serve_config(&dir, "auth = \"none\"\n")).stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("WARN") && log.contains("no backends: every MCP route answers 404"), "{log}");
 }
 
 /// A process backend gets `PATH`, `HOME`, the locale and its own `env`, not the operator's
@@ -331,4 +347,130 @@ async fn process_backends_get_a_minimal_environment_unless_they_inherit_it() {
     }
     let (code, log) = served.stop().await;
     assert_eq!(code, Some(0), "{log}");
+}
+
+/// Builds a tiny image from scratch (no pull: nothing leaves this machine) tagged `tag`.
+fn scratch_image(tag: &str) {
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(context.path().join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /\n").unwrap();
+    let status =
+        Command::new("docker").args(["build", "-q", "-t", tag]).arg(context.path()).stdout(Stdio::null()).status();
+    assert!(status.unwrap().success(), "docker build {tag}");
+}
+
+/// `berth check` verifies what would otherwise fail at the first call, one line per problem
+/// naming file, line, backend and field, and exits 69; a Docker engine that does not answer is
+/// a warning.
+#[test]
+fn check_finds_what_would_fail_at_the_first_call() {
+    let fixture = workspace_bin("berth-fixtures", "berth-fixture-stdio");
+    let dir = tempfile::tempdir().unwrap();
+    let not_executable = dir.path().join("server.py");
+    std::fs::write(&not_executable, "print()\n").unwrap();
+    let empty_path = dir.path().join("bin");
+    std::fs::create_dir(&empty_path).unwrap();
+    let fixture_dir = fixture.parent().unwrap().display().to_string();
+    let backends = [
+        ("missing", "command = \"/nonexistent/mcp-server\"".into(), Some(("command", "/nonexistent/mcp-server"))),
+        ("unknown", "command = \"berth-surely-not-installed\"".into(), Some(("command", "not found on PATH"))),
+        ("uv", "command = \"uvx\"\nargs = [\"mcp-server-fetch\"]".into(), Some(("command", "install uv"))),
+        ("plain-file", format!("command = \"{}\"", not_executable.display()), Some(("command", "not executable"))),
+        (
+            "nowhere",
+            format!("command = \"{}\"\ncwd = \"/nonexistent/dir\"", fixture.display()),
+            Some(("cwd", "/nonexistent/dir")),
+        ),
+        ("good", format!("command = \"{}\"", fixture.display()), None),
+        // Looked up on the PATH the server gets, which its `env` may set.
+        ("own-path", format!("command = \"berth-fixture-stdio\"\nenv = {{ PATH = \"{fixture_dir}\" }}"), None),
+    ];
+    let mut text = config_with("");
+    let mut expected = Vec::new();
+    for (name, table, problem) in &backends {
+        let line = text.lines().count() + 1;
+        text.push_str(&format!("[backends.{name}]\nkind = \"process\"\n{table}\n\n"));
+        if let Some((field, needle)) = problem {
+            expected.push((format!(":{line}: `backends.{name}.{field}`"), *needle));
+        }
+    }
+    let (code, stdout, stderr) = check_with(&text, |command| {
+        command.env("PATH", &empty_path);
+    });
+    assert_eq!(code, Some(69), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let problems: Vec<&str> = stderr.lines().filter(|line| line.contains("`backends.")).collect();
+    assert_eq!(problems.len(), expected.len(), "one line per problem:\n{stderr}");
+    for (location, needle) in expected {
+        let line =
+            problems.iter().find(|line| line.contains(&location)).unwrap_or_else(|| panic!("{location}:\n{stderr}"));
+        assert!(line.contains(needle), "{line}");
+    }
+    // Without problems the file is fine; a Docker engine that does not answer is a warning.
+    let docker = "[backends.box]\nkind = \"docker\"\nimage = \"berth-test/surely-absent:never\"\n";
+    let (code, stdout, stderr) = check_with(&config_with(docker), |command| {
+        command.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    });
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "configuration ok: backends box, conformance");
+    assert!(stderr.contains("warning") && stderr.contains("Docker engine") && stderr.contains("box"), "{stderr}");
+}
+
+/// Docker backends: the image must be present (or known to its registry with `if-missing`),
+/// bind-mount sources must exist.
+#[test]
+fn check_asks_the_docker_engine_about_images() {
+    if !docker_available() {
+        return;
+    }
+    let tag = format!("berth-test/{}:check", crate::harness::unique_name("preflight"));
+    scratch_image(&tag);
+    let dir = tempfile::tempdir().unwrap();
+    let backends = [
+        ("present", format!("image = \"{tag}\"\nvolumes = [\"{}:/data\"]", dir.path().display()), None),
+        ("absent", "image = \"berth-test/surely-absent:never\"".to_string(), Some(("image", "not present"))),
+        (
+            "unpullable",
+            "image = \"registry.invalid/berth/absent:1\"\nimage_pull = \"if-missing\"".into(),
+            Some(("image", "registry.invalid/berth/absent:1")),
+        ),
+        (
+            "no-source",
+            format!("image = \"{tag}\"\nvolumes = [\"/nonexistent/berth-source:/data\"]"),
+            Some(("volumes", "/nonexistent/berth-source")),
+        ),
+    ];
+    let mut text = config_with("");
+    let mut expected = Vec::new();
+    for (name, table, problem) in &backends {
+        let line = text.lines().count() + 1;
+        text.push_str(&format!("[backends.{name}]\nkind = \"docker\"\n{table}\n\n"));
+        if let Some((field, needle)) = problem {
+            expected.push((format!(":{line}: `backends.{name}.{field}`"), *needle));
+        }
+    }
+    let (code, _, stderr) = check(&text);
+    let _ = Command::new("docker").args(["rmi", &tag]).stdout(Stdio::null()).status();
+    assert_eq!(code, Some(69), "{stderr}");
+    let problems: Vec<&str> = stderr.lines().filter(|line| line.contains("`backends.")).collect();
+    assert_eq!(problems.len(), expected.len(), "one line per problem:\n{stderr}");
+    for (location, needle) in expected {
+        let line =
+            problems.iter().find(|line| line.contains(&location)).unwrap_or_else(|| panic!("{location}:\n{stderr}"));
+        assert!(line.contains(needle), "{line}");
+    }
+}
+
+/// `serve` logs what `check` would report as warnings, and serves anyway.
+#[tokio::test]
+async fn serve_warns_about_what_check_finds_and_starts_anyway() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_with("[backends.missing]\nkind = \"process\"\ncommand = \"/nonexistent/mcp-server\"\n");
+    let served = serve(serve_config(&dir, &text));
+    let health = reqwest::get(format!("http://{}/", served.addr)).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let (code, log) = served.stop().await;
+    assert_eq!(code, Some(0), "{log}");
+    let warning =
+        log.lines().find(|line| line.contains("`backends.missing.command`")).unwrap_or_else(|| panic!("{log}"));
+    assert!(warning.contains("WARN") && warning.contains("/nonexistent/mcp-server"), "{warning}");
 }
