@@ -96,6 +96,11 @@ impl Engine {
         &self.inner.owner
     }
 
+    /// Where the engine is, as in `DOCKER_HOST` (`unix:///var/run/docker.sock` by default).
+    pub fn host(&self) -> &str {
+        &self.inner.host
+    }
+
     /// Whether the engine answered its last ping.
     pub fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Relaxed)

@@ -28,6 +28,16 @@ pub enum DockerError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// The image's registry, asked through the engine, does not know the image or does not
+    /// answer (`berth check` with `image_pull = "if-missing"`).
+    #[error("its registry does not know image {image:?} or cannot be reached: {source}")]
+    Lookup {
+        /// The image reference from the backend's configuration.
+        image: String,
+        /// What the engine answered.
+        #[source]
+        source: bollard::errors::Error,
+    },
     /// The engine refused to create the container (bad option, name conflict, ...).
     #[error("cannot create container {name}: {source}")]
     Create {
@@ -70,6 +80,7 @@ impl DockerError {
             DockerError::Connect(_) => return true,
             DockerError::ImageMissing { .. } => return false,
             DockerError::Pull { source, .. }
+            | DockerError::Lookup { source, .. }
             | DockerError::Create { source, .. }
             | DockerError::Attach { source, .. }
             | DockerError::Start { source, .. }

@@ -11,6 +11,7 @@
 mod container;
 mod engine;
 mod error;
+mod probe;
 
 pub use container::{Attached, Container, ContainerSpec, ContainerTemplate};
 pub use engine::Engine;

@@ -168,10 +168,11 @@ impl Backend {
         }
     }
 
-    /// Starts what must run before the first request (eager instances, reapers).
+    /// Starts what must run before the first request (eager and required instances, the
+    /// probe of a required per-session backend, reapers).
     pub(crate) fn start(&self) {
         if let BackendKind::Stdio(stdio) = &self.kind {
-            stdio.start();
+            stdio.start(self.required);
         }
     }
 

@@ -17,10 +17,18 @@ mod client_config;
 mod healthcheck;
 mod traefik;
 
-use crate::{config::Config, gateway::Gateway, native::NativeRegistry};
+use crate::{
+    config::Config,
+    gateway::Gateway,
+    native::NativeRegistry,
+    preflight::{self, Severity},
+};
 
 /// Exit code for a bad configuration or command line (BSD `EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
+/// Exit code of `berth check` when the configuration is valid but names what is not there: a
+/// command not on `PATH`, a missing image or bind-mount source (BSD `EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: u8 = 69;
 /// Exit code when the listener cannot be bound (BSD `EX_OSERR`).
 pub const EXIT_OS: u8 = 71;
 
@@ -38,11 +46,12 @@ enum Command {
         /// The configuration file; without one, berth serves its built-in native services.
         #[arg(long, short, env = "BERTH_CONFIG")]
         config: Option<PathBuf>,
-        /// The address to listen on, overriding `server.listen`.
-        #[arg(long, env = "BERTH_LISTEN")]
+        /// The address to listen on, HOST:PORT, overriding `server.listen`.
+        #[arg(long, env = "BERTH_LISTEN", value_parser = listen_address)]
         listen: Option<SocketAddr>,
     },
-    /// Validate a configuration and its users, then exit.
+    /// Validate a configuration and its users, check that the commands, images and volume
+    /// sources it names exist, then exit (64: invalid, 69: something it names is missing).
     Check {
         /// The configuration file.
         #[arg(long, short, env = "BERTH_CONFIG")]
@@ -116,12 +125,29 @@ enum TraefikCommand {
     },
 }
 
+/// `--listen` and `BERTH_LISTEN`: `HOST:PORT`, as `server.listen`.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    crate::config::parse_listen(text)
+        .map_err(|message| format!("{message} (--listen and BERTH_LISTEN take HOST:PORT, as server.listen does)"))
+}
+
+/// The log filter: `RUST_LOG`, else `info`. rmcp logs every native session at `info`, with the
+/// client's whole initialize parameters (`peer_info=Some(InitializeRequestParams{...})`), so
+/// it is kept at `warn` unless `RUST_LOG` names it (`RUST_LOG=info,rmcp=info`).
+fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let mut filter = rust_log
+        .and_then(|directives| tracing_subscriber::EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    if !rust_log.is_some_and(|directives| directives.contains("rmcp")) {
+        filter = filter.add_directive("rmcp=warn".parse().expect("a valid directive"));
+    }
+    // bollard logs request bodies at trace, container environments (secrets) included:
+    // never let them through, whatever RUST_LOG asks for.
+    filter.add_directive("bollard=info".parse().expect("a valid directive"))
+}
+
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-        // bollard logs request bodies at trace, container environments (secrets) included:
-        // never let them through, whatever RUST_LOG asks for.
-        .add_directive("bollard=info".parse().expect("a valid directive"));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     // Colours only on a terminal: container logs and log shippers get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -150,16 +176,42 @@ fn load(config: Option<&PathBuf>, registry: &NativeRegistry) -> Result<(Config, 
     Ok((config, gateway))
 }
 
+/// Logs what the host policy and the authentication say together, once: an open gateway is
+/// a warning in any case.
+fn log_access(config: &Config, gateway: &Gateway) {
+    let any_host = config.server.public_hosts.is_empty() && config.server.base_domain.is_none();
+    match (gateway.is_open(), any_host) {
+        (true, true) => tracing::warn!(
+            "!!! auth = \"none\": every MCP route is served WITHOUT authentication, to localhost Host headers only \
+             (set server.public_hosts to serve other names) !!!"
+        ),
+        (true, false) => tracing::warn!(
+            "!!! auth = \"none\": every MCP route is served WITHOUT authentication, to the hosts of \
+             server.public_hosts and server.base_domain !!!"
+        ),
+        (false, true) => tracing::info!("server.public_hosts is empty: any Host header is accepted"),
+        (false, false) => {}
+    }
+}
+
+/// `backends a, b`, or `no backends`.
+fn describe_backends(names: &[String]) -> String {
+    if names.is_empty() { "no backends".to_string() } else { format!("backends {}", names.join(", ")) }
+}
+
 async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, registry: NativeRegistry) -> ExitCode {
     let (config, gateway) = match load(config.as_ref(), &registry) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    if gateway.is_open() {
-        tracing::warn!("!!! auth = \"none\": every MCP route is served WITHOUT authentication !!!");
-    }
-    if config.server.public_hosts.is_empty() && config.server.base_domain.is_none() {
-        tracing::info!("server.public_hosts is empty: any Host header is accepted");
+    log_access(&config, &gateway);
+    // What `check` would report: logged, and berth serves anyway (a backend may be fixed, an
+    // image pulled, the engine started, while it runs).
+    for finding in preflight::run(&config, &|name| std::env::var(name).ok()).await {
+        match finding.severity {
+            Severity::Problem | Severity::Warning => tracing::warn!("{finding}"),
+            Severity::Note => tracing::info!("{finding}"),
+        }
     }
     let address = listen.unwrap_or(config.server.listen);
     let listener = match tokio::net::TcpListener::bind(address).await {
@@ -174,6 +226,42 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, registry: Na
     gateway.serve(listener, crate::server::signal()).await;
     tracing::info!("berth stopped");
     ExitCode::SUCCESS
+}
+
+/// `berth check`: 64 when the configuration is invalid, 69 when it is valid but names what
+/// is not there; warnings and notes do not change the exit code.
+async fn check(config: Option<PathBuf>, registry: NativeRegistry) -> ExitCode {
+    let (config, gateway) = match load(config.as_ref(), &registry) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let findings = preflight::run(&config, &|name| std::env::var(name).ok()).await;
+    let mut problems = 0;
+    for finding in &findings {
+        match finding.severity {
+            Severity::Problem => {
+                problems += 1;
+                eprintln!("berth: {finding}");
+            }
+            Severity::Warning => eprintln!("berth: warning: {finding}"),
+            Severity::Note => eprintln!("berth: note: {finding}"),
+        }
+    }
+    if problems > 0 {
+        let plural = if problems == 1 { "problem" } else { "problems" };
+        eprintln!("berth: {problems} {plural}: the configuration is valid, but these backends would fail when used");
+        return ExitCode::from(EXIT_UNAVAILABLE);
+    }
+    println!("configuration ok: {}", describe_backends(&gateway.backend_names()));
+    ExitCode::SUCCESS
+}
+
+/// A runtime for the commands that need one.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|error| {
+        eprintln!("berth: cannot start the runtime: {error}");
+        ExitCode::from(EXIT_OS)
+    })
 }
 
 /// Reads one line on standard input, prompting with `prompt` on a terminal.
@@ -194,7 +282,23 @@ fn read_password(prompt: &str) -> Result<String, ExitCode> {
     Ok(password.to_string())
 }
 
+/// Why `user` cannot be written before the hash of an htpasswd line, if it cannot: the line is
+/// `name:hash`, and berth reads the name up to the first `:`.
+fn invalid_user_name(user: &str) -> Option<&'static str> {
+    if user.is_empty() {
+        Some("the user name is empty")
+    } else if user.contains(':') {
+        Some("the user name contains `:`, which separates the name from the hash in an htpasswd line")
+    } else {
+        None
+    }
+}
+
 fn hash_password(user: &str, cost: u32) -> ExitCode {
+    if let Some(why) = invalid_user_name(user) {
+        eprintln!("berth: --user `{user}`: {why}; choose a non-empty user name without `:`");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let password = match read_password("The password:") {
         Ok(password) => password,
         Err(code) => return code,
@@ -227,21 +331,12 @@ pub fn run(registry: NativeRegistry) -> ExitCode {
     };
     init_tracing();
     match cli.command.unwrap_or(Command::Serve { config: None, listen: None }) {
-        Command::Serve { config, listen } => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("berth: cannot start the runtime: {error}");
-                    return ExitCode::from(EXIT_OS);
-                }
-            };
-            runtime.block_on(serve(config, listen, registry))
-        }
-        Command::Check { config } => match load(config.as_ref(), &registry) {
-            Ok((_, gateway)) => {
-                println!("configuration ok: backends {}", gateway.backend_names().join(", "));
-                ExitCode::SUCCESS
-            }
+        Command::Serve { config, listen } => match runtime() {
+            Ok(runtime) => runtime.block_on(serve(config, listen, registry)),
+            Err(code) => code,
+        },
+        Command::Check { config } => match runtime() {
+            Ok(runtime) => runtime.block_on(check(config, registry)),
             Err(code) => code,
         },
         Command::HashPassword { user, cost } => hash_password(&user, cost),
@@ -267,6 +362,19 @@ pub fn run(registry: NativeRegistry) -> ExitCode {
                     ExitCode::from(EXIT_USAGE)
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rmcp_stays_at_warn_unless_rust_log_names_it() {
+        let table = [(None, true), (Some("info"), true), (Some("debug"), true), (Some("info,rmcp=debug"), false)];
+        for (rust_log, quiet) in table {
+            let filter = super::log_filter(rust_log).to_string();
+            assert_eq!(filter.contains("rmcp=warn"), quiet, "RUST_LOG={rust_log:?}: {filter}");
+            assert!(filter.contains("bollard=info"), "RUST_LOG={rust_log:?}: {filter}");
         }
     }
 }

@@ -26,7 +26,7 @@ pub(crate) use backend::{
     BackendConfig, BackendSpec, DockerSpec, LaunchSpec, ProcessSpec, Sharing, StartMode, StdioSpec,
 };
 pub(crate) use tls::TlsConfig;
-pub(crate) use values::{ConfigDuration, EnvSecret, EnvString};
+pub(crate) use values::{ConfigDuration, EnvSecret, EnvString, parse_listen};
 
 /// The variable naming the user created from the environment.
 pub(crate) const ENV_USERNAME: &str = "BERTH_AUTH_USERNAME";
@@ -150,6 +150,7 @@ impl Source {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address and port to listen on (`BERTH_LISTEN` and `--listen` override it).
+    #[serde(deserialize_with = "values::listen_address")]
     pub listen: SocketAddr,
     /// Host names clients use to reach berth (`mcp.example.com`, `*.mcp.example.com`).
     /// Empty means any `Host` is accepted.

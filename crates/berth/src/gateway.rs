@@ -188,8 +188,7 @@ fn host_policy(validated: &Validated, authenticator: &Authenticator) -> HostPoli
     if hosts.is_empty() && matches!(authenticator, Authenticator::None) {
         // Without credentials, only the Host check stands between a browser on a rebound
         // DNS name and the backends, so an open gateway with no public hosts answers
-        // loopback names only.
-        tracing::warn!("auth = \"none\" and no server.public_hosts: only localhost Host headers are accepted");
+        // loopback names only (`cli.rs` says so once, with the warning about auth = "none").
         hosts.push(HostPattern::localhost());
     }
     HostPolicy::new(hosts, validated.allowed_origins.clone())

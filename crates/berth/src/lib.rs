@@ -17,6 +17,7 @@ mod jsonrpc;
 mod mcp_headers;
 mod mcp_params;
 mod native;
+mod preflight;
 mod public;
 mod reply;
 mod route;

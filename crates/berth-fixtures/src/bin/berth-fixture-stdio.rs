@@ -17,6 +17,8 @@
 //! - `subscriptions`: returns how many `resources/subscribe` and `resources/unsubscribe` it got;
 //! - `cancelled`: returns, as JSON in the text, the `requestId`s of the `notifications/cancelled`
 //!   it received (`cancelled`) and how many `slow` calls started (`slow_started`);
+//! - `env {name}` (not in `tools/list`): returns the value of the environment variable `name`,
+//!   or `<unset>`;
 //! - `misbehave {what, ...}` (not in `tools/list`): breaks the protocol as `what` says, then
 //!   answers `misbehaved: what` (unless stdout is gone by then):
 //!   - `junk {rounds = 1}`: per round, a valid notification (`notifications/message`) followed
@@ -298,6 +300,9 @@ fn call(
             result
         }
         "pid" => text(std::process::id().to_string()),
+        "env" => {
+            text(std::env::var(arguments["name"].as_str().unwrap_or_default()).unwrap_or_else(|_| "<unset>".into()))
+        }
         "slow" => {
             counters.slow_started.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(arguments["ms"].as_u64().unwrap_or(1000)));

@@ -14,6 +14,12 @@
 //!
 //! The snippet goes to standard output, so that it can be redirected into a file; notes for the
 //! reader (what to set `BERTH_AUTH` to) go to standard error.
+//!
+//! mcp-remote 0.15.1 refuses a plain `http:` URL unless its host is `localhost` or `127.0.0.1`
+//! or it is given `--allow-http` (its `parseCommandLineArgs`): the snippets add the flag for
+//! every other `http:` URL. A URL whose path does not end in `/mcp` is refused (exit 64): every
+//! berth endpoint is `/<backend>/mcp`, or `/mcp` on `<backend>.<base_domain>`, so such a URL
+//! would only give the client 404s.
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -44,6 +50,24 @@ pub(crate) enum Client {
 /// The `Authorization` value for a user and password.
 pub(crate) fn basic_value(user: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// Whether mcp-remote needs `--allow-http` for `url`: a plain `http:` URL whose host is not
+/// `localhost` or `127.0.0.1`, the only two it exempts (host names compare case-insensitively,
+/// as its WHATWG `URL` lowercases them; `[::1]` and the rest of 127.0.0.0/8 are not exempt).
+pub(crate) fn needs_allow_http(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else { return false };
+    uri.scheme_str().is_some_and(|scheme| scheme.eq_ignore_ascii_case("http"))
+        && !uri.host().is_some_and(|host| host.eq_ignore_ascii_case("localhost") || host == "127.0.0.1")
+}
+
+/// Whether the path of `url` is one berth serves an MCP endpoint at: it ends in `/mcp`
+/// (a trailing `/` is allowed, as berth's router allows it).
+pub(crate) fn is_mcp_path(url: &str) -> bool {
+    url.parse::<http::Uri>().is_ok_and(|uri| {
+        let path = uri.path();
+        path.strip_suffix('/').unwrap_or(path).ends_with("/mcp")
+    })
 }
 
 /// The server's name in the snippet: the backend named by the URL, else `berth`.
@@ -89,9 +113,21 @@ pub(crate) fn render(client: Client, name: &str, url: &str, credential: Option<&
         format!("Set {AUTH_VARIABLE} in the client's environment (it holds the whole header value):\n  {export}");
     match client {
         Client::ClaudeDesktop => {
+            let mut args = vec![
+                "-y".to_string(),
+                MCP_REMOTE.to_string(),
+                url.to_string(),
+                "--transport".into(),
+                "http-only".into(),
+                "--header".into(),
+                format!("Authorization:${{{AUTH_VARIABLE}}}"),
+            ];
+            if needs_allow_http(url) {
+                args.push("--allow-http".into());
+            }
             let snippet = json!({"mcpServers": {name: {
                 "command": "npx",
-                "args": ["-y", MCP_REMOTE, url, "--transport", "http-only", "--header", format!("Authorization:${{{AUTH_VARIABLE}}}")],
+                "args": args,
                 "env": {AUTH_VARIABLE: value},
             }}});
             let note = "Merge into claude_desktop_config.json (Settings > Developer > Edit Config), then restart Claude Desktop. \
@@ -155,8 +191,9 @@ pub(crate) fn render(client: Client, name: &str, url: &str, credential: Option<&
             (pretty(&snippet), note.to_string())
         }
         Client::McpRemote => {
+            let allow_http = if needs_allow_http(url) { " --allow-http" } else { "" };
             let command = format!(
-                "npx -y {MCP_REMOTE} {} --transport http-only --header 'Authorization:${{{AUTH_VARIABLE}}}'",
+                "npx -y {MCP_REMOTE} {} --transport http-only --header 'Authorization:${{{AUTH_VARIABLE}}}'{allow_http}",
                 shell_quote(url)
             );
             (command, format!("mcp-remote expands ${{{AUTH_VARIABLE}}} from its environment.\n{env_note}"))
@@ -168,6 +205,13 @@ pub(crate) fn render(client: Client, name: &str, url: &str, credential: Option<&
 pub(super) fn run(client: Client, url: &str, user: Option<&str>, name: Option<&str>) -> std::process::ExitCode {
     if url.parse::<http::Uri>().ok().and_then(|uri| uri.scheme_str().map(str::to_owned)).is_none() {
         eprintln!("berth: --url `{url}` is not an absolute URL such as https://fs.mcp.example.com/mcp");
+        return std::process::ExitCode::from(super::EXIT_USAGE);
+    }
+    if !is_mcp_path(url) {
+        eprintln!(
+            "berth: --url `{url}` does not end in /mcp: berth serves a backend at https://HOST/<backend>/mcp, \
+             or at https://<backend>.<base_domain>/mcp"
+        );
         return std::process::ExitCode::from(super::EXIT_USAGE);
     }
     let credential = match user {
@@ -199,6 +243,26 @@ mod tests {
         ];
         for (url, name) in table {
             assert_eq!(default_name(url), name, "{url}");
+        }
+    }
+
+    #[test]
+    fn allow_http_and_mcp_paths() {
+        let table = [
+            ("https://fs.mcp.example.com/mcp", false, true),
+            ("http://127.0.0.1:8080/fs/mcp", false, true),
+            ("http://LOCALHOST/fs/mcp/", false, true),
+            ("HTTP://mcp.internal/fs/mcp", true, true),
+            ("http://[::1]:8080/fs/mcp", true, true),
+            ("http://127.0.0.2/fs/mcp", true, true),
+            ("https://mcp.example.com/fs", false, false),
+            ("https://mcp.example.com", false, false),
+            ("https://mcp.example.com/fs/mcp/x", false, false),
+            ("https://mcp.example.com/fs/mcp?x=1", false, true),
+        ];
+        for (url, allow_http, mcp) in table {
+            assert_eq!(needs_allow_http(url), allow_http, "{url}");
+            assert_eq!(is_mcp_path(url), mcp, "{url}");
         }
     }
 

@@ -30,6 +30,9 @@ pub struct BackendConfig {
 
     /// process: the program to run.
     pub command: Option<EnvString>,
+    /// process: pass berth's whole environment on (minus `BERTH_*`) instead of only `PATH`,
+    /// `HOME`, `TMPDIR`, `TZ` and the locale (default false). Containers never inherit it.
+    pub inherit_env: Option<bool>,
     /// process: its arguments; docker: the container's command (overrides the image's CMD).
     pub args: Option<Vec<EnvString>>,
     /// process: the working directory; docker: the container's working directory.
@@ -235,6 +238,8 @@ pub struct ProcessSpec {
     pub args: Vec<String>,
     /// Its working directory.
     pub cwd: Option<PathBuf>,
+    /// Whether it gets berth's whole environment (minus `BERTH_*`) rather than the minimal one.
+    pub inherit_env: bool,
 }
 
 /// What a docker backend's containers are made of: berth-docker's template, built and validated
@@ -284,7 +289,7 @@ impl BackendConfig {
     /// The names of the fields set in this table that do not belong to its kind.
     fn foreign_fields(&self) -> Vec<&'static str> {
         let native = [("service", self.service.is_some())];
-        let process = [("command", self.command.is_some())];
+        let process = [("command", self.command.is_some()), ("inherit_env", self.inherit_env.is_some())];
         let docker = [
             ("image", self.image.is_some()),
             ("image_pull", self.image_pull.is_some()),
@@ -347,6 +352,7 @@ impl BackendConfig {
                     command,
                     args: strings(&self.args),
                     cwd: self.cwd.as_ref().map(|c| PathBuf::from(&c.0)),
+                    inherit_env: self.inherit_env.unwrap_or(false),
                 })
             }
             BackendKindName::Docker => LaunchSpec::Docker(self.docker_spec(&field)?),
@@ -358,6 +364,14 @@ impl BackendConfig {
                 .map_err(|error| (field("env_files"), format!("cannot read `{}` for {key}: {error}", path.0)))?;
             env.push((key.clone(), value.trim_end_matches(['\r', '\n']).to_string()));
             secret_env.push(key.clone());
+        }
+        if self.required && self.start == Some(StartMode::Lazy) {
+            return Err((
+                field("start"),
+                "`start = \"lazy\"` contradicts `required = true`: a required backend is started (or, per session, \
+                 probed) when berth starts, so that /readyz means it answers; remove one of the two"
+                    .into(),
+            ));
         }
         let duration =
             |value: Option<ConfigDuration>, default: u64| value.map_or(Duration::from_secs(default), |d| d.0);
@@ -483,6 +497,20 @@ mod tests {
             (
                 "kind = \"process\"\ncommand = \"n\"\nmax_instances = 0",
                 Err("backends.x.max_instances: must be greater than zero"),
+            ),
+            ("kind = \"process\"\ncommand = \"n\"\ninherit_env = true", Ok("process")),
+            (
+                "kind = \"docker\"\nimage = \"i\"\ninherit_env = true",
+                Err("backends.x.inherit_env: `inherit_env` is not a field of kind = \"docker\""),
+            ),
+            ("kind = \"process\"\ncommand = \"n\"\nrequired = true\nstart = \"eager\"", Ok("process")),
+            ("kind = \"docker\"\nimage = \"i\"\nrequired = true\nsharing = \"per-session\"", Ok("docker")),
+            (
+                "kind = \"process\"\ncommand = \"n\"\nrequired = true\nstart = \"lazy\"",
+                Err(
+                    "backends.x.start: `start = \"lazy\"` contradicts `required = true`: a required backend is started \
+                     (or, per session, probed) when berth starts, so that /readyz means it answers; remove one of the two",
+                ),
             ),
         ];
         for (text, expected) in table {

@@ -1,6 +1,7 @@
-//! Value types of the configuration file: durations, `${ENV}`-interpolated strings.
+//! Value types of the configuration file: durations, listen addresses, `${ENV}`-interpolated
+//! strings.
 
-use std::{fmt, time::Duration};
+use std::{fmt, net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Deserializer, de};
 
@@ -61,6 +62,43 @@ impl<'de> Deserialize<'de> for ConfigDuration {
         }
         deserializer.deserialize_any(Visitor)
     }
+}
+
+/// Parses a listen address, `HOST:PORT` with an IP address for the host; the error shows that
+/// form, and for a bare port or a host name the address to write instead.
+pub(crate) fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.trim().parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    let text = text.trim();
+    let port = text.strip_prefix(':').unwrap_or(text);
+    if let Ok(port) = port.parse::<u16>() {
+        return Err(format!(
+            "`{text}` has no host: write HOST:PORT, \"0.0.0.0:{port}\" to listen on every interface or \
+             \"127.0.0.1:{port}\" for this machine only"
+        ));
+    }
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        let example = SocketAddr::new(ip, 8080);
+        return Err(format!("`{text}` has no port: write HOST:PORT, such as \"{example}\""));
+    }
+    if let Some((host, port)) = text.rsplit_once(':')
+        && let Ok(port) = port.parse::<u16>()
+    {
+        let loopback = host.eq_ignore_ascii_case("localhost");
+        let suggestion =
+            if loopback { format!("\"127.0.0.1:{port}\"") } else { format!("\"0.0.0.0:{port}\" (every interface)") };
+        return Err(format!(
+            "`{text}` names a host: write HOST:PORT with an IP address for the host, such as {suggestion}"
+        ));
+    }
+    Err(format!("`{text}` is not HOST:PORT, such as \"0.0.0.0:8080\", \"127.0.0.1:8080\" or \"[::]:8080\""))
+}
+
+/// Deserializes `server.listen` through [`parse_listen`].
+pub(super) fn listen_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_listen(&text).map_err(|message| de::Error::custom(format!("server.listen: {message}")))
 }
 
 /// Expands `${NAME}` references to environment variables; `$$` stands for a literal `$`.
@@ -194,6 +232,32 @@ mod tests {
             match (got, expected) {
                 (None, None) => {}
                 (Some(got), Some(want)) => assert!(got.contains(want), "{text:?} gave {got}"),
+                (got, want) => panic!("{text:?} gave {got:?}, expected {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let table: &[(&str, Result<&str, &[&str]>)] = &[
+            ("0.0.0.0:8080", Ok("0.0.0.0:8080")),
+            (" 127.0.0.1:9 ", Ok("127.0.0.1:9")),
+            ("[::]:8080", Ok("[::]:8080")),
+            ("8080", Err(&["HOST:PORT", "\"0.0.0.0:8080\"", "\"127.0.0.1:8080\""])),
+            (":8080", Err(&["HOST:PORT", "\"0.0.0.0:8080\""])),
+            ("localhost:8080", Err(&["HOST:PORT", "\"127.0.0.1:8080\""])),
+            ("mcp.example.com:443", Err(&["HOST:PORT", "\"0.0.0.0:443\""])),
+            ("0.0.0.0", Err(&["HOST:PORT", "\"0.0.0.0:8080\""])),
+            ("0.0.0.0:99999", Err(&["HOST:PORT"])),
+        ];
+        for (text, expected) in table {
+            match (parse_listen(text), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got.to_string(), *want, "{text:?}"),
+                (Err(got), Err(needles)) => {
+                    for needle in *needles {
+                        assert!(got.contains(needle), "{text:?} gave {got}");
+                    }
+                }
                 (got, want) => panic!("{text:?} gave {got:?}, expected {want:?}"),
             }
         }

@@ -9,7 +9,13 @@
 //!   message, so one pipe cannot serve both generations.
 //! - A GET with `Last-Event-ID` resumes the stream that event belongs to (see `outbox.rs`).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
@@ -50,6 +56,9 @@ pub(crate) struct StdioBackend {
     stateless: Arc<Instance>,
     /// Slots of per-session instances (`max_instances`), taken before an instance starts.
     slots: Arc<Semaphore>,
+    /// False while a required per-session backend has not yet shown, with an instance started
+    /// at boot, that one can start and answer initialize (see [`StdioBackend::start`]).
+    probed: Arc<AtomicBool>,
     keep_alive: Duration,
     on_tools_changed: Option<Arc<dyn Fn() + Send + Sync>>,
     /// Cancelled when the gateway starts draining: ends GET streams (nothing is in flight on
@@ -203,6 +212,7 @@ impl StdioBackend {
         );
         Self {
             slots: Arc::new(Semaphore::new(spec.max_instances)),
+            probed: Arc::new(AtomicBool::new(true)),
             name,
             spec,
             launcher,
@@ -217,12 +227,18 @@ impl StdioBackend {
         }
     }
 
-    /// Starts what `start = "eager"` asks for, and the idle-session reaper.
-    pub(crate) fn start(self: &Arc<Self>) {
-        if self.spec.start == StartMode::Eager
-            && let Some(shared) = &self.shared
-        {
-            shared.ensure_started();
+    /// Starts what `start = "eager"` and `required` ask for, and the idle-session reaper.
+    ///
+    /// A `required` backend must be ready for `/readyz` to say so: its shared instance starts
+    /// now, as with `start = "eager"`; a per-session backend has no instance until a client
+    /// comes, so one is started now, initialized and stopped again (retried with backoff until
+    /// it works), and the backend is not ready until one did.
+    pub(crate) fn start(self: &Arc<Self>, required: bool) {
+        match &self.shared {
+            Some(shared) if required || self.spec.start == StartMode::Eager => shared.ensure_started(),
+            Some(_) => {}
+            None if required => self.probe(),
+            None => {}
         }
         let backend = Arc::downgrade(self);
         let tick = (self.spec.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
@@ -243,10 +259,70 @@ impl StdioBackend {
         });
     }
 
-    /// Whether the backend can serve: its engine answers and its shared instance is up (or
-    /// not started yet: it starts on demand).
+    /// Whether the backend can serve: its engine answers, its shared instance is up (or not
+    /// started yet: it starts on demand), and a required per-session one passed its probe.
     pub(crate) fn is_ready(&self) -> bool {
-        self.launcher.is_available() && self.shared.as_ref().is_none_or(|shared| shared.is_ready())
+        self.launcher.is_available()
+            && self.probed.load(Ordering::Relaxed)
+            && self.shared.as_ref().is_none_or(|shared| shared.is_ready())
+    }
+
+    /// The probe of a required per-session backend: one instance, initialized as berth
+    /// initializes a shared one, then stopped; retried with backoff (1 s to 30 s) until one
+    /// answers or berth shuts down. It takes a `max_instances` slot while it runs.
+    fn probe(&self) {
+        self.probed.store(false, Ordering::Relaxed);
+        let (launcher, spec, slots, probed) =
+            (Arc::clone(&self.launcher), Arc::clone(&self.spec), Arc::clone(&self.slots), Arc::clone(&self.probed));
+        let shutdown = self.shutdown.clone();
+        let name = Arc::clone(&self.name);
+        self.endings.spawn(async move {
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                let slot = tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => return,
+                    },
+                    () = shutdown.cancelled() => return,
+                };
+                let relay_spec = RelaySpec {
+                    backend: Arc::clone(&name),
+                    request_timeout: spec.request_timeout,
+                    startup_timeout: spec.startup_timeout,
+                    on_tools_changed: None,
+                };
+                let relay = Relay::new(relay_spec, Audience::Nobody);
+                let instance = Instance::new(
+                    relay,
+                    Arc::clone(&launcher),
+                    Arc::clone(&spec),
+                    Some(berth_init_params()),
+                    &shutdown,
+                    Some(slot),
+                );
+                let outcome = instance.ready().await;
+                instance.stop().await;
+                match outcome {
+                    Ok(_) => {
+                        tracing::info!(backend = &*name, "an instance started and answered initialize: ready");
+                        probed.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(error) => tracing::warn!(
+                        backend = &*name,
+                        %error,
+                        retry_in = ?backoff,
+                        "the required per-session backend's trial instance failed"
+                    ),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        });
     }
 
     /// Stops every instance and ends every session.

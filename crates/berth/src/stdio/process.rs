@@ -21,13 +21,24 @@ use crate::config::ProcessSpec;
 /// Variables of berth's own environment that never reach a server (credentials above all).
 const PRIVATE_PREFIX: &str = "BERTH_";
 
+/// What a server gets of berth's environment by default: enough to find programs, a home for
+/// caches (`npx`, `uvx`), temporary files, the time zone and the locale; nothing else of the
+/// operator's (cloud credentials, tokens) reaches it unless the backend says `inherit_env`.
+const MINIMAL_ENV: &[&str] = &["PATH", "HOME", "TMPDIR", "TZ", "LANG", "LANGUAGE"];
+
+/// Whether berth's variable `key` reaches a server: never `BERTH_*`; with `inherit`, every
+/// other one; else those of [`MINIMAL_ENV`] and the locale's `LC_*`.
+fn passes_on(key: &str, inherit: bool) -> bool {
+    !key.starts_with(PRIVATE_PREFIX) && (inherit || MINIMAL_ENV.contains(&key) || key.starts_with("LC_"))
+}
+
 /// A running process group.
 pub(crate) struct ProcessHandle {
     group: Pid,
     exit: watch::Receiver<Option<String>>,
 }
 
-/// Spawns `spec` with `env` added to berth's environment (minus `BERTH_*`).
+/// Spawns `spec` with `env` added to what it gets of berth's environment (see [`passes_on`]).
 pub(crate) fn spawn_process(spec: &ProcessSpec, env: &[(String, String)]) -> io::Result<Launched> {
     let mut command = tokio::process::Command::new(&spec.command);
     command
@@ -37,11 +48,8 @@ pub(crate) fn spawn_process(spec: &ProcessSpec, env: &[(String, String)]) -> io:
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with(PRIVATE_PREFIX) {
-            command.env_remove(key);
-        }
-    }
+    command.env_clear();
+    command.envs(std::env::vars_os().filter(|(key, _)| passes_on(&key.to_string_lossy(), spec.inherit_env)));
     command.envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
@@ -103,6 +111,28 @@ impl Drop for ProcessHandle {
         // down; on a group that already exited this is a harmless ESRCH.
         if self.exit.borrow().is_none() {
             let _ = killpg(self.group, Signal::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_reaches_a_server_of_berths_environment() {
+        let table = [
+            ("PATH", false, true),
+            ("HOME", false, true),
+            ("LC_ALL", false, true),
+            ("LC_TIME", false, true),
+            ("AWS_SECRET_ACCESS_KEY", false, false),
+            ("AWS_SECRET_ACCESS_KEY", true, true),
+            ("BERTH_AUTH_PASSWORD", false, false),
+            ("BERTH_AUTH_PASSWORD", true, false),
+        ];
+        for (key, inherit, passes) in table {
+            assert_eq!(passes_on(key, inherit), passes, "{key} with inherit_env = {inherit}");
         }
     }
 }

@@ -23,7 +23,12 @@ pub(crate) const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 /// A stdio spec whose process is never started.
 pub(crate) fn spec() -> Arc<StdioSpec> {
     Arc::new(StdioSpec {
-        launch: LaunchSpec::Process(ProcessSpec { command: "true".into(), args: vec![], cwd: None }),
+        launch: LaunchSpec::Process(ProcessSpec {
+            command: "true".into(),
+            args: vec![],
+            cwd: None,
+            inherit_env: false,
+        }),
         env: vec![],
         secret_env: vec![],
         sharing: Sharing::Shared,

@@ -133,11 +133,10 @@ async fn answer(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdo
     tokio::time::timeout(Duration::from_secs(60), read).await.expect("mcp-remote answers")
 }
 
-#[tokio::test]
-async fn claude_desktop_snippet_works_through_mcp_remote() {
-    let berth = Berth::default().await;
-    let url = berth.mcp_url("conformance");
-    let desktop: Value = serde_json::from_str(&snippet("claude-desktop", &url).await).unwrap();
+/// Runs the Claude Desktop snippet for `url` through the real mcp-remote: initialize, list the
+/// tools and call one.
+async fn drive_mcp_remote(url: &str) {
+    let desktop: Value = serde_json::from_str(&snippet("claude-desktop", url).await).unwrap();
     let entry = &desktop["mcpServers"]["conformance"];
     let args: Vec<String> = entry["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
     // `npx -y mcp-remote@<pinned>` is the installed, pinned copy under tools/.
@@ -195,7 +194,120 @@ async fn claude_desktop_snippet_works_through_mcp_remote() {
     assert_eq!(called["result"]["content"][0]["type"], "text", "{called}");
     drop(stdin);
     let _ = child.kill().await;
+}
+
+#[tokio::test]
+async fn claude_desktop_snippet_works_through_mcp_remote() {
+    let berth = Berth::default().await;
+    drive_mcp_remote(&format!("http://127.0.0.1:{}/conformance/mcp", berth.addr.port())).await;
     berth.stop().await;
+    // mcp-remote refuses plain HTTP to any other host unless it is given --allow-http: a
+    // loopback address other than 127.0.0.1 stands for a server on a private network.
+    let berth =
+        Berth::start_on(&crate::harness::config_with(""), &berth::NativeRegistry::builtin(), "127.0.0.2:0").await;
+    drive_mcp_remote(&format!("http://127.0.0.2:{}/conformance/mcp", berth.addr.port())).await;
+    berth.stop().await;
+}
+
+/// Which URLs mcp-remote 0.15.1 takes without `--allow-http` (its `parseCommandLineArgs`):
+/// `https:`, and `http:` only for the host names `localhost` and `127.0.0.1`.
+#[tokio::test]
+async fn mcp_remote_gets_allow_http_exactly_where_it_needs_it() {
+    let table = [
+        ("https://fs.mcp.example.com/mcp", false),
+        ("http://127.0.0.1:8080/fs/mcp", false),
+        ("http://localhost:8080/fs/mcp", false),
+        ("http://LocalHost:8080/fs/mcp", false),
+        ("http://mcp.internal:8080/fs/mcp", true),
+        ("http://192.168.1.10:8080/fs/mcp", true),
+        ("http://127.0.0.2:8080/fs/mcp", true),
+        ("http://[::1]:8080/fs/mcp", true),
+    ];
+    for (url, allow_http) in table {
+        let desktop: Value = serde_json::from_str(&snippet("claude-desktop", url).await).unwrap();
+        let args = desktop["mcpServers"]["fs"]["args"].as_array().unwrap().clone();
+        assert_eq!(args.contains(&Value::from("--allow-http")), allow_http, "claude-desktop {url}: {args:?}");
+        let line = snippet("mcp-remote", url).await;
+        assert_eq!(line.split_whitespace().any(|word| word == "--allow-http"), allow_http, "mcp-remote {url}: {line}");
+    }
+}
+
+/// Every berth endpoint ends in `/mcp`: a URL that does not is refused (64) rather than written
+/// into a client that would get 404s.
+#[tokio::test]
+async fn client_config_refuses_urls_that_are_not_mcp_endpoints() {
+    for url in [
+        "https://mcp.example.com/fs",
+        "https://mcp.example.com/",
+        "https://fs.mcp.example.com",
+        "https://mcp.example.com/fs/mcp/tools",
+    ] {
+        let (code, stdout, stderr) = berth_run(&["client-config", "--client", "cursor", "--url", url], "").await;
+        assert_eq!(code, 64, "{url}: {stderr}");
+        assert!(stdout.is_empty(), "{url}: {stdout}");
+        assert!(stderr.contains(url) && stderr.contains("/<backend>/mcp"), "{url}: {stderr}");
+    }
+    let (code, stdout, stderr) =
+        berth_run(&["client-config", "--client", "cursor", "--url", "https://mcp.example.com/fs/mcp/"], "").await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("https://mcp.example.com/fs/mcp/"), "{stdout}");
+}
+
+/// `.env` files hold the credentials compose reads (`BERTH_AUTH_*`): git must not offer to
+/// commit them, and `docker build` must not copy them into an image.
+#[test]
+fn dot_env_files_stay_out_of_git_and_docker_build_contexts() {
+    let root = repo_root();
+    let secrets = [".env", "deploy/.env", "deploy/coolify/.env", ".env.production", "berth.env", "deploy/prod.env"];
+    for path in secrets {
+        let ignored = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(["check-ignore", "-q", "--no-index", path])
+            .status()
+            .unwrap();
+        assert!(ignored.success(), "git does not ignore {path}");
+    }
+    let kept = ["examples/berth.toml", ".env.example", "crates/berth/src/config.rs"];
+    for path in kept {
+        let ignored = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(["check-ignore", "-q", "--no-index", path])
+            .status()
+            .unwrap();
+        assert!(!ignored.success(), "git ignores {path}");
+    }
+    if !crate::harness::docker_available() {
+        return;
+    }
+    // A real build of a context holding them, with the repository's .dockerignore.
+    let context = tempfile::tempdir().unwrap();
+    std::fs::copy(root.join(".dockerignore"), context.path().join(".dockerignore")).unwrap();
+    std::fs::write(context.path().join("Dockerfile"), "FROM scratch\nCOPY . /context/\n").unwrap();
+    for path in secrets.iter().chain(&["examples/berth.toml", ".env.example"]) {
+        let file = context.path().join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, "BERTH_AUTH_PASSWORD=secret\n").unwrap();
+    }
+    let tag = format!("berth-test/{}:context", crate::harness::unique_name("dockerignore"));
+    let docker = |args: &[&str]| std::process::Command::new("docker").args(args).output().unwrap();
+    let built = docker(&["build", "-q", "-t", &tag, context.path().to_str().unwrap()]);
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let created = docker(&["create", &tag, "/none"]);
+    let container = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    let listing = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("docker cp {container}:/context - | tar -t"))
+        .output()
+        .unwrap();
+    docker(&["rm", &container]);
+    docker(&["rmi", &tag]);
+    let files = String::from_utf8_lossy(&listing.stdout);
+    assert!(files.lines().any(|f| f == "context/examples/berth.toml"), "{files}");
+    for path in secrets {
+        assert!(!files.lines().any(|f| f == format!("context/{path}")), "{path} reached the image:\n{files}");
+    }
 }
 
 #[tokio::test]

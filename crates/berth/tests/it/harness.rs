@@ -74,13 +74,18 @@ impl Berth {
 
     /// Starts berth on a configuration given as TOML text, with its own native services.
     pub(crate) async fn start_with(toml: &str, registry: &NativeRegistry) -> Self {
+        Self::start_on(toml, registry, "127.0.0.1:0").await
+    }
+
+    /// Starts berth listening on `bind` (another loopback address than 127.0.0.1, say).
+    pub(crate) async fn start_on(toml: &str, registry: &NativeRegistry, bind: &str) -> Self {
         let config = Config::parse(toml, Some(Path::new("test.toml"))).expect("valid test config");
         // Each berth of the test run gets its own owner name: berth removes containers of its
         // own name at start-up, and must not take those of a berth running beside it.
         let owner = unique_name("test");
         let env = |name: &str| (name == "BERTH_INSTANCE_NAME").then(|| owner.clone());
         let gateway = Gateway::build_with_env(&config, registry, &env).expect("gateway builds");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(listener, async move {

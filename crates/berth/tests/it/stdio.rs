@@ -282,3 +282,46 @@ async fn a_server_request_caused_by_a_client_that_cannot_answer_it_reaches_no_ot
     assert!(leaked.is_err(), "the other user's client must not see it: {leaked:?}");
     berth.stop().await;
 }
+
+/// `required = true` starts a shared backend at boot and probes a per-session one (one
+/// instance started, initialized and stopped), so that `/readyz` is 503, naming them, until
+/// they answer, without any client having called them.
+#[tokio::test]
+async fn required_backends_are_started_at_boot_and_readyz_waits_for_them() {
+    let command = crate::harness::workspace_bin("berth-fixtures", "berth-fixture-stdio");
+    let silent = format!(
+        "kind = \"process\"\ncommand = \"{}\"\nrequired = true\nstartup_timeout = \"1s\"\n\
+         env = {{ FIXTURE_MISBEHAVE = \"init-silent\" }}\n",
+        command.display()
+    );
+    let berth = Berth::start(&config_with(&format!(
+        "[backends.silent]\n{silent}\n[backends.silent-solo]\n{silent}sharing = \"per-session\"\n"
+    )))
+    .await;
+    let client = http();
+    // At once, and after the start-up timeout has passed.
+    for _ in 0..3 {
+        let ready = client.get(berth.url("/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body: serde_json::Value = ready.json().await.unwrap();
+        assert_eq!(body["not_ready"], json!(["silent", "silent-solo"]), "{body}");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    berth.stop().await;
+
+    let baseline = children();
+    let good = format!("kind = \"process\"\ncommand = \"{}\"\nrequired = true\n", command.display());
+    let berth = Berth::start(&config_with(&format!(
+        "[backends.good]\n{good}\n[backends.good-solo]\n{good}sharing = \"per-session\"\n"
+    )))
+    .await;
+    wait_until_async("the required backends are ready", || async {
+        client.get(berth.url("/readyz")).send().await.unwrap().status() == StatusCode::OK
+    })
+    .await;
+    // No client came: the shared instance runs since boot, the per-session probe is gone.
+    wait_until("only the shared instance is left", || children() == baseline + 1).await;
+    let session = RawSession::open(&berth.url("/good-solo/mcp"), json!({})).await;
+    assert_eq!(session.tool("echo", json!({"text": "after the probe"})).await, "after the probe");
+    berth.stop().await;
+}
