@@ -213,6 +213,8 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, registry: Na
             Severity::Note => tracing::info!("{finding}"),
         }
     }
+    // Before the port is bound and "listening" logged: a SIGTERM from then on shuts down cleanly.
+    let shutdown = crate::server::signal();
     let address = listen.unwrap_or(config.server.listen);
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
@@ -223,7 +225,7 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, registry: Na
     };
     let local = listener.local_addr().map_or_else(|_| address.to_string(), |a| a.to_string());
     tracing::info!(backends = ?gateway.backend_names(), "berth listening on {local}");
-    gateway.serve(listener, crate::server::signal()).await;
+    gateway.serve(listener, shutdown).await;
     tracing::info!("berth stopped");
     ExitCode::SUCCESS
 }
