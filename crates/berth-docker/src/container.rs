@@ -19,8 +19,9 @@ use tokio::io::AsyncWrite;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::engine::{Engine, LABEL_BACKEND, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_OWNER, MANAGED_BY};
+use crate::engine::{Engine, LABEL_BACKEND, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::error::{DockerError, is_not_found};
+use crate::owner::Owner;
 
 /// How many demultiplexed frames may wait in each of the stdout and stderr streams before the
 /// reader of the attach connection waits for the consumer (back-pressure, as with a pipe).
@@ -74,6 +75,8 @@ pub struct ContainerTemplate {
 ///
 /// There is deliberately no `Debug`: `env` carries secrets.
 pub struct ContainerSpec {
+    /// Whose container it is (labels `berth.deployment`, `berth.run`, `berth.run.*`).
+    pub owner: Owner,
     /// The backend's name (label `berth.backend`, part of the container name).
     pub backend: String,
     /// The instance's id, unique within the backend (label `berth.instance`).
@@ -119,7 +122,7 @@ impl Engine {
     /// `StdinOnce=true`: the end of the attach connection's input closes the container's standard
     /// input, so that closing [`Attached::stdin`] asks a stdio server to exit the way the MCP
     /// stdio transport prescribes, and a container whose berth died (`kill -9` closes the
-    /// connection) exits by itself instead of running on unattended until it is reaped. With
+    /// connection) exits by itself instead of running on unattended until it is swept. With
     /// `StdinOnce=false`, the engine would instead keep the container's input open and end the
     /// attached output streams, so the grace period of [`Container::stop`] would only wait for
     /// nothing. Nothing is lost by it: once the attach connection is gone berth cannot talk to
@@ -131,9 +134,9 @@ impl Engine {
         ensure_image(&docker, &spec.template).await?;
 
         let name = container_name(&spec.backend, &spec.instance);
-        let labels = HashMap::from([
+        let mut labels: HashMap<String, String> = spec.owner.labels().into_iter().collect();
+        labels.extend([
             (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
-            (LABEL_OWNER.to_owned(), self.owner().to_owned()),
             (LABEL_BACKEND.to_owned(), spec.backend.clone()),
             (LABEL_INSTANCE.to_owned(), spec.instance.clone()),
         ]);
@@ -279,7 +282,7 @@ impl Drop for Container {
             }
             Err(_) => tracing::error!(
                 container = %self.name,
-                "no runtime to remove the container; it is left for the reaper of the next run"
+                "no runtime to remove the container; it is left for a sweep"
             ),
         }
     }
@@ -301,7 +304,7 @@ async fn remove(docker: &Docker, id: &str, name: &str) {
             }
             Err(error) => tracing::error!(
                 container = %name, %error,
-                "cannot remove container; it is left for the reaper of the next run"
+                "cannot remove container; it is left for a sweep"
             ),
         }
     }

@@ -1,22 +1,18 @@
-//! The connection to a Docker engine, its health, and the reaping of orphans.
+//! The connection to a Docker engine and its health.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{DockerError, is_not_found};
+use crate::error::DockerError;
 
 /// The label that marks every container berth creates.
 pub(crate) const LABEL_MANAGED_BY: &str = "managed-by";
 /// The value of [`LABEL_MANAGED_BY`].
 pub(crate) const MANAGED_BY: &str = "berth";
-/// The label naming the berth that owns a container.
-pub(crate) const LABEL_OWNER: &str = "berth.owner";
 /// The label naming the backend a container serves.
 pub(crate) const LABEL_BACKEND: &str = "berth.backend";
 /// The label naming the instance of the backend.
@@ -47,19 +43,17 @@ struct Inner {
     /// Where the engine is, as in `DOCKER_HOST`.
     host: String,
     up: AtomicBool,
-    owner: String,
 }
 
 impl Engine {
     /// Connects through `DOCKER_HOST` (unix socket by default; tcp with TLS when
     /// `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH` are set), negotiating the API version (bollard
-    /// defaults to a newer one than many engines speak). `owner` is a stable name of this berth
-    /// (label `berth.owner`).
+    /// defaults to a newer one than many engines speak).
     ///
     /// Fails when the engine does not answer; see [`Engine::new`] for a connection that starts
     /// down and comes up later through [`Engine::watch`].
-    pub async fn connect(owner: &str) -> Result<Engine, DockerError> {
-        let engine = Engine::new(owner)?;
+    pub async fn connect() -> Result<Engine, DockerError> {
+        let engine = Engine::new()?;
         engine.reconnect().await?;
         engine.inner.up.store(true, Ordering::Relaxed);
         Ok(engine)
@@ -67,13 +61,13 @@ impl Engine {
 
     /// Like [`Engine::connect`], but does not talk to the engine: it only fails when `DOCKER_HOST`
     /// or the TLS files are unusable. The engine starts out down; [`Engine::watch`] brings it up.
-    pub fn new(owner: &str) -> Result<Engine, DockerError> {
-        Engine::with_host(owner, &docker_host())
+    pub fn new() -> Result<Engine, DockerError> {
+        Engine::with_host(&docker_host())
     }
 
     /// Like [`Engine::new`], for the engine at `host` (`unix:///path`, `tcp://host:port`, ...)
     /// instead of `DOCKER_HOST`'s.
-    pub fn with_host(owner: &str, host: &str) -> Result<Engine, DockerError> {
+    pub fn with_host(host: &str) -> Result<Engine, DockerError> {
         let docker = match client(host) {
             Ok(docker) => Some(docker),
             // bollard checks that a unix socket exists; an engine that is not started yet is
@@ -82,18 +76,8 @@ impl Engine {
             Err(error) => return Err(DockerError::Connect(error)),
         };
         Ok(Engine {
-            inner: Arc::new(Inner {
-                docker: RwLock::new(docker),
-                host: host.to_owned(),
-                up: AtomicBool::new(false),
-                owner: owner.to_owned(),
-            }),
+            inner: Arc::new(Inner { docker: RwLock::new(docker), host: host.to_owned(), up: AtomicBool::new(false) }),
         })
-    }
-
-    /// The stable name of this berth, as given to [`Engine::connect`].
-    pub fn owner(&self) -> &str {
-        &self.inner.owner
     }
 
     /// Where the engine is, as in `DOCKER_HOST` (`unix:///var/run/docker.sock` by default).
@@ -177,50 +161,6 @@ impl Engine {
         let docker = negotiate(docker).await?;
         *self.inner.docker.write().unwrap_or_else(|e| e.into_inner()) = Some(docker);
         Ok(())
-    }
-
-    /// Removes every container labelled `managed-by=berth` and `berth.owner=<owner>` (left by a
-    /// previous run of this berth: crash, `kill -9`). Returns how many were removed.
-    ///
-    /// Containers of other owners (other berths sharing the engine) are left alone.
-    pub async fn reap_orphans(&self) -> Result<usize, DockerError> {
-        self.reap(false).await
-    }
-
-    /// Removes the containers of this owner that have exited or died (never those only created:
-    /// a launch may be between create and start). A running berth calls it after the engine came back: containers the
-    /// engine stopped while it was away could not be removed then, and no instance uses them.
-    pub async fn reap_stopped(&self) -> Result<usize, DockerError> {
-        self.reap(true).await
-    }
-
-    async fn reap(&self, stopped_only: bool) -> Result<usize, DockerError> {
-        let docker = self.docker()?;
-        let mut filters = HashMap::from([(
-            "label",
-            vec![format!("{LABEL_MANAGED_BY}={MANAGED_BY}"), format!("{LABEL_OWNER}={}", self.inner.owner)],
-        )]);
-        if stopped_only {
-            filters.insert("status", vec!["exited".to_owned(), "dead".to_owned()]);
-        }
-        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
-        let found = docker.list_containers(Some(options)).await?;
-        let mut removed = 0;
-        for summary in found {
-            let Some(id) = summary.id else { continue };
-            let name = summary.names.and_then(|n| n.into_iter().next()).unwrap_or_default();
-            let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
-            match docker.remove_container(&id, Some(options)).await {
-                Ok(()) => {
-                    tracing::info!(container = %name, "removed a leftover container");
-                    removed += 1;
-                }
-                // Removed meanwhile (by its own AutoRemove or by another reaper): not ours to count.
-                Err(error) if is_not_found(&error) => {}
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Ok(removed)
     }
 }
 

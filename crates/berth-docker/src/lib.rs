@@ -2,8 +2,10 @@
 //!
 //! It creates a container for one instance of a stdio MCP server, attaches to its standard
 //! streams before starting it, hands back a byte-stream pair, and stops and removes the container
-//! again. It also keeps an [`Engine`]'s health up to date and removes the containers that a
-//! previous run of the same berth left behind.
+//! again. It also keeps an [`Engine`]'s health up to date and sweeps away the containers nobody
+//! uses any more: every container carries its [`Owner`] (a deployment and a [`Run`] of it) in
+//! its labels, and a [`Sweep`] removes only containers of its own deployment whose run is
+//! provably dead, or that exited while no live run is known to use them.
 //!
 //! Framing, routing and timeouts of the messages on those streams are not done here: they belong
 //! to berth's stdio relay.
@@ -11,8 +13,15 @@
 mod container;
 mod engine;
 mod error;
+mod liveness;
+mod own_container;
+mod owner;
 mod probe;
+mod sweep;
 
 pub use container::{Attached, Container, ContainerSpec, ContainerTemplate};
 pub use engine::Engine;
 pub use error::DockerError;
+pub use own_container::OwnContainer;
+pub use owner::{Owner, ProcessMark, Run};
+pub use sweep::Sweep;

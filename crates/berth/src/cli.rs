@@ -160,15 +160,24 @@ fn init_tracing() {
     }
 }
 
-fn load(config: Option<&PathBuf>, registry: &NativeRegistry) -> Result<(Config, Gateway), ExitCode> {
+/// Reads the configuration (`listen`, from `--listen`, overrides `server.listen`) and builds the
+/// gateway.
+fn load(
+    config: Option<&PathBuf>,
+    listen: Option<SocketAddr>,
+    registry: &NativeRegistry,
+) -> Result<(Config, Gateway), ExitCode> {
     let loaded = match config {
         Some(path) => Config::load(path),
         None => Config::builtin(registry.names().map(str::to_owned)),
     };
-    let config = loaded.map_err(|error| {
+    let mut config = loaded.map_err(|error| {
         eprintln!("berth: invalid configuration: {error}");
         ExitCode::from(EXIT_USAGE)
     })?;
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
     let gateway = Gateway::build(&config, registry).map_err(|error| {
         eprintln!("berth: invalid configuration: {error}");
         ExitCode::from(EXIT_USAGE)
@@ -200,7 +209,7 @@ fn describe_backends(names: &[String]) -> String {
 }
 
 async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, registry: NativeRegistry) -> ExitCode {
-    let (config, gateway) = match load(config.as_ref(), &registry) {
+    let (config, gateway) = match load(config.as_ref(), listen, &registry) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -215,7 +224,7 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, registry: Na
     }
     // Before the port is bound and "listening" logged: a SIGTERM from then on shuts down cleanly.
     let shutdown = crate::server::signal();
-    let address = listen.unwrap_or(config.server.listen);
+    let address = config.server.listen;
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -233,7 +242,7 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, registry: Na
 /// `berth check`: 64 when the configuration is invalid, 69 when it is valid but names what
 /// is not there; warnings and notes do not change the exit code.
 async fn check(config: Option<PathBuf>, registry: NativeRegistry) -> ExitCode {
-    let (config, gateway) = match load(config.as_ref(), &registry) {
+    let (config, gateway) = match load(config.as_ref(), None, &registry) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };

@@ -20,7 +20,7 @@ use crate::{
     secret::Secret,
     server::{ServeOptions, serve},
     stack::{StackParts, build},
-    stdio::{DockerHub, Launcher, StdioBackend},
+    stdio::{DockerHub, Launcher, Naming, StdioBackend},
     tls::Tls,
 };
 
@@ -32,17 +32,6 @@ pub struct Gateway {
     options: ServeOptions,
     shutdown: CancellationToken,
     docker: Option<Arc<DockerHub>>,
-}
-
-/// A stable name of this berth, for the `berth.owner` label of its containers: the host name
-/// (a container's own name in Docker or Kubernetes), so that a restarted berth finds and
-/// removes what its previous run left behind.
-fn owner_name(env: EnvLookup<'_>) -> String {
-    env("BERTH_INSTANCE_NAME")
-        .or_else(|| env("HOSTNAME"))
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "berth".to_string())
 }
 
 /// Reads the environment; a seam so tests can supply their own.
@@ -104,7 +93,8 @@ fn users(basic: &BasicAuthConfig, source: &Source, env: EnvLookup<'_>) -> Result
 }
 
 /// The shared Docker engine, only when some backend runs in a container, so that a gateway
-/// without docker backends never needs `DOCKER_HOST`.
+/// without docker backends never needs `DOCKER_HOST`; with what names this berth's deployment
+/// (`BERTH_INSTANCE_NAME`, the configuration file, the listen address).
 fn docker_hub(config: &Config, env: EnvLookup<'_>) -> Result<Option<Arc<DockerHub>>, ConfigError> {
     let needs_docker = config
         .validated
@@ -114,9 +104,11 @@ fn docker_hub(config: &Config, env: EnvLookup<'_>) -> Result<Option<Arc<DockerHu
     if !needs_docker {
         return Ok(None);
     }
-    let engine = berth_docker::Engine::new(&owner_name(env))
-        .map_err(|error| config.source.invalid(None, "DOCKER_HOST", error.to_string()))?;
-    Ok(Some(DockerHub::new(engine)))
+    let engine =
+        berth_docker::Engine::new().map_err(|error| config.source.invalid(None, "DOCKER_HOST", error.to_string()))?;
+    let naming =
+        Naming::new(env("BERTH_INSTANCE_NAME"), config.source.path.as_deref(), config.server.listen.to_string());
+    Ok(Some(DockerHub::new(engine, naming)))
 }
 
 /// Every backend, built from its validated spec: native services from `registry` (an unknown
@@ -267,7 +259,7 @@ impl Gateway {
         // Every backend stops at once: each may wait out its servers' grace periods.
         futures::future::join_all(self.routes.backends().map(|backend| backend.shutdown())).await;
         if let Some(docker) = &self.docker {
-            docker.reap_leftovers().await;
+            docker.finish().await;
         }
         self.shutdown.cancel();
     }

@@ -169,7 +169,7 @@ fn own_host_name() -> Option<String> {
 async fn check_docker(findings: &mut Findings<'_>, backends: &[(&str, &DockerSpec)]) {
     let names: Vec<&str> = backends.iter().map(|(name, _)| *name).collect();
     let names = names.join(", ");
-    let engine = match tokio::time::timeout(DOCKER_TIMEOUT, berth_docker::Engine::connect("berth-preflight")).await {
+    let engine = match tokio::time::timeout(DOCKER_TIMEOUT, berth_docker::Engine::connect()).await {
         Ok(Ok(engine)) => engine,
         Ok(Err(error)) => {
             let message = format!("{error}: the images and volumes of backends {names} were not checked");

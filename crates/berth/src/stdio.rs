@@ -2,6 +2,8 @@
 //! local processes (`kind = "process"`) or Docker containers (`kind = "docker"`), served over
 //! Streamable HTTP by berth. See `stdio/README.md` for the protocol subtleties.
 
+mod deployment;
+mod docker_hub;
 mod endpoint;
 mod error;
 mod frame;
@@ -16,5 +18,7 @@ mod sse;
 #[cfg(test)]
 mod testing;
 
+pub(crate) use deployment::Naming;
+pub(crate) use docker_hub::DockerHub;
 pub(crate) use endpoint::StdioBackend;
-pub(crate) use launch::{DockerHub, Launcher};
+pub(crate) use launch::Launcher;

@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_docker::Engine;
+use berth_docker::{Engine, Owner, Sweep};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{engine, owner, wait_until};
+use crate::support::{engine, owner, test_run, wait_until};
 
 /// A unix socket in front of the engine's that the test can take away and bring back, as if the
 /// engine vanished and restarted, without disturbing the real engine that other tests use.
@@ -61,7 +61,7 @@ async fn until_up_is(engine: &Engine, expected: bool) {
 #[tokio::test]
 async fn watch_follows_the_engine_going_and_coming_back() {
     let owner = owner("watch");
-    let Some(real) = engine(&owner).await else {
+    let Some(real) = engine().await else {
         return;
     };
     drop(real);
@@ -75,21 +75,22 @@ async fn watch_follows_the_engine_going_and_coming_back() {
     let mut proxy = Proxy::new(dir.join("docker.sock"), Path::new(upstream).to_owned());
 
     // Not there yet: the engine starts down and comes up once the socket exists.
-    let engine = Engine::with_host(&owner, &format!("unix://{}", proxy.path.display())).unwrap();
+    let engine = Engine::with_host(&format!("unix://{}", proxy.path.display())).unwrap();
+    let owner = Owner::new(&owner, test_run());
     assert!(!engine.is_up());
     let shutdown = CancellationToken::new();
     engine.watch(shutdown.clone());
     proxy.open();
     until_up_is(&engine, true).await;
-    assert_eq!(engine.reap_orphans().await.unwrap(), 0, "the engine answers through the proxy");
+    assert_eq!(engine.sweep(&owner, Sweep::Final).await.unwrap(), 0, "the engine answers through the proxy");
 
     proxy.close();
     until_up_is(&engine, false).await;
-    assert!(engine.reap_orphans().await.unwrap_err().is_engine_unreachable());
+    assert!(engine.sweep(&owner, Sweep::Final).await.unwrap_err().is_engine_unreachable());
 
     proxy.open();
     until_up_is(&engine, true).await;
-    assert_eq!(engine.reap_orphans().await.unwrap(), 0);
+    assert_eq!(engine.sweep(&owner, Sweep::Final).await.unwrap(), 0);
 
     shutdown.cancel();
     proxy.close();

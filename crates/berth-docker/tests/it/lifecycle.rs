@@ -1,11 +1,8 @@
 //! Creation errors, exits, stops, orphans and the engine's health.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use berth_docker::DockerError;
-use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::CreateContainerOptionsBuilder;
+use berth_docker::{DockerError, Owner, ProcessMark, Run, Sweep};
 
 use crate::support::{CONFORMANCE, Cleanup, EVERYTHING, containers_of, docker, exists, hardened, setup, wait_until};
 
@@ -78,43 +75,67 @@ async fn dropped_container_is_removed() {
     .await;
 }
 
-/// reap_orphans removes this owner's labelled containers, running or not, and leaves other
-/// owners' alone.
+/// A sweep removes, of its own deployment, the containers of provably dead runs and those that
+/// exited while no live run is known to use them; at the end, its own run's too. Containers of
+/// live runs and of other deployments stay.
 #[tokio::test]
-async fn reap_orphans_removes_only_this_owners_containers() {
-    let Some((owner, engine, _cleanup)) = setup("reap", &[CONFORMANCE]).await else {
+async fn a_sweep_removes_only_containers_nobody_uses() {
+    let Some((deployment, engine, _cleanup)) = setup("sweep", &[CONFORMANCE]).await else {
         return;
     };
-    let other = format!("{owner}-other");
+    let other = format!("{deployment}-other");
     let _cleanup_other = Cleanup::new(&[&other]);
     let docker = docker().await;
-
-    // A running container whose handle is lost, as after a crash of berth.
-    let attached = engine.run(&hardened(&owner, CONFORMANCE)).await.unwrap();
-    let running = attached.container.id().to_owned();
-    std::mem::forget(attached.container);
-    // A created, never started one of this owner, and one of another berth.
-    let create = |owner: &str, name: String| {
-        let body = ContainerCreateBody {
-            image: Some(CONFORMANCE.to_owned()),
-            labels: Some(HashMap::from([
-                ("managed-by".to_owned(), "berth".to_owned()),
-                ("berth.owner".to_owned(), owner.to_owned()),
-            ])),
-            ..Default::default()
-        };
-        let docker = docker.clone();
-        async move {
-            let options = CreateContainerOptionsBuilder::new().name(&name).build();
-            docker.create_container(Some(options), body).await.unwrap().id
-        }
+    let here = ProcessMark::current().expect("/proc answers");
+    let run = |id: &str, process: ProcessMark| Run {
+        id: format!("{deployment}-{id}"),
+        container: None,
+        process: Some(process),
     };
-    let created = create(&owner, format!("berth-{owner}-created")).await;
-    let foreign = create(&other, format!("berth-{other}-foreign")).await;
+    let me = Owner::new(&deployment, run("me", here.clone()));
+    // Another run in this very process (alive), one whose pid is now another process's (dead),
+    // and one on another machine (unknown).
+    let live = run("live", here.clone());
+    let reused = run("reused", ProcessMark { start: here.start + 1, ..here.clone() });
+    let elsewhere = run("elsewhere", ProcessMark { namespace: "another-boot/pid:[1]".to_owned(), ..here.clone() });
 
-    assert_eq!(engine.reap_orphans().await.unwrap(), 2);
-    assert!(!exists(&docker, &running).await);
-    assert!(!exists(&docker, &created).await);
-    assert!(exists(&docker, &foreign).await, "another owner's container was reaped");
-    assert_eq!(engine.reap_orphans().await.unwrap(), 0);
+    // Running containers, their stdin kept open (a closed stdin makes the server exit).
+    let mut stdins = Vec::new();
+    let mut start = async |owner: Owner| {
+        let mut spec = hardened(&deployment, CONFORMANCE);
+        spec.owner = owner;
+        let attached = engine.run(&spec).await.unwrap();
+        stdins.push(attached.stdin);
+        let id = attached.container.id().to_owned();
+        std::mem::forget(attached.container);
+        id
+    };
+    let mine = start(me.clone()).await;
+    let of_live = start(Owner::new(&deployment, live)).await;
+    let of_reused = start(Owner::new(&deployment, reused.clone())).await;
+    let of_elsewhere = start(Owner::new(&deployment, elsewhere.clone())).await;
+    let foreign = start(Owner::new(&other, reused)).await;
+    // One that exited: its stdin closed.
+    let mut spec = hardened(&deployment, CONFORMANCE);
+    spec.owner = Owner::new(&deployment, elsewhere);
+    let mut exited = engine.run(&spec).await.unwrap();
+    drop(exited.stdin);
+    exited.container.exited().await;
+    let of_elsewhere_exited = exited.container.id().to_owned();
+    std::mem::forget(exited.container);
+
+    assert_eq!(engine.sweep(&me, Sweep::Running).await.unwrap(), 2);
+    assert!(!exists(&docker, &of_reused).await, "a dead run's container stays");
+    assert!(!exists(&docker, &of_elsewhere_exited).await, "an exited container of an unknown run stays");
+    for (kept, what) in [
+        (&mine, "this run's own"),
+        (&of_live, "a live run's"),
+        (&of_elsewhere, "a running one of a run on another machine"),
+        (&foreign, "another deployment's"),
+    ] {
+        assert!(exists(&docker, kept).await, "{what} container was removed");
+    }
+    assert_eq!(engine.sweep(&me, Sweep::Final).await.unwrap(), 1);
+    assert!(!exists(&docker, &mine).await, "the final sweep removes this run's containers");
+    assert!(exists(&docker, &of_live).await && exists(&docker, &foreign).await);
 }

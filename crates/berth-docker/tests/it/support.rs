@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use berth_docker::{ContainerSpec, ContainerTemplate, Engine};
+use berth_docker::{ContainerSpec, ContainerTemplate, Engine, Owner, Run};
 use bollard::Docker;
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 use bytes::Bytes;
@@ -25,16 +25,16 @@ pub(crate) const EVERYTHING: &str = "berth-test/everything:dev";
 /// hang; it is not an assertion about speed.
 const READ_LIMIT: Duration = Duration::from_secs(60);
 
-/// A test's owner name, unique per test process and name, so that tests running in parallel
-/// never see (or reap) each other's containers.
+/// A test's deployment name, unique per test process and name, so that tests running in
+/// parallel never see (or sweep) each other's containers.
 pub(crate) fn owner(test: &str) -> String {
     format!("test-{test}-{}", std::process::id())
 }
 
-/// Connects to the engine as `owner`, or returns `None` (with a notice) when none answers and
+/// Connects to the engine, or returns `None` (with a notice) when none answers and
 /// `BERTH_REQUIRE_DOCKER` is not `1`.
-pub(crate) async fn engine(owner: &str) -> Option<Engine> {
-    match Engine::connect(owner).await {
+pub(crate) async fn engine() -> Option<Engine> {
+    match Engine::connect().await {
         Ok(engine) => Some(engine),
         Err(error) if std::env::var("BERTH_REQUIRE_DOCKER").as_deref() == Ok("1") => {
             panic!("BERTH_REQUIRE_DOCKER=1 but no Docker engine answers: {error}")
@@ -46,12 +46,12 @@ pub(crate) async fn engine(owner: &str) -> Option<Engine> {
     }
 }
 
-/// What a test starts with: its owner name (from `test`), an engine connected as that owner,
-/// and the guard that removes the owner's containers, with `images` built; `None` (with a
-/// notice) when no engine answers, as [`engine`].
+/// What a test starts with: its deployment name (from `test`), an engine, and the guard that
+/// removes the deployment's containers, with `images` built; `None` (with a notice) when no
+/// engine answers, as [`engine`].
 pub(crate) async fn setup(test: &str, images: &[&str]) -> Option<(String, Engine, Cleanup)> {
     let owner = owner(test);
-    let engine = engine(&owner).await?;
+    let engine = engine().await?;
     let cleanup = Cleanup::new(&[&owner]);
     if !images.is_empty() {
         build_images(images);
@@ -93,11 +93,18 @@ pub(crate) fn build_images(images: &[&str]) {
     assert!(status.success(), "{script} {names:?} failed: {status}");
 }
 
+/// The run of this test process, as berth's would be.
+pub(crate) fn test_run() -> Run {
+    static RUN: std::sync::OnceLock<Run> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| Run::current(None)).clone()
+}
+
 /// The default hardening of issue 3, with numeric ids because `FROM scratch` images may have no
-/// user database.
+/// user database, for a container of the deployment `owner` made by [`test_run`].
 pub(crate) fn hardened(owner: &str, image: &str) -> ContainerSpec {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     ContainerSpec {
+        owner: Owner::new(owner, test_run()),
         backend: owner.to_owned(),
         instance: NEXT.fetch_add(1, Ordering::Relaxed).to_string(),
         env: vec!["BERTH_TEST_SECRET=not-to-be-logged".to_owned()],
@@ -123,9 +130,9 @@ pub(crate) fn hardened(owner: &str, image: &str) -> ContainerSpec {
     }
 }
 
-/// The containers labelled with `owner`, running or not.
+/// The containers of the deployment `owner`, running or not.
 pub(crate) async fn containers_of(docker: &Docker, owner: &str) -> Vec<String> {
-    let filters = HashMap::from([("label", vec![format!("berth.owner={owner}")])]);
+    let filters = HashMap::from([("label", vec![format!("berth.deployment={owner}")])]);
     let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
     docker.list_containers(Some(options)).await.unwrap().into_iter().filter_map(|c| c.id).collect()
 }
@@ -139,7 +146,7 @@ pub(crate) async fn exists(docker: &Docker, id: &str) -> bool {
     }
 }
 
-/// Removes every container of the given owners when dropped, even when the test failed.
+/// Removes every container of the given deployments when dropped, even when the test failed.
 pub(crate) struct Cleanup {
     owners: Vec<String>,
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use tokio::io::AsyncWrite;
 
+use super::docker_hub::DockerHub;
 use super::process::{ProcessHandle, spawn_process};
 use crate::config::{LaunchSpec, StdioSpec};
 
@@ -75,80 +76,6 @@ pub(crate) enum Launcher {
     Docker { spec: Arc<StdioSpec>, hub: Arc<DockerHub>, backend: String },
 }
 
-/// The Docker engine shared by every docker backend of a gateway.
-pub(crate) struct DockerHub {
-    engine: berth_docker::Engine,
-    /// Containers left by a previous run of this berth are removed once, before this run
-    /// creates its first container (both carry the same owner label).
-    reaped: tokio::sync::OnceCell<()>,
-}
-
-impl std::fmt::Debug for DockerHub {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerHub").field("owner", &self.engine.owner()).field("up", &self.engine.is_up()).finish()
-    }
-}
-
-impl DockerHub {
-    /// A hub over `engine`.
-    pub(crate) fn new(engine: berth_docker::Engine) -> Arc<Self> {
-        Arc::new(Self { engine, reaped: tokio::sync::OnceCell::new() })
-    }
-
-    /// Watches the engine's health until `shutdown`, and removes orphans if it answers now.
-    pub(crate) async fn start(&self, shutdown: tokio_util::sync::CancellationToken) {
-        self.engine.watch(shutdown.clone());
-        if self.engine.is_up() {
-            self.reap().await;
-        }
-        // Containers the engine stopped while it was away could not be removed then: remove
-        // them when it answers again (they are dead, and every instance has moved on).
-        let engine = self.engine.clone();
-        tokio::spawn(async move {
-            let mut was_up = engine.is_up();
-            let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    () = shutdown.cancelled() => return,
-                }
-                let up = engine.is_up();
-                if up && !was_up {
-                    match engine.reap_stopped().await {
-                        Ok(0) => {}
-                        Ok(count) => tracing::info!(count, "removed containers the engine stopped while it was away"),
-                        Err(error) => tracing::warn!(%error, "could not remove stopped containers"),
-                    }
-                }
-                was_up = up;
-            }
-        });
-    }
-
-    /// After every backend stopped: removes whatever container of this owner is still there. Each
-    /// instance removes its own container when it stops; this catches those the engine could not
-    /// remove then (it was away, and the watcher did not see it come back before shutdown).
-    pub(crate) async fn reap_leftovers(&self) {
-        match self.engine.reap_orphans().await {
-            Ok(0) => {}
-            Ok(count) => tracing::warn!(count, "removed containers still there after every backend stopped"),
-            Err(error) => tracing::warn!(%error, "could not remove leftover containers"),
-        }
-    }
-
-    async fn reap(&self) {
-        self.reaped
-            .get_or_init(|| async {
-                match self.engine.reap_orphans().await {
-                    Ok(0) => {}
-                    Ok(count) => tracing::info!(count, "removed containers left by a previous run of berth"),
-                    Err(error) => tracing::warn!(%error, "could not remove containers left by a previous run"),
-                }
-            })
-            .await;
-    }
-}
-
 impl Launcher {
     /// Builds the launcher of a stdio backend; docker backends need the gateway's hub.
     pub(crate) fn new(backend: &str, spec: Arc<StdioSpec>, hub: Option<Arc<DockerHub>>) -> Self {
@@ -163,7 +90,7 @@ impl Launcher {
     pub(crate) fn is_available(&self) -> bool {
         match self {
             Self::Process { .. } => true,
-            Self::Docker { hub, .. } => hub.engine.is_up(),
+            Self::Docker { hub, .. } => hub.engine().is_up(),
         }
     }
 
@@ -181,8 +108,9 @@ impl Launcher {
                 let LaunchSpec::Docker(docker) = &spec.launch else {
                     unreachable!("a docker launcher is only built for docker specs")
                 };
-                hub.reap().await;
-                let attached = hub.engine.run(&container_spec(backend, instance_id, docker, &spec.env)).await?;
+                let owner = hub.owner().await?;
+                let attached =
+                    hub.engine().run(&container_spec(owner, backend, instance_id, docker, &spec.env)).await?;
                 Ok(Launched {
                     stdin: attached.stdin,
                     stdout: attached.stdout,
@@ -195,12 +123,14 @@ impl Launcher {
 }
 
 fn container_spec(
+    owner: &berth_docker::Owner,
     backend: &str,
     instance_id: &str,
     docker: &crate::config::DockerSpec,
     env: &[(String, String)],
 ) -> berth_docker::ContainerSpec {
     berth_docker::ContainerSpec {
+        owner: owner.clone(),
         backend: backend.to_string(),
         instance: instance_id.to_string(),
         env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),

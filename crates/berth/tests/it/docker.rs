@@ -3,6 +3,8 @@
 //! `scripts/build-test-images.sh`; containers run with berth's hardened defaults
 //! (no network, read-only root, no capabilities, nobody).
 
+mod ownership;
+
 use std::{
     process::{Command, Stdio},
     time::Duration,
@@ -55,7 +57,7 @@ async fn containers_pass_everything_through_and_survive_a_kill() {
         assert_eq!(session.init["result"]["x-extra-init"], "kept");
         let custom = session.request(json!("c"), "x/echo", json!({"x-extra-param": 1})).await;
         assert_eq!(custom["result"]["echo"]["x-extra-param"], 1, "{custom}");
-        let before = containers_of(&berth.owner);
+        let before = containers_of(&berth.deployment);
         assert!(!before.is_empty());
         let slow = json!({"jsonrpc": "2.0", "id": "slow", "method": "tools/call",
             "params": {"name": "slow", "arguments": {"ms": 600_000}}});
@@ -69,12 +71,12 @@ async fn containers_pass_everything_through_and_survive_a_kill() {
         assert_eq!(failed["error"]["code"], -32000, "{backend}: {failed}");
         assert_eq!(session.tool("echo", json!({"text": "again"})).await, "again", "{backend}: restarted");
         let killed = victims[0].clone();
-        wait_until("the killed container is removed", || !containers_of(&berth.owner).contains(&killed)).await;
+        wait_until("the killed container is removed", || !containers_of(&berth.deployment).contains(&killed)).await;
         assert_eq!(session.delete().await, StatusCode::OK);
     }
-    let owner = berth.owner.clone();
+    let deployment = berth.deployment.clone();
     berth.stop().await;
-    assert!(containers_of(&owner).is_empty(), "shutdown removes every container");
+    assert!(containers_of(&deployment).is_empty(), "shutdown removes every container");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,14 +85,14 @@ async fn two_hundred_sessions_leave_no_container_behind() {
         return;
     }
     let berth = Berth::start(&fixture_config()).await;
-    let owner = berth.owner.clone();
+    let deployment = berth.deployment.clone();
     for backend in ["fxd", "fxd-solo"] {
         churn_sessions(&berth.mcp_url(backend)).await;
     }
     // The shared instance's container stays while berth runs; per-session ones are removed.
-    wait_until("only the shared container is left", || containers_of(&owner).len() <= 1).await;
+    wait_until("only the shared container is left", || containers_of(&deployment).len() <= 1).await;
     berth.stop().await;
-    assert!(containers_of(&owner).is_empty(), "shutdown removes every container");
+    assert!(containers_of(&deployment).is_empty(), "shutdown removes every container");
 }
 
 /// `kill -9` gives berth no chance to clean up; the next start under the same name must
@@ -100,7 +102,7 @@ async fn a_berth_killed_with_sigkill_leaves_no_container_after_restart() {
     if !docker_ready(&["fixture"]) {
         return;
     }
-    let owner = unique_name("sigkill");
+    let deployment = unique_name("sigkill");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("berth.toml");
     std::fs::write(
@@ -110,24 +112,27 @@ async fn a_berth_killed_with_sigkill_leaves_no_container_after_restart() {
     .unwrap();
     let start = |log: &str| {
         let mut command = berth_command();
-        command.args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&config).env("BERTH_INSTANCE_NAME", &owner);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .env("BERTH_INSTANCE_NAME", &deployment);
         Served::spawn(command, dir.path().join(log))
     };
     let mut first = start("first.log").await;
-    wait_until("the eager container runs", || !containers_of(&owner).is_empty()).await;
-    let left = containers_of(&owner);
+    wait_until("the eager container runs", || !containers_of(&deployment).is_empty()).await;
+    let left = containers_of(&deployment);
     first.child.kill().await.unwrap();
     let mut second = start("second.log").await;
     wait_until("the first run's container is removed", || {
-        let now = containers_of(&owner);
+        let now = containers_of(&deployment);
         !left.iter().any(|c| now.contains(c))
     })
     .await;
-    wait_until("the second run's container runs", || !containers_of(&owner).is_empty()).await;
+    wait_until("the second run's container runs", || !containers_of(&deployment).is_empty()).await;
     let pid = second.child.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert_eq!(second.child.wait().await.unwrap().code(), Some(0));
-    assert!(containers_of(&owner).is_empty(), "a clean stop removes its containers");
+    assert!(containers_of(&deployment).is_empty(), "a clean stop removes its containers");
 }
 
 /// The engine itself stops and starts again. It runs only where the test may restart the
@@ -163,8 +168,8 @@ async fn engine_restart_is_survived() {
         .await;
     // The engine took the old container down with it; the same session gets a new one.
     assert_eq!(session.tool("echo", json!({"text": "after"})).await, "after");
-    let owner = berth.owner.clone();
+    let deployment = berth.deployment.clone();
     berth.stop().await;
     // Including the one the engine stopped while it was away.
-    wait_until("no container is left", || containers_of(&owner).is_empty()).await;
+    wait_until("no container is left", || containers_of(&deployment).is_empty()).await;
 }

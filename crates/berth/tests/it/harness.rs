@@ -60,8 +60,8 @@ pub(crate) fn alice() -> String {
 pub(crate) struct Berth {
     /// Where it listens.
     pub(crate) addr: SocketAddr,
-    /// The owner name of its containers (label `berth.owner`).
-    pub(crate) owner: String,
+    /// The deployment name of its containers (label `berth.deployment`).
+    pub(crate) deployment: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -80,10 +80,10 @@ impl Berth {
     /// Starts berth listening on `bind` (another loopback address than 127.0.0.1, say).
     pub(crate) async fn start_on(toml: &str, registry: &NativeRegistry, bind: &str) -> Self {
         let config = Config::parse(toml, Some(Path::new("test.toml"))).expect("valid test config");
-        // Each berth of the test run gets its own owner name: berth removes containers of its
-        // own name at start-up, and must not take those of a berth running beside it.
-        let owner = unique_name("test");
-        let env = |name: &str| (name == "BERTH_INSTANCE_NAME").then(|| owner.clone());
+        // Each berth of the test run gets its own deployment name, so that a test finds its
+        // berth's containers by it and no other.
+        let deployment = unique_name("test");
+        let env = |name: &str| (name == "BERTH_INSTANCE_NAME").then(|| deployment.clone());
         let gateway = Gateway::build_with_env(&config, registry, &env).expect("gateway builds");
         let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -91,7 +91,7 @@ impl Berth {
         let task = tokio::spawn(gateway.serve(listener, async move {
             let _ = stopped.await;
         }));
-        Self { addr, owner, stop: Some(stop), task: Some(task) }
+        Self { addr, deployment, stop: Some(stop), task: Some(task) }
     }
 
     /// Starts berth with the default test configuration.
@@ -216,7 +216,37 @@ pub(crate) fn containers_with(label: &str) -> Vec<String> {
     String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect()
 }
 
-/// Ids of the containers of the berth named `owner` (label `berth.owner`), running or not.
-pub(crate) fn containers_of(owner: &str) -> Vec<String> {
-    containers_with(&format!("berth.owner={owner}"))
+/// Ids of the containers of the deployment `deployment` (label `berth.deployment`), running or
+/// not.
+pub(crate) fn containers_of(deployment: &str) -> Vec<String> {
+    containers_with(&format!("berth.deployment={deployment}"))
+}
+
+/// Ids of the running containers carrying `label` (`key=value`).
+pub(crate) fn running_with(label: &str) -> Vec<String> {
+    let output = std::process::Command::new("docker")
+        .args(["ps", "-q", "--no-trunc", "--filter", &format!("label={label}"), "--filter", "status=running"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect()
+}
+
+/// Removes, when dropped (the test passed or not), every container carrying one of its labels:
+/// for tests that leave containers behind on purpose (a berth killed with SIGKILL). The labels
+/// must be the test's own (a backend name from [`unique_name`]): the engine may be shared.
+pub(crate) struct RemoveContainers(pub(crate) Vec<String>);
+
+impl Drop for RemoveContainers {
+    fn drop(&mut self) {
+        for label in &self.0 {
+            let ids = containers_with(label);
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", "-v"])
+                    .args(&ids)
+                    .stdout(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
 }

@@ -8,8 +8,14 @@ use tokio::process::{Child, Command};
 use crate::wait::{HANG_GUARD, poll};
 
 /// The settings berth reads from its environment: a developer's own must not reach the tests.
-const BERTH_ENV: [&str; 5] =
-    ["BERTH_CONFIG", "BERTH_LISTEN", "BERTH_AUTH_USERNAME", "BERTH_AUTH_PASSWORD", "BERTH_LOG_FORMAT"];
+const BERTH_ENV: [&str; 6] = [
+    "BERTH_CONFIG",
+    "BERTH_LISTEN",
+    "BERTH_AUTH_USERNAME",
+    "BERTH_AUTH_PASSWORD",
+    "BERTH_LOG_FORMAT",
+    "BERTH_INSTANCE_NAME",
+];
 
 /// `berth` as a blocking subprocess, for tests that only run a command to its end; it logs at
 /// `warn` unless the caller says otherwise.
