@@ -6,7 +6,7 @@
 //! between replicas.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{
         Arc, Mutex, MutexGuard, Weak,
         atomic::{AtomicUsize, Ordering},
@@ -67,7 +67,7 @@ struct State {
     next_server_request: u64,
     subscriptions: HashSet<String>,
     /// POST streams that may still be resumed, by stream number.
-    streams: HashMap<u64, Arc<Outbox>>,
+    streams: BTreeMap<u64, Arc<Outbox>>,
     next_stream: u64,
 }
 
@@ -205,15 +205,17 @@ impl Session {
         state.next_stream += 1;
         let (outbox, reader) = Outbox::post(stream, owed, Some(Arc::clone(&self.replay)));
         state.streams.insert(stream, Arc::clone(&outbox));
-        let ended: Vec<u64> = {
-            let mut ended: Vec<u64> = state.streams.iter().filter(|(_, s)| s.is_ended()).map(|(n, _)| *n).collect();
-            ended.sort_unstable();
-            let excess = ended.len().saturating_sub(KEPT_STREAMS);
-            ended.truncate(excess);
-            ended
-        };
-        for old in ended {
-            state.streams.remove(&old);
+        // Pruned in bursts, not on every POST: once more than twice the kept number of streams
+        // are held, the oldest ended ones go until KEPT_STREAMS ended remain (no allocation, and
+        // the map is walked once per KEPT_STREAMS posts rather than on each).
+        if state.streams.len() > 2 * KEPT_STREAMS {
+            let ended = state.streams.values().filter(|s| s.is_ended()).count();
+            let mut excess = ended.saturating_sub(KEPT_STREAMS);
+            state.streams.retain(|_, s| {
+                let drop = excess > 0 && s.is_ended();
+                excess -= usize::from(drop);
+                !drop
+            });
         }
         (outbox, reader)
     }
@@ -296,7 +298,7 @@ impl Session {
     /// still owed responses, whose requests the caller gives up.
     pub(crate) fn close_streams(&self) -> Vec<Arc<Outbox>> {
         self.get_stream.end();
-        let streams: Vec<Arc<Outbox>> = self.lock().streams.drain().map(|(_, stream)| stream).collect();
+        let streams: Vec<Arc<Outbox>> = std::mem::take(&mut self.lock().streams).into_values().collect();
         streams.into_iter().filter(|stream| !stream.is_ended()).collect()
     }
 }
@@ -421,14 +423,19 @@ mod tests {
     #[test]
     fn ended_streams_are_kept_for_resumption_within_a_bound() {
         let session = session("{}");
+        // Stream 1 stays open (its answer is still owed): it is never pruned.
+        let (_open, _open_reader) = session.open_post_stream(1);
         for _ in 0..100 {
             let (outbox, _reader) = session.open_post_stream(1);
             outbox.deliver(Bytes::from_static(b"{}"), true, None);
         }
         let kept = session.lock().streams.len();
-        assert!(kept <= KEPT_STREAMS + 1, "{kept} streams kept");
-        assert!(session.stream(100).is_some(), "the newest is there");
-        assert!(session.stream(1).is_none(), "the oldest is gone");
+        assert!((KEPT_STREAMS + 1..=2 * KEPT_STREAMS + 1).contains(&kept), "{kept} streams kept");
+        for newest in 101 - KEPT_STREAMS as u64..=101 {
+            assert!(session.stream(newest).is_some(), "stream {newest}, among the newest ended, is kept");
+        }
+        assert!(session.stream(1).is_some(), "the open stream is kept");
+        assert!(session.stream(2).is_none(), "the oldest ended is gone");
         assert!(session.stream(0).is_some(), "the GET stream always is");
     }
 
