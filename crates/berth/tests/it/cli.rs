@@ -15,7 +15,7 @@ use crate::{
     raw::RawSession,
 };
 
-fn berth() -> Command {
+pub(crate) fn berth() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
     command
         .env_remove("BERTH_CONFIG")
@@ -96,15 +96,15 @@ fn hash_password_prints_a_working_htpasswd_line() {
 
 /// A `berth serve` child whose listening address was read from its log, and the log so far
 /// (berth's stderr, kept whole).
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     log: Arc<Mutex<String>>,
 }
 
 impl Served {
     /// Sends SIGTERM, waits for the exit, and answers the exit code and the whole log.
-    async fn stop(mut self) -> (Option<i32>, String) {
+    pub(crate) async fn stop(mut self) -> (Option<i32>, String) {
         // Serving, so its SIGTERM handler is in place (it is installed once serving starts).
         let health = reqwest::get(format!("http://{}/", self.addr)).await.unwrap();
         assert_eq!(health.status(), 200);
@@ -126,7 +126,7 @@ impl Served {
 }
 
 /// Starts `berth serve --listen 127.0.0.1:0` as `command` says and waits until it listens.
-fn serve(mut command: Command) -> Served {
+pub(crate) fn serve(mut command: Command) -> Served {
     let mut child =
         command.args(["--listen", "127.0.0.1:0"]).env("NO_COLOR", "1").stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());

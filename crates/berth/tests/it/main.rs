@@ -23,6 +23,7 @@ mod params;
 mod process;
 mod proxy;
 mod raw;
+mod readme;
 mod requests;
 mod shutdown;
 mod sse;
