@@ -188,6 +188,40 @@ async fn serve_with_defaults_then_sigterm_exits_zero() {
     assert_eq!(code, Some(0));
 }
 
+/// Host names take `${ENV}` values like the other fields the README lists: a deployment sets its
+/// domain through the environment.
+#[tokio::test]
+async fn base_domain_takes_its_value_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = serve_config(
+        &dir,
+        "[server]\nbase_domain = \"${BERTH_TEST_DOMAIN}\"\n[backends.conformance]\nkind = \"native\"\n",
+    );
+    command
+        .env("BERTH_TEST_DOMAIN", "mcp.example.test")
+        .env("BERTH_AUTH_USERNAME", "me")
+        .env("BERTH_AUTH_PASSWORD", "pw");
+    let served = serve(command);
+    let client = reqwest::Client::new();
+    let initialize = |host: &'static str| {
+        client
+            .post(format!("http://{}/mcp", served.addr))
+            .header("host", host)
+            .header("authorization", basic("me", "pw"))
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+            .send()
+    };
+    let routed = initialize("conformance.mcp.example.test").await.unwrap();
+    assert_eq!(routed.status(), 200, "the expanded base domain routes to the backend");
+    let literal = initialize("conformance.${BERTH_TEST_DOMAIN}").await.unwrap();
+    assert_ne!(literal.status(), 200, "the unexpanded text is no domain of berth's");
+    let other = initialize("conformance.other.test").await.unwrap();
+    assert_ne!(other.status(), 200);
+    served.stop().await;
+}
+
 /// Runs `berth check` on a file holding `text`, with `configure` applied to the command;
 /// answers the exit code, stdout and stderr.
 fn check_with(text: &str, configure: impl FnOnce(&mut Command)) -> (Option<i32>, String, String) {
