@@ -6,7 +6,7 @@ mod message;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-pub(crate) use message::{Body, IdKey, Message};
+pub(crate) use message::{Body, IdKey, Invalid, Message};
 
 /// The body is not JSON.
 pub(crate) const PARSE_ERROR: i64 = -32700;

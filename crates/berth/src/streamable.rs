@@ -116,10 +116,10 @@ fn check_protocol_version(headers: &HeaderMap) -> Result<(), Rejection> {
 }
 
 /// The JSON-RPC id of the body's first message, as written, if it has a usable one.
-fn jsonrpc_id(body: &Bytes) -> Option<Bytes> {
-    match Body::parse(body.clone()) {
+fn jsonrpc_id(body: &Result<Body, jsonrpc::Invalid>) -> Option<Bytes> {
+    match body {
         Ok(body) => body.messages().first().and_then(jsonrpc::Message::id_bytes),
-        Err(invalid) => invalid.id,
+        Err(invalid) => invalid.id.clone(),
     }
 }
 
@@ -134,6 +134,8 @@ fn too_large(limit: usize) -> Rejection {
 /// Reads a body up to `limit` bytes.
 async fn read_bounded(body: RequestBody, limit: usize) -> Result<Bytes, Rejection> {
     let mut body = body;
+    // The common body is one frame: kept as it is, without a copy.
+    let mut first: Option<Bytes> = None;
     let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|error| {
@@ -143,13 +145,22 @@ async fn read_bounded(body: RequestBody, limit: usize) -> Result<Bytes, Rejectio
             Rejection::new(StatusCode::BAD_REQUEST, "bad_body", format!("could not read the request body: {error}"))
         })?;
         if let Ok(data) = frame.into_data() {
-            if buffer.len() + data.len() > limit {
+            let held = first.as_ref().map_or(0, Bytes::len) + buffer.len();
+            if held + data.len() > limit {
                 return Err(too_large(limit));
             }
-            buffer.extend_from_slice(&data);
+            match first.take() {
+                None if buffer.is_empty() => first = Some(data),
+                earlier => {
+                    if let Some(earlier) = earlier {
+                        buffer.extend_from_slice(&earlier);
+                    }
+                    buffer.extend_from_slice(&data);
+                }
+            }
         }
     }
-    Ok(buffer.freeze())
+    Ok(first.unwrap_or_else(|| buffer.freeze()))
 }
 
 /// Checks a `POST` and buffers its body.
@@ -165,7 +176,8 @@ async fn check_post(request: Request<RequestBody>, limit: usize) -> Result<Reque
     let (parts, body) = request.into_parts();
     let bytes = read_bounded(body, limit).await?;
     let headers = &parts.headers;
-    let id = jsonrpc_id(&bytes);
+    let parsed = Body::parse(bytes.clone());
+    let id = jsonrpc_id(&parsed);
     let reject = |rejection: Rejection| match &id {
         Some(id) => Err(rejection.with_raw_id(id.clone())),
         None => Err(rejection),
@@ -187,7 +199,7 @@ async fn check_post(request: Request<RequestBody>, limit: usize) -> Result<Reque
     if let Err(rejection) = check_protocol_version(headers) {
         return reject(rejection);
     }
-    let body = Body::parse(bytes.clone()).map_err(|invalid| {
+    let body = parsed.map_err(|invalid| {
         let (slug, code) =
             if invalid.not_json { ("parse_error", PARSE_ERROR) } else { ("invalid_request", INVALID_REQUEST) };
         Rejection::new(StatusCode::BAD_REQUEST, slug, invalid.reason.clone())
@@ -284,6 +296,24 @@ mod tests {
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// A body in several frames is joined in order; one frame is kept as it is; the limit holds
+    /// across frames.
+    #[tokio::test]
+    async fn bodies_are_read_whole_and_bounded() {
+        let frames = |parts: &'static [&'static str]| {
+            let stream = futures::stream::iter(parts.iter().map(|part| {
+                Ok::<_, crate::body::BodyError>(http_body::Frame::data(Bytes::from_static(part.as_bytes())))
+            }));
+            http_body_util::StreamBody::new(stream).boxed_unsync()
+        };
+        assert_eq!(read_bounded(frames(&["abc"]), 3).await.unwrap(), "abc");
+        assert_eq!(read_bounded(frames(&["ab", "cd", "e"]), 5).await.unwrap(), "abcde");
+        assert_eq!(read_bounded(frames(&[]), 5).await.unwrap(), "");
+        let over = read_bounded(frames(&["ab", "cd", "ef"]), 5).await.unwrap_err();
+        assert_eq!(over.into_response().status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(read_bounded(frames(&["abcdef"]), 5).await.is_err());
     }
 
     #[tokio::test]
