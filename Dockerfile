@@ -31,7 +31,8 @@ ARG RUST_VERSION=1.95
 ARG NODE_IMAGE=node:22-bookworm-slim
 ARG PYTHON_IMAGE=python:3.13-slim-bookworm
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
-# The configuration baked into the images, relative to the build context.
+# The configuration baked into the images, relative to the build context (deploy/coolify builds
+# with its own).
 ARG BERTH_CONFIG_FILE=deploy/berth.toml
 
 # runtime-base: the scratch image without berth: configuration, non-root user, port, health check.

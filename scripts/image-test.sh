@@ -16,6 +16,8 @@
 #      bases of scripts/build-test-images.sh and, in each, serves the stdio MCP servers of
 #      tests/image/ as process backends (node and npx; python3 and uv), each answering tools/list
 #      and tools/call through berth;
+#   6. hands the image to scripts/compose-test.sh (deploy/coolify/docker-compose.yml with
+#      docker-compose 1.29).
 #
 # Then it removes its containers and images. Needs a Docker engine and tools/.venv (scripts/test
 # creates it). Exits non-zero on failure.
@@ -172,4 +174,6 @@ for variant in node python; do
     done
 done
 
+step "6. docker-compose"
+scripts/compose-test.sh "$tag"
 echo "==> image test passed"
