@@ -42,7 +42,8 @@ struct Args {
     /// Requests in flight of the comparisons (default 1,8).
     #[arg(long, value_delimiter = ',')]
     inflight: Option<Vec<usize>>,
-    /// Run only these scenarios (stdio, native, sessions, docker, peers); default all.
+    /// Run only these scenarios (stdio, native, sessions, docker, peers; and observe, the cost
+    /// of metrics and audit, which only runs when named); default all but observe.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// The workspace's tools/ directory (node and server-everything).

@@ -304,6 +304,61 @@ async fn stdio_path(
     Ok(())
 }
 
+/// The issue-10 cost scenario (`observe`): the stdio path through a berth with nothing to
+/// observe for (no admin listener, no audit log: the observation layers are left out) vs one
+/// with `[admin]` (metrics recorded) and an `[audit]` file (a line per call), side by side.
+async fn observed_path(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+    let server = conformance_process()?;
+    eprintln!("berth-bench: observe: {}", server.name);
+    let off = berth_for(&server.backend).await?;
+    let admin = child::free_port()?;
+    let audit = std::env::temp_dir().join(format!("berth-bench-audit-{}.log", std::process::id()));
+    let on = child::berth(&format!(
+        "[admin]\nlisten = \"{admin}\"\nusers = [\"{USER}\"]\n\n[audit]\nfile = {}\n\n\
+         [backends.stdio]\n{}required = true\nstart = \"eager\"\n",
+        toml_str(&audit.to_string_lossy()),
+        server.backend
+    ))
+    .await?;
+    let (off_endpoint, on_endpoint) = (berth_endpoint(&off, "stdio"), berth_endpoint(&on, "stdio"));
+    let off_sessions = [Conn::open(&off_endpoint).await?.initialize(&off_endpoint).await?];
+    let on_sessions = [Conn::open(&on_endpoint).await?.initialize(&on_endpoint).await?];
+    let off_probe = Probe { gateway: Some(off.pid()), server: Servers::DescendantsOf(off.pid()) };
+    let on_probe = Probe { gateway: Some(on.pid()), server: Servers::DescendantsOf(on.pid()) };
+    let mut found = Vec::new();
+    for &inflight in &plan.inflight {
+        let call = &server.call;
+        let (baseline, subject) = side_by_side(
+            plan,
+            async |limit| {
+                off_probe.measure(load::http(&off_endpoint, &off_sessions, inflight, call, Until::Elapsed(limit))).await
+            },
+            async |limit| {
+                on_probe.measure(load::http(&on_endpoint, &on_sessions, inflight, call, Until::Elapsed(limit))).await
+            },
+        )
+        .await?;
+        found.push((inflight, baseline, subject));
+    }
+    let peak = on.memory().1;
+    for (inflight, baseline, subject) in found {
+        report.comparisons.push(Comparison {
+            scenario: "observe",
+            server: server.name.to_string(),
+            baseline_name: "berth, unobserved".into(),
+            subject_name: "berth, metrics + audit".into(),
+            inflight,
+            baseline,
+            subject,
+            subject_peak_kib: peak,
+        });
+    }
+    on.stop(Duration::from_secs(10)).await;
+    off.stop(Duration::from_secs(10)).await;
+    let _ = std::fs::remove_file(&audit);
+    Ok(())
+}
+
 /// Scenario 2: berth's native `conformance` route vs bare rmcp.
 async fn native_path(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     eprintln!("berth-bench: native: conformance");
@@ -401,6 +456,11 @@ pub(crate) async fn run(plan: &Plan) -> Report {
             Err(error) => Err(error),
         };
         skip(&mut report, "stdio", result);
+    }
+    // Not part of a default run: it measures the cost of observation, not berth against a peer.
+    if plan.only.as_ref().is_some_and(|only| only.iter().any(|s| s == "observe")) {
+        let result = observed_path(plan, &mut report).await;
+        skip(&mut report, "observe", result);
     }
     if plan.runs("native") {
         let result = native_path(plan, &mut report).await;

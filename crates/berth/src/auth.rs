@@ -37,7 +37,33 @@ pub(crate) enum Authenticator {
         users: Arc<Users>,
         /// The `WWW-Authenticate` header sent with every 401.
         challenge: HeaderValue,
+        /// Where refusals are reported (metrics, audit), and for which listener.
+        report: Option<(&'static str, Arc<dyn LoginReport>)>,
     },
+}
+
+/// A request refused for its credentials, as reported to a [`LoginReport`].
+#[derive(Debug)]
+pub(crate) struct Refusal<'a> {
+    /// `missing`, `malformed` or `wrong`.
+    pub(crate) reason: &'static str,
+    /// The listener (`mcp`, `admin`).
+    pub(crate) listener: &'static str,
+    /// The client's address.
+    pub(crate) client: Option<std::net::IpAddr>,
+    /// The user name the credential gave, if it could be read.
+    pub(crate) user: Option<&'a str>,
+    /// The request's method.
+    pub(crate) method: &'a str,
+    /// The request's path.
+    pub(crate) path: &'a str,
+}
+
+/// Told of every refused request, after it is logged: the seam through which metrics and the
+/// audit log learn of refusals without this module knowing either.
+pub(crate) trait LoginReport: Send + Sync + std::fmt::Debug {
+    /// One refusal.
+    fn refused(&self, refusal: &Refusal<'_>);
 }
 
 impl Authenticator {
@@ -46,7 +72,42 @@ impl Authenticator {
         let realm = realm.replace(['"', '\\'], "");
         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
             .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"berth\", charset=\"UTF-8\""));
-        Self::Basic { users, challenge }
+        Self::Basic { users, challenge, report: None }
+    }
+
+    /// The same check, reporting refusals on `listener` to `report`.
+    pub(crate) fn reporting(self, listener: &'static str, to: Arc<dyn LoginReport>) -> Self {
+        match self {
+            Self::None => Self::None,
+            Self::Basic { users, challenge, .. } => Self::Basic { users, challenge, report: Some((listener, to)) },
+        }
+    }
+
+    /// The users, when credentials are checked.
+    pub(crate) fn users(&self) -> Option<&Arc<Users>> {
+        match self {
+            Self::None => None,
+            Self::Basic { users, .. } => Some(users),
+        }
+    }
+}
+
+/// Reports a refusal of `request`, if anybody listens.
+fn report<B>(
+    report: Option<&(&'static str, Arc<dyn LoginReport>)>,
+    request: &Request<B>,
+    reason: &'static str,
+    user: Option<&str>,
+) {
+    if let Some((listener, to)) = report {
+        to.refused(&Refusal {
+            reason,
+            listener,
+            client: request.extensions().get::<ClientAddr>().map(|c| c.0.ip()),
+            user,
+            method: request.method().as_str(),
+            path: request.uri().path(),
+        });
     }
 }
 
@@ -94,14 +155,15 @@ impl<B: Send + 'static> AsyncAuthorizeRequest<B> for Authenticator {
         // Removed first, whatever follows, so that no backend ever sees the client's
         // credential, even with `auth = "none"`.
         let credential = request.headers_mut().remove(header::AUTHORIZATION);
-        let (users, challenge) = match self {
+        let (users, challenge, reporter) = match self {
             Authenticator::None => return Either::Left(ready(Ok(request))),
-            Authenticator::Basic { users, challenge } => (users, challenge),
+            Authenticator::Basic { users, challenge, report } => (users, challenge, report),
         };
         // Client and path are for the failure logs only: an accepted request (every request,
         // in the steady state) formats nothing.
         let Some(credential) = credential else {
             tracing::debug!(client = client(&request), path = request.uri().path(), "request without credentials");
+            report(reporter.as_ref(), &request, "missing", None);
             return Either::Left(ready(Err(unauthorized(challenge, "authentication required"))));
         };
         let Some((name, password)) = parse_basic(&credential) else {
@@ -110,9 +172,10 @@ impl<B: Send + 'static> AsyncAuthorizeRequest<B> for Authenticator {
                 path = request.uri().path(),
                 "failed login: malformed Authorization header"
             );
+            report(reporter.as_ref(), &request, "malformed", None);
             return Either::Left(ready(Err(unauthorized(challenge, "expected HTTP Basic credentials"))));
         };
-        let (users, challenge) = (Arc::clone(users), challenge.clone());
+        let (users, challenge, reporter) = (Arc::clone(users), challenge.clone(), reporter.clone());
         Either::Right(Box::pin(async move {
             match users.verify(&name, &password).await {
                 Some(user) => {
@@ -126,6 +189,7 @@ impl<B: Send + 'static> AsyncAuthorizeRequest<B> for Authenticator {
                         path = request.uri().path(),
                         "failed login: wrong user name or password"
                     );
+                    report(reporter.as_ref(), &request, "wrong", Some(&name));
                     Err(unauthorized(&challenge, "wrong user name or password"))
                 }
             }

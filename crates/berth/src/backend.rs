@@ -3,7 +3,12 @@
 //! A closed enum rather than trait objects: every kind is known to the gateway, and a new kind
 //! is a new variant whose lifecycle (readiness, shutdown) the compiler makes us handle.
 
-use std::{convert::Infallible, sync::Arc};
+use std::{
+    collections::HashSet,
+    convert::Infallible,
+    sync::{Arc, RwLock},
+    time::SystemTime,
+};
 
 use http::{Request, Response, StatusCode};
 use tower::ServiceExt;
@@ -22,9 +27,93 @@ use crate::{
 #[derive(Debug)]
 pub(crate) struct Backend {
     name: String,
+    /// The name again, shared by every metric label set of this backend.
+    label: Arc<str>,
     required: bool,
     kind: BackendKind,
     tool_schemas: Arc<ToolSchemas>,
+    tool_names: ToolNames,
+}
+
+/// The states an instance is counted in (`berth_instances{state}`).
+pub(crate) const INSTANCE_STATES: &[&str] = &["starting", "ready", "down"];
+
+/// One running instance of a stdio backend, as the admin API and metrics see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct InstanceStatus {
+    /// What it serves: `shared`, `stateless` or `session`.
+    pub(crate) role: &'static str,
+    /// `starting`, `ready` or `down` (one of [`INSTANCE_STATES`]).
+    pub(crate) state: &'static str,
+    /// Why it is down, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+}
+
+/// What a backend is doing now: the state behind `/api/backends` and the gauges of
+/// `/metrics`, read at the moment it is asked for.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct BackendStatus {
+    /// `native`, `process` or `docker`.
+    pub(crate) kind: &'static str,
+    /// Whether it can serve now.
+    pub(crate) ready: bool,
+    /// Whether `/readyz` waits for it.
+    pub(crate) required: bool,
+    /// Open sessions, when berth keeps them (stdio backends; rmcp keeps native sessions).
+    pub(crate) sessions: Option<usize>,
+    /// Its started instances.
+    pub(crate) instances: Vec<InstanceStatus>,
+    /// Runs ended in failure since berth started.
+    pub(crate) restarts: u64,
+    /// The latest failure of an instance, and when (RFC 3339).
+    pub(crate) last_error: Option<LastError>,
+}
+
+/// A failure and its time.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct LastError {
+    /// What happened.
+    pub(crate) message: String,
+    /// When, RFC 3339 UTC.
+    pub(crate) at: String,
+}
+
+impl LastError {
+    pub(crate) fn new(message: String, at: SystemTime) -> Self {
+        Self { message, at: crate::audit::rfc3339(at) }
+    }
+}
+
+/// The tool names a backend listed in its `tools/list` answers: the only names that become
+/// `tool` label values, so that clients calling invented names cannot grow the label space.
+#[derive(Debug, Default)]
+pub(crate) struct ToolNames(RwLock<HashSet<Arc<str>>>);
+
+/// The most tool names remembered per backend; names beyond are counted as `other`.
+const MAX_TOOL_NAMES: usize = 512;
+/// Longer names are never labels.
+const MAX_TOOL_NAME_LEN: usize = 128;
+
+impl ToolNames {
+    /// The label for a call of `name`: the listed name, or `other`.
+    pub(crate) fn label(&self, name: Option<&str>) -> Arc<str> {
+        let names = self.0.read().unwrap_or_else(|e| e.into_inner());
+        name.and_then(|name| names.get(name).cloned()).unwrap_or_else(|| Arc::from("other"))
+    }
+
+    /// Learns the names of a `tools/list` answer.
+    pub(crate) fn learn<'a>(&self, listed: impl IntoIterator<Item = &'a str>) {
+        let mut names = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for name in listed {
+            if names.len() >= MAX_TOOL_NAMES {
+                break;
+            }
+            if name.len() <= MAX_TOOL_NAME_LEN && name != "other" && !names.contains(name) {
+                names.insert(name.into());
+            }
+        }
+    }
 }
 
 /// How a backend runs.
@@ -87,7 +176,38 @@ impl Backend {
         kind: BackendKind,
         tool_schemas: Arc<ToolSchemas>,
     ) -> Self {
-        Self { name: name.into(), required, kind, tool_schemas }
+        let name = name.into();
+        Self { label: name.as_str().into(), name, required, kind, tool_schemas, tool_names: ToolNames::default() }
+    }
+
+    /// The name as a metric label.
+    pub(crate) fn label(&self) -> &Arc<str> {
+        &self.label
+    }
+
+    /// The tool names the backend listed.
+    pub(crate) fn tool_names(&self) -> &ToolNames {
+        &self.tool_names
+    }
+
+    /// What the backend is doing now.
+    pub(crate) fn status(&self) -> BackendStatus {
+        match &self.kind {
+            BackendKind::Native(_) => BackendStatus {
+                kind: "native",
+                ready: true,
+                required: self.required,
+                sessions: None,
+                instances: Vec::new(),
+                restarts: 0,
+                last_error: None,
+            },
+            BackendKind::Stdio(stdio) => {
+                let mut status = stdio.status();
+                status.required = self.required;
+                status
+            }
+        }
     }
 
     /// The backend's name (its URL segment).

@@ -232,6 +232,19 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, registry: Na
             return ExitCode::from(EXIT_OS);
         }
     };
+    let mut gateway = gateway;
+    if let Some(admin) = gateway.admin_address() {
+        let listener = match tokio::net::TcpListener::bind(admin).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("berth: cannot listen on {admin} (admin.listen): {error}");
+                return ExitCode::from(EXIT_OS);
+            }
+        };
+        let local = listener.local_addr().map_or_else(|_| admin.to_string(), |a| a.to_string());
+        tracing::info!("admin listening on {local}");
+        gateway = gateway.with_admin_listener(listener);
+    }
     let local = listener.local_addr().map_or_else(|_| address.to_string(), |a| a.to_string());
     tracing::info!(backends = ?gateway.backend_names(), "berth listening on {local}");
     gateway.serve(listener, shutdown).await;

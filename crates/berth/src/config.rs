@@ -4,6 +4,7 @@
 //! field so that `berth check` and a failed start-up say exactly what to fix.
 
 mod backend;
+mod ops;
 mod tls;
 mod values;
 
@@ -25,6 +26,8 @@ use crate::{
 pub(crate) use backend::{
     BackendConfig, BackendSpec, DockerSpec, LaunchSpec, ProcessSpec, Sharing, StartMode, StdioSpec,
 };
+pub(crate) use ops::{AdminConfig, AuditConfig};
+pub(crate) use ops::{AuditSpec, AuditTarget, check_distinct};
 pub(crate) use tls::TlsConfig;
 pub(crate) use values::{ConfigDuration, EnvSecret, EnvString, parse_listen};
 
@@ -80,6 +83,12 @@ pub struct Config {
     /// Who may call the MCP routes.
     #[serde(default)]
     pub auth: AuthSetting,
+    /// The admin listener (`/metrics`, `/api`), off unless `admin.listen` is set.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// The audit log, off unless `audit.file` is set.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// The backends, by name; each is served at `/<name>/mcp`.
     #[serde(default)]
     pub backends: BTreeMap<String, Spanned<BackendConfig>>,
@@ -105,6 +114,10 @@ pub(crate) struct Validated {
     pub(crate) base_domain: Option<BaseDomain>,
     /// `server.trusted_proxies`.
     pub(crate) trusted_proxies: Vec<ProxyNet>,
+    /// `admin.listen`.
+    pub(crate) admin_listen: Option<SocketAddr>,
+    /// `[audit]`.
+    pub(crate) audit: Option<AuditSpec>,
 }
 
 /// Where a configuration came from, so that later validation errors can name a line.
@@ -281,6 +294,9 @@ pub struct UserConfig {
     pub password_hash: Option<EnvString>,
     /// A clear-text password, normally `${SOME_ENV_VAR}`.
     pub password: Option<EnvSecret>,
+    /// Whether the user may use the admin listener.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 impl Config {
@@ -315,6 +331,8 @@ impl Config {
         let mut config = Config {
             server: ServerConfig::default(),
             auth: AuthSetting::default(),
+            admin: AdminConfig::default(),
+            audit: AuditConfig::default(),
             backends: BTreeMap::new(),
             source: Source::default(),
             validated: Validated::default(),
@@ -434,7 +452,10 @@ impl Config {
                 }
             }
         }
-        self.validated = Validated { backends, public_hosts, allowed_origins, base_domain, trusted_proxies };
+        let admin_listen = self.admin.validate(source, server.listen)?;
+        let audit = self.audit.validate(source)?;
+        self.validated =
+            Validated { backends, public_hosts, allowed_origins, base_domain, trusted_proxies, admin_listen, audit };
         Ok(())
     }
 }
@@ -511,6 +532,15 @@ mod tests {
             ("[server]\nbody_read_timeout = 0\n", "berth.toml", "server.body_read_timeout"),
             ("[server]\nconnection_idle_timeout = \"0ms\"\n", "berth.toml", "server.connection_idle_timeout"),
             ("[server]\nhttp2_keep_alive_interval = \"0s\"\n", "berth.toml", "server.http2_keep_alive_interval"),
+            (
+                "[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"\n",
+                "berth.toml:4",
+                "admin.listen",
+            ),
+            ("[admin]\nlisten = \"9180\"\n", "berth.toml:2", "admin.listen"),
+            ("[admin]\nusers = [\"a\"]\n", "berth.toml", "admin.listen"),
+            ("[audit]\nfile = \"stderr\"\nmax_size = \"1m\"\n", "berth.toml:3", "audit.max_size"),
+            ("[audit]\nfile = \"a.log\"\nmax_size = \"big\"\n", "berth.toml:3", "audit.max_size"),
         ];
         for (text, prefix, needle) in table {
             let error = parse(text).unwrap_err();

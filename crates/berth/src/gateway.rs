@@ -1,21 +1,25 @@
 //! The gateway: a validated configuration turned into backends and a stack, ready to serve.
 
-use std::{future::Future, path::PathBuf, sync::Arc};
+use std::{collections::HashSet, future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    admin::{self, AdminParts},
+    audit::AuditLog,
     auth::{Authenticator, Users},
     backend::{Backend, BackendKind},
     config::{
         AuthSetting, BackendSpec, BasicAuthConfig, Config, ConfigError, ENV_PASSWORD, ENV_USERNAME, LaunchSpec, Source,
-        Validated,
+        TlsConfig, Validated, check_distinct,
     },
     forwarded::TrustedProxies,
     host::{BaseDomain, HostPattern, HostPolicy},
     mcp_params::ToolSchemas,
+    metrics::{ADMIN_LISTENER, MCP_LISTENER, Metrics},
     native::{NativeOptions, NativeRegistry},
+    observe::Observer,
     route::Routes,
     secret::Secret,
     server::{ServeOptions, serve},
@@ -32,6 +36,16 @@ pub struct Gateway {
     options: ServeOptions,
     shutdown: CancellationToken,
     docker: Option<Arc<DockerHub>>,
+    admin: Option<AdminPlan>,
+    admin_listener: Option<TcpListener>,
+}
+
+/// The admin listener to serve: where, its stack's parts and its limits.
+#[derive(Debug)]
+struct AdminPlan {
+    address: SocketAddr,
+    parts: AdminParts,
+    options: ServeOptions,
 }
 
 /// Reads the environment; a seam so tests can supply their own.
@@ -118,6 +132,7 @@ fn backends(
     registry: &NativeRegistry,
     docker: Option<&Arc<DockerHub>>,
     shutdown: &CancellationToken,
+    metrics: &Metrics,
 ) -> Result<Vec<Arc<Backend>>, ConfigError> {
     let server = &config.server;
     let native = NativeOptions {
@@ -153,6 +168,7 @@ fn backends(
                     server.sse_keep_alive.0,
                     shutdown,
                     Some(tools_changed(&tool_schemas)),
+                    metrics.stdio_stats(name),
                 )))
             }
         };
@@ -186,16 +202,17 @@ fn host_policy(validated: &Validated, authenticator: &Authenticator) -> HostPoli
     HostPolicy::new(hosts, validated.allowed_origins.clone())
 }
 
-/// What the server needs besides the stack: limits, timeouts and TLS, whose certificate and
-/// key are loaded now (relative to the config file) so that a bad one stops the start.
-fn serve_options(config: &Config) -> Result<ServeOptions, ConfigError> {
+/// What the server needs besides the stack: limits, timeouts and TLS (`tls`, named `field` in
+/// errors), whose certificate and key are loaded now (relative to the config file) so that a
+/// bad one stops the start.
+fn serve_options(config: &Config, tls: Option<&TlsConfig>, field: &str) -> Result<ServeOptions, ConfigError> {
     let server = &config.server;
-    let tls = match &server.tls {
+    let tls = match tls {
         None => None,
         Some(tls) => {
             let base = config.source.path.as_deref().and_then(std::path::Path::parent);
             let loaded = Tls::load(tls, base)
-                .map_err(|error| config.source.invalid(Some(tls.cert.span()), "server.tls", error.to_string()))?;
+                .map_err(|error| config.source.invalid(Some(tls.cert.span()), field, error.to_string()))?;
             Some(Arc::new(loaded))
         }
     };
@@ -210,6 +227,96 @@ fn serve_options(config: &Config) -> Result<ServeOptions, ConfigError> {
     })
 }
 
+/// The admin users: `[[auth.users]]` marked `admin = true` and the names of `admin.users`,
+/// each of which must be a user of some source.
+fn admin_users(config: &Config, authenticator: &Authenticator) -> Result<Arc<Users>, ConfigError> {
+    let source = &config.source;
+    let (AuthSetting::Basic(basic), Some(users)) = (&config.auth, authenticator.users()) else {
+        return Err(source.invalid(
+            config.admin.listen.as_ref().map(|l| l.span()),
+            "admin.listen",
+            "the admin listener needs admin users, and auth = \"none\" has no users",
+        ));
+    };
+    let mut names: HashSet<String> =
+        basic.users.iter().filter(|u| u.get_ref().admin).map(|u| u.get_ref().name.clone()).collect();
+    for name in &config.admin.users {
+        if !users.contains(name.get_ref()) {
+            return Err(source.invalid(
+                Some(name.span()),
+                "admin.users",
+                format!(
+                    "no user `{}` (users come from {ENV_USERNAME}, [[auth.users]] and auth.users_file)",
+                    name.get_ref()
+                ),
+            ));
+        }
+        names.insert(name.get_ref().clone());
+    }
+    if names.is_empty() {
+        return Err(source.invalid(
+            config.admin.listen.as_ref().map(|l| l.span()),
+            "admin.listen",
+            "no admin users: mark a [[auth.users]] entry `admin = true` or name users in admin.users",
+        ));
+    }
+    Ok(Arc::new(users.restricted_to(&names)))
+}
+
+/// The admin listener's plan, when `admin.listen` is set.
+fn admin_plan(
+    config: &Config,
+    authenticator: &Authenticator,
+    routes: &Arc<Routes>,
+    observer: &Observer,
+    trusted_proxies: &Arc<TrustedProxies>,
+) -> Result<Option<AdminPlan>, ConfigError> {
+    let Some(address) = config.validated.admin_listen else { return Ok(None) };
+    // Checked again here: --listen may have moved the MCP listener onto the admin port.
+    let span = config.admin.listen.as_ref().map(|l| l.span());
+    check_distinct(address, config.server.listen)
+        .map_err(|message| config.source.invalid(span.clone(), "admin.listen", message))?;
+    let realm = match &config.auth {
+        AuthSetting::Basic(basic) => basic.realm.as_str(),
+        AuthSetting::None => "berth",
+    };
+    let observer_report: Arc<dyn crate::auth::LoginReport> = Arc::new(observer.clone());
+    let authenticator =
+        Authenticator::basic(admin_users(config, authenticator)?, realm).reporting(ADMIN_LISTENER, observer_report);
+    let options = serve_options(config, config.admin.tls.as_ref(), "admin.tls")?;
+    let parts = AdminParts {
+        routes: Arc::clone(routes),
+        authenticator,
+        observer: observer.clone(),
+        metrics_auth: config.admin.metrics_auth,
+        trusted_proxies: Arc::clone(trusted_proxies),
+    };
+    Ok(Some(AdminPlan { address, parts, options }))
+}
+
+/// Reopens the audit file at each SIGUSR1 (logrotate's `postrotate`), until `stop`.
+fn reopen_on_sigusr1(audit: Arc<AuditLog>, stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut signals) = signal(SignalKind::user_defined1()) else {
+        tracing::warn!("cannot listen for SIGUSR1: the audit file will not be reopened on it");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                received = signals.recv() => {
+                    if received.is_none() {
+                        return;
+                    }
+                    tracing::info!("SIGUSR1: reopening the audit log");
+                    audit.reopen();
+                }
+                () = stop.cancelled() => return,
+            }
+        }
+    });
+}
+
 impl Gateway {
     /// Builds the gateway, reading users from the process environment.
     pub fn build(config: &Config, registry: &NativeRegistry) -> Result<Self, ConfigError> {
@@ -219,20 +326,37 @@ impl Gateway {
     /// Builds the gateway with an explicit environment.
     pub fn build_with_env(config: &Config, registry: &NativeRegistry, env: EnvLookup<'_>) -> Result<Self, ConfigError> {
         let shutdown = CancellationToken::new();
+        let mut metrics = Metrics::new();
         let authenticator = authenticator(config, env)?;
         let docker = docker_hub(config, env)?;
-        let backends = backends(config, registry, docker.as_ref(), &shutdown)?;
+        let backends = backends(config, registry, docker.as_ref(), &shutdown, &metrics)?;
         let host_policy = host_policy(&config.validated, &authenticator);
-        let options = serve_options(config)?;
+        let options = serve_options(config, config.server.tls.as_ref(), "server.tls")?;
         let routes = Arc::new(Routes::new(backends, config.validated.base_domain.clone()));
+        metrics.register_backends(Arc::clone(&routes));
+        let metrics = Arc::new(metrics);
+        let audit = config.validated.audit.as_ref().map(|spec| AuditLog::start(spec, metrics.audit_dropped()));
+        let observer = Observer::new(metrics, audit);
+        let trusted_proxies = Arc::new(TrustedProxies::new(config.validated.trusted_proxies.clone()));
+        let admin = admin_plan(config, &authenticator, &routes, &observer, &trusted_proxies)?;
+        // Nothing reads metrics without an admin listener, nor audit lines without a log.
+        let observe = admin.is_some() || observer.audit().is_some();
+        let authenticator = if observe {
+            let report: Arc<dyn crate::auth::LoginReport> = Arc::new(observer.clone());
+            authenticator.reporting(MCP_LISTENER, report)
+        } else {
+            authenticator
+        };
         let parts = StackParts {
             routes: Arc::clone(&routes),
             authenticator,
             host_policy: Arc::new(host_policy),
             max_body_bytes: config.server.max_body_bytes,
-            trusted_proxies: Arc::new(TrustedProxies::new(config.validated.trusted_proxies.clone())),
+            trusted_proxies,
+            observer,
+            observe,
         };
-        Ok(Self { routes, parts, options, shutdown, docker })
+        Ok(Self { routes, parts, options, shutdown, docker, admin, admin_listener: None })
     }
 
     /// Whether requests are served without authentication.
@@ -247,21 +371,59 @@ impl Gateway {
         names
     }
 
-    /// Serves on `listener` until `shutdown` completes, then drains and stops every backend.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// The address `admin.listen` asks for, when the admin listener is configured: the caller
+    /// binds it and hands it over with [`Gateway::with_admin_listener`].
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|admin| admin.address)
+    }
+
+    /// Serves the admin listener on `listener` too (bound to [`Gateway::admin_address`]).
+    pub fn with_admin_listener(mut self, listener: TcpListener) -> Self {
+        self.admin_listener = Some(listener);
+        self
+    }
+
+    /// Serves on `listener` (and the admin listener, if one was handed over) until `shutdown`
+    /// completes, then drains and stops every backend.
+    pub async fn serve(mut self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         if let Some(docker) = &self.docker {
             docker.start(self.shutdown.clone()).await;
         }
         for backend in self.routes.backends() {
             backend.start();
         }
-        serve(listener, build(self.parts.clone()), self.options.clone(), self.shutdown.clone(), shutdown).await;
+        let stop = CancellationToken::new();
+        if let Some(audit) = self.parts.observer.audit().filter(|audit| audit.is_file()) {
+            reopen_on_sigusr1(Arc::clone(audit), stop.clone());
+        }
+        let admin = match (self.admin.take(), self.admin_listener.take()) {
+            (Some(plan), Some(listener)) => Some((plan, listener)),
+            (Some(plan), None) => {
+                tracing::warn!(address = %plan.address, "the admin listener was configured but not bound; not serving it");
+                None
+            }
+            (None, _) => None,
+        };
+        let main = serve(listener, build(self.parts.clone()), self.options.clone(), self.shutdown.clone(), async {
+            shutdown.await;
+            stop.cancel();
+        });
+        let admin = async {
+            if let Some((plan, listener)) = admin {
+                let stack = admin::build(plan.parts);
+                serve(listener, stack, plan.options, CancellationToken::new(), stop.cancelled()).await;
+            }
+        };
+        futures::future::join(main, admin).await;
         // Every backend stops at once: each may wait out its servers' grace periods.
         futures::future::join_all(self.routes.backends().map(|backend| backend.shutdown())).await;
         if let Some(docker) = &self.docker {
             docker.finish().await;
         }
         self.shutdown.cancel();
+        if let Some(audit) = self.parts.observer.audit().cloned() {
+            let _ = tokio::task::spawn_blocking(move || audit.flush(Duration::from_secs(2))).await;
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! Basic authentication and the transport rules of the Streamable-HTTP specification. See
 //! `ARCHITECTURE.md` for the map of modules and the path of a request.
 
+mod admin;
+mod audit;
 mod auth;
 mod backend;
 mod body;
@@ -16,7 +18,9 @@ mod host;
 mod jsonrpc;
 mod mcp_headers;
 mod mcp_params;
+mod metrics;
 mod native;
+mod observe;
 mod preflight;
 mod public;
 mod reply;

@@ -5,7 +5,10 @@ use std::{any::Any, convert::Infallible, sync::Arc};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
-use tower::{ServiceBuilder, util::BoxCloneSyncService};
+use tower::{
+    ServiceBuilder,
+    util::{BoxCloneSyncService, MapResponseLayer},
+};
 use tower_http::{
     catch_panic::CatchPanicLayer,
     sensitive_headers::SetSensitiveRequestHeadersLayer,
@@ -19,6 +22,8 @@ use crate::{
     host::{self, HostPolicy},
     jsonrpc::INTERNAL_ERROR,
     mcp_params::McpParamsLayer,
+    metrics::MCP_LISTENER,
+    observe::{ObserveLayer, Observer, count_statuses},
     public,
     reply::Rejection,
     route::{self, Dispatch, Routes},
@@ -44,6 +49,11 @@ pub(crate) struct StackParts {
     pub max_body_bytes: usize,
     /// Proxies whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Arc<TrustedProxies>,
+    /// Where metrics and audit lines go.
+    pub observer: Observer,
+    /// Whether anything reads the observations (an admin listener or an audit log): without,
+    /// the stack does not observe at all, so an unobserved berth pays nothing for it.
+    pub observe: bool,
 }
 
 fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response<ResponseBody> {
@@ -72,6 +82,13 @@ pub(crate) fn build(parts: StackParts) -> HttpStack {
         // 5xx answers are logged where they arise (a panic, a backend that failed); a 503 from
         // /readyz while a backend starts is expected, so the trace reports them at debug.
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
+        // Count every answer by status, public ones and refusals included, right below the
+        // trace so that both see the same requests; above the panic guard, so its 500s count.
+        .option_layer(
+            parts
+                .observe
+                .then(|| MapResponseLayer::new(count_statuses(Arc::clone(parts.observer.metrics()), MCP_LISTENER))),
+        )
         // Turn a panic anywhere below into a 500 JSON answer instead of a dropped connection.
         .layer(CatchPanicLayer::custom(panic_response))
         // Answer health, readiness and OAuth discovery here, above every check that follows:
@@ -90,6 +107,12 @@ pub(crate) fn build(parts: StackParts) -> HttpStack {
         // Apply the Streamable-HTTP transport rules (406/415/413/400/405) identically for
         // every kind of backend, and buffer POST bodies within the limit.
         .layer(streamable::layer(parts.max_body_bytes))
+        // Observe each MCP exchange (metrics, audit) to the end of its answer. Below the
+        // transport checks, because it reads the body they parsed (method, tool, resource) and
+        // the backend and user the layers above found; above the Mcp-Param checks, so that
+        // their refusals count as refused requests, and so that berth's own tools/list is not
+        // counted as a client's.
+        .option_layer(parts.observe.then(|| ObserveLayer(parts.observer.clone())))
         // Check 2026-07-28 Mcp-Param-* headers against the tool arguments, for every kind of
         // backend. It sits below the transport checks because it needs the body they buffered
         // and the Mcp-Method and Mcp-Name headers they verified, and right above Dispatch so

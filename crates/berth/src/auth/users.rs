@@ -231,6 +231,26 @@ impl UsersBuilder {
 }
 
 impl Users {
+    /// A store of the users named in `names` only, with the same hashes, dummy hash and cache
+    /// size: the admin listener's. Everyone else is refused as an unknown name is, in the same
+    /// time.
+    pub(crate) fn restricted_to(&self, names: &std::collections::HashSet<String>) -> Users {
+        let users: Vec<User> = self.users.iter().filter(|u| names.contains(&*u.name)).cloned().collect();
+        let capacity = self.cache.lock().expect("cache lock").capacity;
+        Users {
+            has_bcrypt: self.has_bcrypt,
+            dummy: Arc::clone(&self.dummy),
+            users,
+            cache: Mutex::new(VerifiedCache { capacity, entries: HashMap::new(), order: VecDeque::new() }),
+            bcrypt_slots: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+        }
+    }
+
+    /// Whether a user of that name exists.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.users.iter().any(|u| &*u.name == name)
+    }
+
     /// Starts a store.
     pub(crate) fn builder() -> UsersBuilder {
         UsersBuilder::default()

@@ -249,7 +249,7 @@ pub(crate) type DockerSpec = berth_docker::ContainerTemplate;
 /// Parses `"512m"`, `"1g"`, `"65536k"` or a plain number of bytes, refusing sizes beyond
 /// Docker's `i64` rather than letting `n * factor` overflow (a panic in debug builds, a negative
 /// limit in release).
-fn parse_bytes(text: &str) -> Result<i64, String> {
+pub(super) fn parse_bytes(text: &str) -> Result<i64, String> {
     let not_a_size = || format!("`{text}` is not a size such as \"512m\" or \"1g\"");
     let too_large = || format!("`{text}` is more than the largest memory limit, {} bytes (8 EiB)", i64::MAX);
     let lower = text.trim().to_ascii_lowercase();

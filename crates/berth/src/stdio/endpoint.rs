@@ -33,11 +33,13 @@ use super::{
     sse::{self, Abandonment, ReaderGuard},
 };
 use crate::{
+    backend::{BackendStatus, InstanceStatus, LastError},
     body::{RequestBody, ResponseBody},
-    config::{Sharing, StartMode, StdioSpec},
+    config::{LaunchSpec, Sharing, StartMode, StdioSpec},
     extensions::ParsedBody,
     jsonrpc::{self, Body, INVALID_REQUEST, Kind, Message},
     mcp_headers::{self, SESSION_HEADER, is_stateless_version},
+    metrics::StdioStats,
     reply::Rejection,
 };
 
@@ -61,6 +63,8 @@ pub(crate) struct StdioBackend {
     probed: Arc<AtomicBool>,
     keep_alive: Duration,
     on_tools_changed: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// What the instances count (metrics, last error).
+    stats: Arc<StdioStats>,
     /// Cancelled when the gateway starts draining: ends GET streams (nothing is in flight on
     /// them), never a POST's answer.
     streams: CancellationToken,
@@ -186,6 +190,7 @@ impl StdioBackend {
         keep_alive: Duration,
         shutdown: &CancellationToken,
         on_tools_changed: Option<Arc<dyn Fn() + Send + Sync>>,
+        stats: Arc<StdioStats>,
     ) -> Self {
         let name: Arc<str> = name.into();
         let sessions = Arc::new(SessionTable::default());
@@ -197,6 +202,7 @@ impl StdioBackend {
             request_timeout: spec.request_timeout,
             startup_timeout: spec.startup_timeout,
             on_tools_changed: on_tools_changed.clone(),
+            stats: Arc::clone(&stats),
         };
         let shared = (spec.sharing == Sharing::Shared).then(|| {
             let relay = Relay::new(relay_spec(&name), Audience::Shared(Arc::clone(&sessions)));
@@ -221,6 +227,7 @@ impl StdioBackend {
             stateless,
             keep_alive,
             on_tools_changed,
+            stats,
             streams,
             shutdown,
             endings: TaskTracker::new(),
@@ -267,6 +274,33 @@ impl StdioBackend {
             && self.shared.as_ref().is_none_or(|shared| shared.is_ready())
     }
 
+    /// What the backend is doing now: its sessions and started instances.
+    pub(crate) fn status(&self) -> BackendStatus {
+        let kind = match self.spec.launch {
+            LaunchSpec::Process(_) => "process",
+            LaunchSpec::Docker(_) => "docker",
+        };
+        let sessions = self.sessions.all();
+        let roles = self.shared.iter().map(|i| ("shared", i)).chain([("stateless", &self.stateless)]);
+        let owned = sessions.iter().filter(|s| s.owns_instance()).map(|s| ("session", s.instance()));
+        let instances = roles
+            .chain(owned)
+            .filter_map(|(role, instance)| {
+                let (state, reason) = instance.relay().link_status()?;
+                Some(InstanceStatus { role, state, reason })
+            })
+            .collect();
+        BackendStatus {
+            kind,
+            ready: self.is_ready(),
+            required: false,
+            sessions: Some(sessions.len()),
+            instances,
+            restarts: self.stats.restarts.get(),
+            last_error: self.stats.last_error().map(|(message, at)| LastError::new(message, at)),
+        }
+    }
+
     /// The probe of a required per-session backend: one instance, initialized as berth
     /// initializes a shared one, then stopped; retried with backoff (1 s to 30 s) until one
     /// answers or berth shuts down. It takes a `max_instances` slot while it runs.
@@ -276,6 +310,7 @@ impl StdioBackend {
             (Arc::clone(&self.launcher), Arc::clone(&self.spec), Arc::clone(&self.slots), Arc::clone(&self.probed));
         let shutdown = self.shutdown.clone();
         let name = Arc::clone(&self.name);
+        let stats = Arc::clone(&self.stats);
         self.endings.spawn(async move {
             let mut backoff = Duration::from_secs(1);
             loop {
@@ -291,6 +326,7 @@ impl StdioBackend {
                     request_timeout: spec.request_timeout,
                     startup_timeout: spec.startup_timeout,
                     on_tools_changed: None,
+                    stats: Arc::clone(&stats),
                 };
                 let relay = Relay::new(relay_spec, Audience::Nobody);
                 let instance = Instance::new(
@@ -493,6 +529,7 @@ impl StdioBackend {
                             request_timeout: self.spec.request_timeout,
                             startup_timeout: self.spec.startup_timeout,
                             on_tools_changed: self.on_tools_changed.clone(),
+                            stats: Arc::clone(&self.stats),
                         },
                         Audience::One(session),
                     );

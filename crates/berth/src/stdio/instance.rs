@@ -16,6 +16,7 @@ use std::{
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
+use prometheus_client::metrics::counter::Counter;
 use tokio::{
     io::AsyncWriteExt,
     sync::{OwnedSemaphorePermit, mpsc, watch},
@@ -235,6 +236,7 @@ impl Instance {
     /// A run ended in failure: in-flight requests get the error, waiting clients the reason.
     fn went_down(&self, error: &StdioError) {
         tracing::warn!(backend = self.relay.backend(), instance = self.id, "{error}; restarting");
+        self.relay.stats().failed(&error.to_string());
         self.relay.set_link(LinkState::Down(error.to_string()));
         self.relay.fail_all(error);
         if self.handshake.borrow().is_none() {
@@ -248,6 +250,7 @@ impl Instance {
         // away) must not block the next one's name.
         let launch_id = format!("{}-{generation}", self.id);
         self.relay.set_link(LinkState::Starting);
+        let launched_at = Instant::now();
         let Launched { stdin, stdout, stderr, mut handle } = match self.launch(&launch_id).await {
             Ok(Some(launched)) => launched,
             Ok(None) => return RunEnd::Stopped,
@@ -255,7 +258,7 @@ impl Instance {
         };
         let (writer, outbox) = mpsc::channel::<Bytes>(256);
         let mut pumps = Pumps {
-            stdin: tokio::spawn(write_stdin(stdin, outbox)),
+            stdin: tokio::spawn(write_stdin(stdin, outbox, self.relay.stats().to_server.clone())),
             stdout: tokio::spawn(read_stdout(Arc::clone(&self.relay), stdout, self.spec.max_message_bytes)),
             stderr: tokio::spawn(log_stderr(self.backend(), stderr)),
         };
@@ -272,6 +275,7 @@ impl Instance {
             Err(error) => RunEnd::Failed(error),
             Ok(Some(init)) => {
                 self.handshake.send_replace(Some(Ok(init)));
+                self.relay.stats().start_seconds.observe(launched_at.elapsed().as_secs_f64());
                 self.relay.set_link(LinkState::Ready(writer.clone()));
                 tracing::info!(backend, instance = launch_id, "backend ready");
                 self.serve(&mut handle, &mut pumps).await
@@ -404,22 +408,31 @@ const WRITE_BATCH: usize = 64 * 1024;
 async fn write_stdin(
     mut stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
     mut outbox: mpsc::Receiver<Bytes>,
+    written: Counter,
 ) {
     let mut batch = Vec::with_capacity(4096);
     while let Some(line) = outbox.recv().await {
         let result = match outbox.try_recv() {
             // The common case under light load: one line, written as it is, no copy.
-            Err(_) => stdin.write_all(&line).await,
+            Err(_) => {
+                written.inc();
+                stdin.write_all(&line).await
+            }
             Ok(next) => {
                 batch.clear();
                 batch.extend_from_slice(&line);
                 batch.extend_from_slice(&next);
+                let mut lines = 2;
                 while batch.len() < WRITE_BATCH {
                     match outbox.try_recv() {
-                        Ok(line) => batch.extend_from_slice(&line),
+                        Ok(line) => {
+                            batch.extend_from_slice(&line);
+                            lines += 1;
+                        }
                         Err(_) => break,
                     }
                 }
+                written.inc_by(lines);
                 stdin.write_all(&batch).await
             }
         };
@@ -454,6 +467,7 @@ async fn read_stdout(
                 "dropped a message larger than max_message_bytes"
             );
         }
+        relay.stats().from_server.inc_by(framed.lines.len() as u64);
         for line in framed.lines {
             relay.dispatch(line).await;
         }

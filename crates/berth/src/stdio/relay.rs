@@ -28,7 +28,10 @@ use super::{
     outbox::{Delivery, Outbox},
     session::{Session, SessionTable},
 };
-use crate::jsonrpc::{self, IdKey, Kind, Message};
+use crate::{
+    jsonrpc::{self, IdKey, Kind, Message},
+    metrics::StdioStats,
+};
 
 /// The state of the pipe to the current process or container of this instance.
 #[derive(Debug, Clone)]
@@ -86,6 +89,7 @@ pub(crate) struct Relay {
     startup_timeout: Duration,
     logs: LogLimit,
     on_tools_changed: Option<Arc<dyn Fn() + Send + Sync>>,
+    stats: Arc<StdioStats>,
 }
 
 /// A relay's fixed settings.
@@ -98,6 +102,8 @@ pub(crate) struct RelaySpec {
     pub(crate) startup_timeout: Duration,
     /// Called when the server says its tool list changed.
     pub(crate) on_tools_changed: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// What the backend's instances count (metrics, last error).
+    pub(crate) stats: Arc<StdioStats>,
 }
 
 /// One message berth writes to the server, as a line.
@@ -121,11 +127,28 @@ impl Relay {
             startup_timeout: spec.startup_timeout,
             logs: LogLimit::new(Duration::from_secs(60), 1),
             on_tools_changed: spec.on_tools_changed,
+            stats: spec.stats,
         })
     }
 
     fn pending(&self) -> MutexGuard<'_, HashMap<u64, Pending>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the backend's instances count.
+    pub(crate) fn stats(&self) -> &Arc<StdioStats> {
+        &self.stats
+    }
+
+    /// The state of a started instance for status reports (`starting`, `ready`, `down` with
+    /// its reason); `None` before the start and after the stop.
+    pub(crate) fn link_status(&self) -> Option<(&'static str, Option<String>)> {
+        match &*self.link.borrow() {
+            LinkState::Idle | LinkState::Stopped => None,
+            LinkState::Starting | LinkState::Handshaking(_) => Some(("starting", None)),
+            LinkState::Ready(_) => Some(("ready", None)),
+            LinkState::Down(reason) => Some(("down", Some(reason.clone()))),
+        }
     }
 
     /// The backend's name.

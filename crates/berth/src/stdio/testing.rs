@@ -53,7 +53,13 @@ pub(crate) fn message(text: &str) -> Message {
 /// A relay that is ready, whose server's stdin is the returned receiver (keep the sender).
 pub(crate) fn ready_relay(audience: Audience) -> (Arc<Relay>, mpsc::Receiver<Bytes>, mpsc::Sender<Bytes>) {
     let relay = Relay::new(
-        RelaySpec { backend: "fx".into(), request_timeout: TIMEOUT, startup_timeout: TIMEOUT, on_tools_changed: None },
+        RelaySpec {
+            backend: "fx".into(),
+            request_timeout: TIMEOUT,
+            startup_timeout: TIMEOUT,
+            on_tools_changed: None,
+            stats: Default::default(),
+        },
         audience,
     );
     let (writer, stdin) = mpsc::channel(1 << 16);

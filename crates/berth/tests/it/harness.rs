@@ -60,6 +60,9 @@ pub(crate) fn alice() -> String {
 pub(crate) struct Berth {
     /// Where it listens.
     pub(crate) addr: SocketAddr,
+    /// Where its admin listener listens, when the configuration has `[admin]` (its
+    /// `admin.listen`, normally `127.0.0.1:0`).
+    pub(crate) admin: Option<SocketAddr>,
     /// The deployment name of its containers (label `berth.deployment`).
     pub(crate) deployment: String,
     stop: Option<oneshot::Sender<()>>,
@@ -84,14 +87,20 @@ impl Berth {
         // berth's containers by it and no other.
         let deployment = unique_name("test");
         let env = |name: &str| (name == "BERTH_INSTANCE_NAME").then(|| deployment.clone());
-        let gateway = Gateway::build_with_env(&config, registry, &env).expect("gateway builds");
+        let mut gateway = Gateway::build_with_env(&config, registry, &env).expect("gateway builds");
+        let mut admin = None;
+        if let Some(address) = gateway.admin_address() {
+            let listener = TcpListener::bind(address).await.unwrap();
+            admin = Some(listener.local_addr().unwrap());
+            gateway = gateway.with_admin_listener(listener);
+        }
         let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(listener, async move {
             let _ = stopped.await;
         }));
-        Self { addr, deployment, stop: Some(stop), task: Some(task) }
+        Self { addr, admin, deployment, stop: Some(stop), task: Some(task) }
     }
 
     /// Starts berth with the default test configuration.
@@ -102,6 +111,11 @@ impl Berth {
     /// `http://127.0.0.1:port{path}`.
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://<admin listener>{path}`; panics without `[admin]`.
+    pub(crate) fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin.expect("the configuration has [admin]"))
     }
 
     /// The MCP endpoint of `backend`: `http://127.0.0.1:port/{backend}/mcp`.

@@ -6,6 +6,8 @@
 //! runs the real binary and counts processes, and `wait.rs` waits for what happens in the
 //! background.
 
+mod admin;
+mod audit;
 mod checklist;
 mod cli;
 mod conformance;

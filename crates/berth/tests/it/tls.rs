@@ -162,3 +162,36 @@ fn missing_or_mismatched_files_are_configuration_errors() {
         assert!(error.contains("server.tls") && error.contains(needle), "{needle}: {error}");
     }
 }
+
+/// `[admin.tls]` terminates TLS on the admin listener with the same code as `[server.tls]`,
+/// while the MCP port stays plain HTTP.
+#[tokio::test]
+async fn the_admin_listener_serves_tls_when_admin_tls_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = issue("admin");
+    install(dir.path(), &chain, &key);
+    let tls = format!(
+        "[admin.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        dir.path().join("fullchain.pem").display(),
+        dir.path().join("privkey.pem").display()
+    );
+    let berth = Berth::start(&crate::admin::admin_config(&tls, "")).await;
+    let admin = berth.admin.unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+        .resolve("localhost", admin)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let metrics = client
+        .get(format!("https://localhost:{}/metrics", admin.port()))
+        .header("authorization", crate::harness::alice())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.text().await.unwrap().contains("berth_build_info"));
+    let plain = crate::harness::http().get(format!("http://{admin}/metrics")).send().await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200, "plain HTTP must not reach the TLS admin listener");
+    assert_eq!(crate::harness::http().get(berth.url("/")).send().await.unwrap().status(), 200);
+}

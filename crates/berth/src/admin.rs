@@ -1,0 +1,211 @@
+//! The admin listener: `/metrics` and `/api/...`, on a second port that is never the MCP one.
+//!
+//! Its stack is small and built here in one ordered function, as `stack.rs` builds the MCP one:
+//! sensitive headers, `X-Forwarded-*` from trusted proxies only, tracing, status counts, a
+//! panic guard, then `/metrics` without credentials when `metrics_auth = false` (the exemption
+//! is a layer above authentication, as `public.rs` is on the MCP port), then HTTP Basic with
+//! the admin users only (the same [`Authenticator`] and user store as the MCP port, restricted
+//! to them), then [`AdminApi`].
+//!
+//! The API reads the backends through [`Backend::status`], a snapshot taken when asked: the
+//! API's actions (start, stop, reload) will go through the same small interface.
+
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Instant, SystemTime},
+};
+
+use futures::future::ready;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::json;
+use tower::{Service, ServiceBuilder, util::BoxCloneSyncService};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    sensitive_headers::SetSensitiveRequestHeadersLayer,
+    trace::TraceLayer,
+    validate_request::{ValidateRequest, ValidateRequestHeaderLayer},
+};
+
+use crate::{
+    audit::{AuditEvent, rfc3339},
+    auth::{self, Authenticator},
+    backend::{Backend, BackendStatus},
+    body::{BodyError, RequestBody, ResponseBody, response_body},
+    extensions::{AuthenticatedUser, ClientAddr},
+    forwarded::{self, TrustedProxies},
+    metrics::{ADMIN_LISTENER, Metrics},
+    observe::{Observer, count_statuses},
+    reply::{Rejection, json_response},
+    route::Routes,
+    stack::HttpStack,
+};
+
+/// The OpenMetrics content type.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the admin stack is built from.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminParts {
+    /// The backends.
+    pub(crate) routes: Arc<Routes>,
+    /// The admin users.
+    pub(crate) authenticator: Authenticator,
+    /// Metrics and audit.
+    pub(crate) observer: Observer,
+    /// Whether `/metrics` needs credentials.
+    pub(crate) metrics_auth: bool,
+    /// Proxies whose `X-Forwarded-*` headers are believed.
+    pub(crate) trusted_proxies: Arc<TrustedProxies>,
+}
+
+fn metrics_response(metrics: &Metrics) -> Response<ResponseBody> {
+    let mut response = Response::new(response_body(metrics.encode()));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
+    response
+}
+
+/// `/metrics` answered before authentication when `metrics_auth = false`.
+#[derive(Debug, Clone)]
+struct OpenMetrics(Arc<Metrics>);
+
+impl<B> ValidateRequest<B> for OpenMetrics {
+    type ResponseBody = ResponseBody;
+
+    fn validate(&mut self, request: &mut Request<B>) -> Result<(), Response<ResponseBody>> {
+        match (request.method(), request.uri().path()) {
+            (&Method::GET, "/metrics") => Err(metrics_response(&self.0)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Builds the admin stack; each layer's comment says why it is there.
+pub(crate) fn build(parts: AdminParts) -> HttpStack {
+    let metrics = Arc::clone(parts.observer.metrics());
+    let open_metrics =
+        (!parts.metrics_auth).then(|| ValidateRequestHeaderLayer::custom(OpenMetrics(Arc::clone(&metrics))));
+    let service = ServiceBuilder::new()
+        // Credentials are marked sensitive before anything can log them.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        // The client address in refusal logs and audit lines is believed from trusted proxies only.
+        .layer(forwarded::layer(Arc::clone(&parts.trusted_proxies)))
+        // Every request is traced, as on the MCP port.
+        .layer(TraceLayer::new_for_http())
+        // Every answer is counted by status, refusals included.
+        .map_response(count_statuses(Arc::clone(&metrics), ADMIN_LISTENER))
+        // A panic below is a 500, not a dropped connection.
+        .layer(CatchPanicLayer::custom(|_| {
+            Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response()
+        }))
+        // An open /metrics (metrics_auth = false) is answered here, above authentication, so the
+        // exemption shows in the structure; nothing else is open.
+        .option_layer(open_metrics)
+        // Admin users only; others get the same 401 as a wrong password.
+        .layer(auth::layer(parts.authenticator))
+        .service(AdminApi { routes: parts.routes, observer: parts.observer });
+    let service = tower::ServiceExt::map_response(service, |response: Response<_>| {
+        response.map(|body| body.map_err(BodyError::new).boxed_unsync())
+    });
+    BoxCloneSyncService::new(service)
+}
+
+/// The routes behind authentication.
+#[derive(Debug, Clone)]
+struct AdminApi {
+    routes: Arc<Routes>,
+    observer: Observer,
+}
+
+/// A backend as `/api/backends` shows it.
+#[derive(serde::Serialize)]
+struct BackendView<'a> {
+    name: &'a str,
+    #[serde(flatten)]
+    status: BackendStatus,
+}
+
+fn view(backend: &Backend) -> BackendView<'_> {
+    BackendView { name: backend.name(), status: backend.status() }
+}
+
+fn not_found(message: impl Into<String>) -> Response<ResponseBody> {
+    Rejection::new(StatusCode::NOT_FOUND, "not_found", message).into_response()
+}
+
+impl AdminApi {
+    fn answer(&self, method: &Method, path: &str) -> Response<ResponseBody> {
+        let path = path.trim_end_matches('/');
+        let api = path == "/metrics" || path.starts_with("/api/");
+        if api && method != Method::GET {
+            let mut response =
+                Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is served here")
+                    .into_response();
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+            return response;
+        }
+        match path.strip_prefix("/api/backends") {
+            _ if path == "/metrics" => metrics_response(self.observer.metrics()),
+            Some("") => {
+                let mut backends: Vec<_> = self.routes.backends().map(|b| view(b)).collect();
+                backends.sort_by(|a, b| a.name.cmp(b.name));
+                json_response(StatusCode::OK, &json!({ "backends": backends }))
+            }
+            Some(rest) if rest.starts_with('/') && !rest[1..].contains('/') => {
+                let name = &rest[1..];
+                match self.routes.backends().find(|b| b.name() == name) {
+                    Some(backend) => {
+                        json_response(StatusCode::OK, &serde_json::to_value(view(backend)).unwrap_or_default())
+                    }
+                    None => not_found(format!("no backend `{name}`")),
+                }
+            }
+            _ => not_found(format!("no admin route {path}: try /metrics or /api/backends")),
+        }
+    }
+
+    /// One audit line per API request (scrapes of /metrics are not actions).
+    fn audit(&self, request: &Request<RequestBody>, status: u16, started: Instant, ts: SystemTime) {
+        let Some(audit) = self.observer.audit() else { return };
+        let path = request.uri().path();
+        if path == "/metrics" {
+            return;
+        }
+        audit.record(&AuditEvent {
+            ts: rfc3339(ts),
+            event: "admin_request",
+            user: request.extensions().get::<AuthenticatedUser>().map(|u| &*u.0),
+            client_addr: request.extensions().get::<ClientAddr>().map(|c| c.0.ip().to_string()),
+            method: Some(request.method().as_str()),
+            name: Some(path),
+            outcome: if status < 400 { "ok" } else { "refused" },
+            status,
+            duration_ms: Some(started.elapsed().as_millis() as u64),
+            listener: Some(ADMIN_LISTENER),
+            ..AuditEvent::default()
+        });
+    }
+}
+
+impl Service<Request<RequestBody>> for AdminApi {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = futures::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
+        let (started, ts) = (Instant::now(), SystemTime::now());
+        let response = self.answer(request.method(), request.uri().path());
+        self.audit(&request, response.status().as_u16(), started, ts);
+        ready(Ok(response))
+    }
+}
