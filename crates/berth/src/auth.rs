@@ -9,6 +9,8 @@
 //! tower-http's own Basic check, which is deprecated, compares in variable time and prints the
 //! credential in `Debug`.
 
+mod bounded;
+mod throttle;
 mod users;
 
 use std::sync::Arc;
@@ -18,7 +20,10 @@ use futures::future::{BoxFuture, Either, Ready, ready};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower_http::auth::{AsyncAuthorizeRequest, AsyncRequireAuthorizationLayer};
 
+pub(crate) use throttle::Throttle;
 pub(crate) use users::{Users, hash_password};
+
+use throttle::Admission;
 
 use crate::{
     body::ResponseBody,
@@ -39,14 +44,18 @@ pub(crate) enum Authenticator {
         challenge: HeaderValue,
         /// Where refusals are reported (metrics, audit), and for which listener.
         report: Option<(&'static str, Arc<dyn LoginReport>)>,
+        /// The failed-login throttle, shared by every listener of the gateway.
+        throttle: Option<Arc<Throttle>>,
     },
 }
 
 /// A request refused for its credentials, as reported to a [`LoginReport`].
 #[derive(Debug)]
 pub(crate) struct Refusal<'a> {
-    /// `missing`, `malformed` or `wrong`.
+    /// `missing`, `malformed`, `wrong` or `throttled`.
     pub(crate) reason: &'static str,
+    /// The status answered: `401`, or `429` when throttled.
+    pub(crate) status: u16,
     /// The listener (`mcp`, `admin`).
     pub(crate) listener: &'static str,
     /// The client's address.
@@ -67,19 +76,29 @@ pub(crate) trait LoginReport: Send + Sync + std::fmt::Debug {
 }
 
 impl Authenticator {
-    /// Basic authentication of `users` in `realm`.
-    pub(crate) fn basic(users: Arc<Users>, realm: &str) -> Self {
+    /// Basic authentication of `users` in `realm`, with failed logins throttled by `throttle`.
+    pub(crate) fn basic(users: Arc<Users>, realm: &str, throttle: Option<Arc<Throttle>>) -> Self {
         let realm = realm.replace(['"', '\\'], "");
         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
             .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"berth\", charset=\"UTF-8\""));
-        Self::Basic { users, challenge, report: None }
+        Self::Basic { users, challenge, report: None, throttle }
     }
 
     /// The same check, reporting refusals on `listener` to `report`.
     pub(crate) fn reporting(self, listener: &'static str, to: Arc<dyn LoginReport>) -> Self {
         match self {
             Self::None => Self::None,
-            Self::Basic { users, challenge, .. } => Self::Basic { users, challenge, report: Some((listener, to)) },
+            Self::Basic { users, challenge, throttle, .. } => {
+                Self::Basic { users, challenge, report: Some((listener, to)), throttle }
+            }
+        }
+    }
+
+    /// The failed-login throttle, when credentials are checked and throttling is on.
+    pub(crate) fn throttle(&self) -> Option<&Arc<Throttle>> {
+        match self {
+            Self::None => None,
+            Self::Basic { throttle, .. } => throttle.as_ref(),
         }
     }
 
@@ -102,6 +121,7 @@ fn report<B>(
     if let Some((listener, to)) = report {
         to.refused(&Refusal {
             reason,
+            status: if reason == "throttled" { 429 } else { 401 },
             listener,
             client: request.extensions().get::<ClientAddr>().map(|c| c.0.ip()),
             user,
@@ -155,9 +175,9 @@ impl<B: Send + 'static> AsyncAuthorizeRequest<B> for Authenticator {
         // Removed first, whatever follows, so that no backend ever sees the client's
         // credential, even with `auth = "none"`.
         let credential = request.headers_mut().remove(header::AUTHORIZATION);
-        let (users, challenge, reporter) = match self {
+        let (users, challenge, reporter, throttle) = match self {
             Authenticator::None => return Either::Left(ready(Ok(request))),
-            Authenticator::Basic { users, challenge, report } => (users, challenge, report),
+            Authenticator::Basic { users, challenge, report, throttle } => (users, challenge, report, throttle),
         };
         // Client and path are for the failure logs only: an accepted request (every request,
         // in the steady state) formats nothing.
@@ -175,9 +195,27 @@ impl<B: Send + 'static> AsyncAuthorizeRequest<B> for Authenticator {
             report(reporter.as_ref(), &request, "malformed", None);
             return Either::Left(ready(Err(unauthorized(challenge, "expected HTTP Basic credentials"))));
         };
-        let (users, challenge, reporter) = (Arc::clone(users), challenge.clone(), reporter.clone());
+        let client_ip = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+        let admission = throttle.as_ref().map(|throttle| throttle.admit(client_ip, &name));
+        if let Some(Admission::Refused(wait)) = admission {
+            tracing::warn!(
+                client = client(&request),
+                user = name,
+                path = request.uri().path(),
+                retry_after_s = wait.as_secs_f64().ceil(),
+                "failed login throttled: too many failures from this address or for this user"
+            );
+            report(reporter.as_ref(), &request, "throttled", Some(&name));
+            return Either::Left(ready(Err(throttled(wait))));
+        }
+        let (users, challenge, reporter, throttle) =
+            (Arc::clone(users), challenge.clone(), reporter.clone(), throttle.clone());
         Either::Right(Box::pin(async move {
-            match users.verify(&name, &password).await {
+            let user = users.verify(&name, &password).await;
+            if let (Some(throttle), Some(admission)) = (&throttle, admission) {
+                throttle.outcome(client_ip, &name, admission, user.is_some());
+            }
+            match user {
                 Some(user) => {
                     request.extensions_mut().insert(AuthenticatedUser(user));
                     Ok(request)
@@ -195,6 +233,21 @@ impl<B: Send + 'static> AsyncAuthorizeRequest<B> for Authenticator {
             }
         }))
     }
+}
+
+/// The `429` of a throttled login: no challenge (the client is not asked to try again now),
+/// `Retry-After` in whole seconds, at least one.
+fn throttled(wait: std::time::Duration) -> Response<ResponseBody> {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = seconds.max(1);
+    let mut response = Rejection::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failed_logins",
+        format!("too many failed logins from this address or for this user; retry after {seconds} s"),
+    )
+    .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// The layer that authenticates every request with `authenticator`: `401` with a Basic
@@ -237,7 +290,7 @@ mod tests {
     #[tokio::test]
     async fn basic_auth_statuses() {
         let users = Arc::new(Users::builder().plain("alice", &Secret::new("pw")).build(16));
-        let auth = Authenticator::basic(users, "berth");
+        let auth = Authenticator::basic(users, "berth", None);
         let good = basic("alice", "pw");
         let wrong = basic("alice", "nope");
         let table: &[(Option<&str>, u16)] = &[

@@ -5,6 +5,7 @@
 
 mod backend;
 mod ops;
+mod throttle;
 mod tls;
 mod values;
 
@@ -28,6 +29,7 @@ pub(crate) use backend::{
 };
 pub(crate) use ops::{AdminConfig, AuditConfig};
 pub(crate) use ops::{AuditSpec, AuditTarget, check_distinct};
+pub(crate) use throttle::{RateConfig, ThrottleConfig};
 pub(crate) use tls::TlsConfig;
 pub(crate) use values::{ConfigDuration, EnvSecret, EnvString, parse_listen};
 
@@ -276,11 +278,19 @@ pub struct BasicAuthConfig {
     pub users: Vec<Spanned<UserConfig>>,
     /// How many verified credentials are remembered, so that bcrypt runs once per credential.
     pub cache_size: usize,
+    /// `[auth.throttle]`: failed-login throttling.
+    pub throttle: ThrottleConfig,
 }
 
 impl Default for BasicAuthConfig {
     fn default() -> Self {
-        Self { realm: "berth".into(), users_file: None, users: Vec::new(), cache_size: 1024 }
+        Self {
+            realm: "berth".into(),
+            users_file: None,
+            users: Vec::new(),
+            cache_size: 1024,
+            throttle: ThrottleConfig::default(),
+        }
     }
 }
 
@@ -434,6 +444,7 @@ impl Config {
             }
         }
         if let AuthSetting::Basic(basic) = &self.auth {
+            basic.throttle.validate(source)?;
             for user in &basic.users {
                 let entry = user.get_ref();
                 if entry.name.is_empty() || entry.name.contains(':') {
@@ -525,6 +536,18 @@ mod tests {
                 "BERTH_TEST_SURELY_UNSET",
             ),
             ("[server]\nmax_connections = 0\n", "berth.toml", "server.max_connections"),
+            (
+                "[auth.throttle]\naddress = { guesses = 0, per = \"10m\", burst = 5 }\n",
+                "berth.toml",
+                "auth.throttle.address",
+            ),
+            (
+                "[auth.throttle]\nuser = { guesses = 1000000, per = \"1ms\", burst = 5 }\n",
+                "berth.toml",
+                "auth.throttle.user",
+            ),
+            ("[auth.throttle]\ntracked = 0\n", "berth.toml", "auth.throttle.tracked"),
+            ("[auth.throttle]\naddress = { guesses = 1 }\n", "berth.toml:2", "missing field"),
             // tokio panics on a zero keep-alive period, and on more permits than a semaphore holds.
             ("[server]\nsse_keep_alive = \"0s\"\n", "berth.toml", "server.sse_keep_alive"),
             ("[server]\nmax_connections = 9223372036854775807\n", "berth.toml", "server.max_connections"),

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     admin::{self, AdminParts},
     audit::AuditLog,
-    auth::{Authenticator, Users},
+    auth::{Authenticator, Throttle, Users},
     backend::{Backend, BackendKind},
     config::{
         AuthSetting, BackendSpec, BasicAuthConfig, Config, ConfigError, ENV_PASSWORD, ENV_USERNAME, LaunchSpec, Source,
@@ -56,7 +56,10 @@ pub(crate) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 fn authenticator(config: &Config, env: EnvLookup<'_>) -> Result<Authenticator, ConfigError> {
     match &config.auth {
         AuthSetting::None => Ok(Authenticator::None),
-        AuthSetting::Basic(basic) => Ok(Authenticator::basic(users(basic, &config.source, env)?, &basic.realm)),
+        AuthSetting::Basic(basic) => {
+            let throttle = Throttle::new(&basic.throttle).map(Arc::new);
+            Ok(Authenticator::basic(users(basic, &config.source, env)?, &basic.realm, throttle))
+        }
     }
 }
 
@@ -281,8 +284,10 @@ fn admin_plan(
         AuthSetting::None => "berth",
     };
     let observer_report: Arc<dyn crate::auth::LoginReport> = Arc::new(observer.clone());
-    let authenticator =
-        Authenticator::basic(admin_users(config, authenticator)?, realm).reporting(ADMIN_LISTENER, observer_report);
+    // The same throttle as the MCP port: a guess is a guess on whichever listener it is made.
+    let throttle = authenticator.throttle().cloned();
+    let authenticator = Authenticator::basic(admin_users(config, authenticator)?, realm, throttle)
+        .reporting(ADMIN_LISTENER, observer_report);
     let options = serve_options(config, config.admin.tls.as_ref(), "admin.tls")?;
     let parts = AdminParts {
         routes: Arc::clone(routes),

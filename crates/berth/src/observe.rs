@@ -78,7 +78,7 @@ impl LoginReport for Observer {
                 method: Some(refusal.method),
                 name: Some(refusal.path),
                 outcome: "refused",
-                status: 401,
+                status: refusal.status,
                 listener: Some(refusal.listener),
                 ..AuditEvent::default()
             });

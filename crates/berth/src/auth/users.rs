@@ -1,7 +1,6 @@
 //! The user store: who may log in, and the cache that keeps bcrypt off the hot path.
 
 use std::{
-    collections::{HashMap, VecDeque},
     path::Path,
     sync::{Arc, Mutex},
 };
@@ -10,6 +9,7 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 use tokio::sync::Semaphore;
 
+use super::bounded::Bounded;
 use crate::secret::Secret;
 
 /// A SHA-256 digest; credentials are compared as digests so that their length never shows.
@@ -101,7 +101,7 @@ pub(crate) struct Users {
     has_bcrypt: bool,
     /// The hash verified when no bcrypt user matches the name.
     dummy: Arc<str>,
-    cache: Mutex<VerifiedCache>,
+    cache: Mutex<Bounded<Digest32, Arc<str>>>,
     /// Bounds the bcrypt verifications running at once, so that a flood of wrong passwords
     /// cannot take every core.
     bcrypt_slots: Semaphore,
@@ -111,32 +111,6 @@ impl std::fmt::Debug for Users {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.users.iter().map(|u| &*u.name).collect();
         f.debug_struct("Users").field("names", &names).finish_non_exhaustive()
-    }
-}
-
-/// A bounded map from credential digest to user, evicting the oldest entry first.
-struct VerifiedCache {
-    capacity: usize,
-    entries: HashMap<Digest32, Arc<str>>,
-    order: VecDeque<Digest32>,
-}
-
-impl VerifiedCache {
-    fn get(&self, key: &Digest32) -> Option<Arc<str>> {
-        self.entries.get(key).cloned()
-    }
-
-    fn insert(&mut self, key: Digest32, name: Arc<str>) {
-        if self.capacity == 0 || self.entries.contains_key(&key) {
-            return;
-        }
-        if self.entries.len() >= self.capacity
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.entries.remove(&oldest);
-        }
-        self.entries.insert(key, name);
-        self.order.push_back(key);
     }
 }
 
@@ -224,7 +198,7 @@ impl UsersBuilder {
             dummy: dummy_hash(&self.users),
             users: self.users,
             has_bcrypt,
-            cache: Mutex::new(VerifiedCache { capacity: cache_size, entries: HashMap::new(), order: VecDeque::new() }),
+            cache: Mutex::new(Bounded::new(cache_size)),
             bcrypt_slots: Semaphore::new(slots),
         }
     }
@@ -236,12 +210,12 @@ impl Users {
     /// time.
     pub(crate) fn restricted_to(&self, names: &std::collections::HashSet<String>) -> Users {
         let users: Vec<User> = self.users.iter().filter(|u| names.contains(&*u.name)).cloned().collect();
-        let capacity = self.cache.lock().expect("cache lock").capacity;
+        let capacity = self.cache.lock().expect("cache lock").capacity();
         Users {
             has_bcrypt: self.has_bcrypt,
             dummy: Arc::clone(&self.dummy),
             users,
-            cache: Mutex::new(VerifiedCache { capacity, entries: HashMap::new(), order: VecDeque::new() }),
+            cache: Mutex::new(Bounded::new(capacity)),
             bcrypt_slots: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         }
     }
@@ -347,14 +321,13 @@ mod tests {
         assert!(users.verify("bob", "wrong").await.is_none());
         {
             let cache = users.cache.lock().unwrap();
-            assert_eq!(cache.entries.len(), 1, "a failed attempt must not be cached");
+            assert_eq!(cache.len(), 1, "a failed attempt must not be cached");
         }
         let mut cache = users.cache.lock().unwrap();
         for i in 0..10u8 {
             cache.insert([i; 32], "x".into());
         }
-        assert_eq!(cache.entries.len(), 2);
-        assert_eq!(cache.order.len(), 2);
+        assert_eq!(cache.len(), 2);
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod limits;
 mod mcp_client;
 mod params;
 mod process;
+mod protect;
 mod proxy;
 mod raw;
 mod readme;
