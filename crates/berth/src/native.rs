@@ -19,6 +19,8 @@ use tower::util::BoxCloneSyncService;
 
 use crate::body::{RequestBody, ResponseBody};
 
+mod owners;
+
 /// The HTTP service of one native backend.
 pub(crate) type NativeService = BoxCloneSyncService<Request<RequestBody>, Response<ResponseBody>, Infallible>;
 
@@ -80,9 +82,9 @@ impl NativeRegistry {
                 .with_max_request_body_bytes(options.max_body_bytes)
                 .with_sse_keep_alive(Some(options.sse_keep_alive))
                 .with_cancellation_token(options.shutdown.child_token());
-            let service =
-                StreamableHttpService::new(move || Ok(factory()), Arc::new(LocalSessionManager::default()), config);
-            BoxCloneSyncService::new(service)
+            let manager = Arc::new(LocalSessionManager::default());
+            let service = StreamableHttpService::new(move || Ok(factory()), Arc::clone(&manager), config);
+            BoxCloneSyncService::new(owners::OwnedSessions::new(service, manager))
         });
         self.services.insert(name.into(), build);
         self

@@ -68,6 +68,15 @@ impl Rejection {
     }
 }
 
+/// The `404` of a session berth does not know, or that belongs to another identity: the two are
+/// answered alike, so that a session id cannot be probed for whether it exists. `id` is the
+/// refused request's JSON-RPC id as written, `null` when there is none.
+pub(crate) fn unknown_session(id: Option<Bytes>) -> Response<ResponseBody> {
+    Rejection::new(StatusCode::NOT_FOUND, "not_found", "session not found: it ended or expired; initialize again")
+        .with_raw_id(id.unwrap_or_else(|| Bytes::from_static(b"null")))
+        .into_response()
+}
+
 /// A JSON response with the given status.
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {
     bytes_response(status, Bytes::from(body.to_string()))

@@ -36,11 +36,11 @@ use crate::{
     backend::{BackendStatus, InstanceStatus, LastError},
     body::{RequestBody, ResponseBody},
     config::{LaunchSpec, Sharing, StartMode, StdioSpec},
-    extensions::ParsedBody,
+    extensions::{AuthenticatedUser, ParsedBody},
     jsonrpc::{self, Body, INVALID_REQUEST, Kind, Message},
     mcp_headers::{self, SESSION_HEADER, is_stateless_version},
     metrics::StdioStats,
-    reply::Rejection,
+    reply::{self, Rejection},
 };
 
 /// The protocol version berth asks for when it initializes a shared instance itself.
@@ -389,6 +389,8 @@ impl StdioBackend {
     pub(crate) async fn handle(self: &Arc<Self>, request: Request<RequestBody>) -> Response<ResponseBody> {
         let (mut parts, body) = request.into_parts();
         let session_id = header_str(&parts.headers, SESSION_HEADER).map(str::to_owned);
+        let identity = parts.extensions.get::<AuthenticatedUser>().map(|user| Arc::clone(&user.0));
+        let identity = identity.as_deref();
         match parts.method {
             Method::POST => {
                 let body = match parts.extensions.remove::<ParsedBody>() {
@@ -399,21 +401,26 @@ impl StdioBackend {
                     },
                 };
                 match body {
-                    Ok(body) => self.post(&parts.headers, session_id, body).await,
+                    Ok(body) => self.post(&parts.headers, session_id, identity, body).await,
                     Err(invalid) => {
                         let code = if invalid.not_json { jsonrpc::PARSE_ERROR } else { INVALID_REQUEST };
                         refuse(StatusCode::BAD_REQUEST, invalid.id, code, invalid.reason)
                     }
                 }
             }
-            Method::GET => self.get(&parts.headers, session_id),
-            Method::DELETE => self.delete(session_id).await,
+            Method::GET => self.get(&parts.headers, session_id, identity),
+            Method::DELETE => self.delete(session_id, identity).await,
             _ => refuse(StatusCode::METHOD_NOT_ALLOWED, None, INVALID_REQUEST, "use GET, POST or DELETE"),
         }
     }
 
     #[allow(clippy::result_large_err)] // The error is the answer itself, built once per refusal.
-    fn session(&self, id: Option<String>, first_id: Option<Bytes>) -> Result<Arc<Session>, Response<ResponseBody>> {
+    fn session(
+        &self,
+        id: Option<String>,
+        identity: Option<&str>,
+        first_id: Option<Bytes>,
+    ) -> Result<Arc<Session>, Response<ResponseBody>> {
         let Some(id) = id else {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
@@ -422,20 +429,30 @@ impl StdioBackend {
                 "Mcp-Session-Id header required: initialize first",
             ));
         };
-        self.sessions.get(&id).ok_or_else(|| {
-            refuse(
-                StatusCode::NOT_FOUND,
-                first_id,
-                INVALID_REQUEST,
-                "session not found: it ended or expired; initialize again",
-            )
-        })
+        self.owned_session(&id, identity).ok_or_else(|| reply::unknown_session(first_id))
+    }
+
+    /// Session `id`, if it exists and belongs to `identity`; another identity's session is
+    /// logged and treated as unknown, so that session ids cannot be probed.
+    fn owned_session(&self, id: &str, identity: Option<&str>) -> Option<Arc<Session>> {
+        let session = self.sessions.get(id)?;
+        if session.belongs_to(identity) {
+            return Some(session);
+        }
+        tracing::warn!(
+            backend = &*self.name,
+            session = id,
+            user = identity.unwrap_or("-"),
+            "refused another identity's session: answered as unknown"
+        );
+        None
     }
 
     async fn post(
         self: &Arc<Self>,
         headers: &HeaderMap,
         session_id: Option<String>,
+        identity: Option<&str>,
         body: Body,
     ) -> Response<ResponseBody> {
         let batch = body.is_batch();
@@ -460,7 +477,7 @@ impl StdioBackend {
                     "initialize must be sent alone and without a session",
                 );
             }
-            return self.initialize(init).await;
+            return self.initialize(init, identity).await;
         }
         match session_id {
             None if is_stateless(headers, &messages) => {
@@ -474,7 +491,7 @@ impl StdioBackend {
                 instance.ensure_started();
                 self.relay_messages(instance.relay(), None, messages).await
             }
-            id => match self.session(id, first_id.clone()) {
+            id => match self.session(id, identity, first_id.clone()) {
                 Ok(session) => {
                     if batch && !mcp_headers::allows_batches(session.protocol_version()) {
                         return refuse(StatusCode::BAD_REQUEST, first_id, INVALID_REQUEST, mcp_headers::BATCH_REFUSED);
@@ -492,7 +509,8 @@ impl StdioBackend {
         ReplayLimits { events: self.spec.replay_events, bytes: self.spec.replay_bytes }
     }
 
-    async fn initialize(self: &Arc<Self>, message: &Message) -> Response<ResponseBody> {
+    async fn initialize(self: &Arc<Self>, message: &Message, identity: Option<&str>) -> Response<ResponseBody> {
+        let owner: Option<Arc<str>> = identity.map(Arc::from);
         let id = message.id_bytes().unwrap_or_else(|| Bytes::from_static(b"null"));
         let requested = message.find_str(&["params", "protocolVersion"]).map(|v| v.into_owned());
         let capabilities = ClientCaps::from_initialize(message);
@@ -506,7 +524,7 @@ impl StdioBackend {
                 let version =
                     negotiate(requested.as_deref(), instance_version.as_deref().unwrap_or(SHARED_PROTOCOL_VERSION));
                 let answer = initialize_answer(&init, &id, Some(&version));
-                let spec = SessionSpec { capabilities, protocol_version: version, replay: self.replay_limits() };
+                let spec = SessionSpec { capabilities, protocol_version: version, replay: self.replay_limits(), owner };
                 (Session::shared(Arc::clone(shared), spec), answer)
             }
             None => {
@@ -521,6 +539,7 @@ impl StdioBackend {
                     capabilities,
                     protocol_version: requested.unwrap_or_else(|| SHARED_PROTOCOL_VERSION.to_string()),
                     replay: self.replay_limits(),
+                    owner,
                 };
                 let session = Session::own(spec, |session| {
                     let relay = Relay::new(
@@ -644,14 +663,14 @@ impl StdioBackend {
         (!must_forward).then(|| jsonrpc::result(message.id().unwrap_or("null").as_bytes(), "{}"))
     }
 
-    fn get(&self, headers: &HeaderMap, session_id: Option<String>) -> Response<ResponseBody> {
+    fn get(&self, headers: &HeaderMap, session_id: Option<String>, identity: Option<&str>) -> Response<ResponseBody> {
         if session_id.is_none() && is_stateless(headers, &[]) {
             let mut response =
                 refuse(StatusCode::METHOD_NOT_ALLOWED, None, INVALID_REQUEST, "stateless clients have no GET stream");
             response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));
             return response;
         }
-        let session = match self.session(session_id, None) {
+        let session = match self.session(session_id, identity, None) {
             Ok(session) => session,
             Err(response) => return response,
         };
@@ -706,12 +725,15 @@ impl StdioBackend {
         }
     }
 
-    async fn delete(self: &Arc<Self>, session_id: Option<String>) -> Response<ResponseBody> {
+    async fn delete(self: &Arc<Self>, session_id: Option<String>, identity: Option<&str>) -> Response<ResponseBody> {
         let Some(id) = session_id else {
             return refuse(StatusCode::BAD_REQUEST, None, INVALID_REQUEST, "Mcp-Session-Id header required");
         };
+        if self.owned_session(&id, identity).is_none() {
+            return reply::unknown_session(None);
+        }
         let Some(session) = self.sessions.remove(&id) else {
-            return refuse(StatusCode::NOT_FOUND, None, INVALID_REQUEST, "session not found");
+            return reply::unknown_session(None);
         };
         // Stopping a per-session instance takes up to its grace period: do it in the
         // background and answer at once.

@@ -77,6 +77,8 @@ pub(crate) struct Session {
     backing: Backing,
     capabilities: ClientCaps,
     protocol_version: Box<str>,
+    /// The identity that initialized it (`None` with `auth = "none"`): the only one that may use it.
+    owner: Option<Arc<str>>,
     replay: Arc<Replay>,
     get_stream: Arc<Outbox>,
     /// Requests of this session that the relay has pending.
@@ -92,6 +94,8 @@ pub(crate) struct SessionSpec {
     pub(crate) protocol_version: String,
     /// The limits of its replay ring.
     pub(crate) replay: ReplayLimits,
+    /// The identity that initialized it.
+    pub(crate) owner: Option<Arc<str>>,
 }
 
 impl Session {
@@ -113,6 +117,7 @@ impl Session {
             backing,
             capabilities: spec.capabilities,
             protocol_version: spec.protocol_version.into(),
+            owner: spec.owner,
             get_stream: Outbox::get(Arc::clone(&replay)),
             replay,
             in_flight: AtomicUsize::new(0),
@@ -144,6 +149,11 @@ impl Session {
     /// The relay of the instance serving this session.
     pub(crate) fn relay(&self) -> &Arc<Relay> {
         self.instance().relay()
+    }
+
+    /// Whether `identity` may use this session: only the one that initialized it may.
+    pub(crate) fn belongs_to(&self, identity: Option<&str>) -> bool {
+        self.owner.as_deref() == identity
     }
 
     /// The protocol version negotiated at initialize.
@@ -364,6 +374,7 @@ mod tests {
             capabilities: ClientCaps::from_initialize(&init),
             protocol_version: "2025-11-25".into(),
             replay: ReplayLimits { events: 64, bytes: 1 << 16 },
+            owner: None,
         };
         Session::shared(instance(&relay), spec)
     }

@@ -21,6 +21,7 @@ mod harness;
 mod hostile;
 mod limits;
 mod mcp_client;
+mod owners;
 mod params;
 mod process;
 mod protect;

@@ -47,6 +47,7 @@ impl Harness {
                 capabilities: ClientCaps::from_initialize(&init),
                 protocol_version: "2025-11-25".into(),
                 replay: ReplayLimits { events: 256, bytes: 1 << 20 },
+                owner: None,
             };
             let session = Session::shared(Arc::clone(&instance), spec);
             table.insert(Arc::clone(&session));
