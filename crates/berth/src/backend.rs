@@ -14,6 +14,7 @@ use http::{Request, Response, StatusCode};
 use tower::ServiceExt;
 
 use crate::{
+    allow_ips::AllowIps,
     body::{RequestBody, ResponseBody},
     extensions::ParsedBody,
     jsonrpc,
@@ -33,6 +34,8 @@ pub(crate) struct Backend {
     kind: BackendKind,
     tool_schemas: Arc<ToolSchemas>,
     tool_names: ToolNames,
+    /// `allow_ips`: the client addresses that may use it, when restricted.
+    allow_ips: Option<AllowIps>,
 }
 
 /// The states an instance is counted in (`berth_instances{state}`).
@@ -177,7 +180,26 @@ impl Backend {
         tool_schemas: Arc<ToolSchemas>,
     ) -> Self {
         let name = name.into();
-        Self { label: name.as_str().into(), name, required, kind, tool_schemas, tool_names: ToolNames::default() }
+        Self {
+            label: name.as_str().into(),
+            name,
+            required,
+            kind,
+            tool_schemas,
+            tool_names: ToolNames::default(),
+            allow_ips: None,
+        }
+    }
+
+    /// The same backend, usable only from the client addresses in `allow_ips`.
+    pub(crate) fn with_allow_ips(mut self, allow_ips: Option<AllowIps>) -> Self {
+        self.allow_ips = allow_ips;
+        self
+    }
+
+    /// The client addresses that may use it, when restricted.
+    pub(crate) fn allow_ips(&self) -> Option<&AllowIps> {
+        self.allow_ips.as_ref()
     }
 
     /// The name as a metric label.

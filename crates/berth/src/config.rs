@@ -20,8 +20,9 @@ use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
 use crate::{
-    forwarded::ProxyNet,
+    allow_ips::AllowIps,
     host::{BaseDomain, HostPattern, Origin, parse_origin},
+    ip_block::IpBlock,
 };
 
 pub(crate) use backend::{
@@ -31,7 +32,7 @@ pub(crate) use ops::{AdminConfig, AuditConfig};
 pub(crate) use ops::{AuditSpec, AuditTarget, check_distinct};
 pub(crate) use throttle::{RateConfig, ThrottleConfig};
 pub(crate) use tls::TlsConfig;
-pub(crate) use values::{ConfigDuration, EnvSecret, EnvString, parse_listen};
+pub(crate) use values::{ConfigDuration, EnvSecret, EnvString, allow_list, parse_listen};
 
 /// The variable naming the user created from the environment.
 pub(crate) const ENV_USERNAME: &str = "BERTH_AUTH_USERNAME";
@@ -115,7 +116,11 @@ pub(crate) struct Validated {
     /// `server.base_domain`.
     pub(crate) base_domain: Option<BaseDomain>,
     /// `server.trusted_proxies`.
-    pub(crate) trusted_proxies: Vec<ProxyNet>,
+    pub(crate) trusted_proxies: Vec<IpBlock>,
+    /// `server.allow_ips`.
+    pub(crate) allow_ips: Option<AllowIps>,
+    /// Each backend's `allow_ips`, for the backends that have one.
+    pub(crate) backend_allow_ips: BTreeMap<String, AllowIps>,
     /// `admin.listen`.
     pub(crate) admin_listen: Option<SocketAddr>,
     /// `[audit]`.
@@ -202,6 +207,9 @@ pub struct ServerConfig {
     /// Peers (IP addresses or CIDR blocks) whose `X-Forwarded-For/-Proto/-Host` are believed:
     /// the reverse proxy in front of berth. Other peers' `X-Forwarded-*` are removed.
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// Client addresses (IPs or CIDR blocks) that may use any MCP route; others get 403 before
+    /// authentication. Without it, every address may. `/` and `/readyz` stay public.
+    pub allow_ips: Option<Spanned<Vec<String>>>,
     /// Terminate TLS in berth itself, when no reverse proxy does.
     pub tls: Option<TlsConfig>,
 }
@@ -222,6 +230,7 @@ impl Default for ServerConfig {
             shutdown_grace: ConfigDuration(Duration::from_secs(10)),
             sse_keep_alive: ConfigDuration(Duration::from_secs(15)),
             trusted_proxies: Vec::new(),
+            allow_ips: None,
             tls: None,
         }
     }
@@ -360,7 +369,15 @@ impl Config {
     fn validate(&mut self) -> Result<(), ConfigError> {
         let source = &self.source;
         let mut backends = BTreeMap::new();
+        let mut backend_allow_ips = BTreeMap::new();
         for (name, backend) in &self.backends {
+            let allow_ips = backend
+                .get_ref()
+                .allow_ips(name)
+                .map_err(|(field, message)| source.invalid(Some(backend.span()), field, message))?;
+            if let Some(allow_ips) = allow_ips {
+                backend_allow_ips.insert(name.clone(), allow_ips);
+            }
             validate_backend_name(name)
                 .map_err(|message| source.invalid(Some(backend.span()), format!("backends.{name}"), message))?;
             let spec = backend
@@ -403,10 +420,18 @@ impl Config {
             .trusted_proxies
             .iter()
             .map(|proxy| {
-                ProxyNet::parse(proxy.get_ref())
+                IpBlock::parse(proxy.get_ref())
                     .map_err(|message| source.invalid(Some(proxy.span()), "server.trusted_proxies", message))
             })
             .collect::<Result<_, _>>()?;
+        let allow_ips = server
+            .allow_ips
+            .as_ref()
+            .map(|list| {
+                allow_list(list.get_ref().iter().map(String::as_str))
+                    .map_err(|message| source.invalid(Some(list.span()), "server.allow_ips", message))
+            })
+            .transpose()?;
         if let Some(tls) = &server.tls
             && tls.reload_interval.0.is_zero()
         {
@@ -465,8 +490,17 @@ impl Config {
         }
         let admin_listen = self.admin.validate(source, server.listen)?;
         let audit = self.audit.validate(source)?;
-        self.validated =
-            Validated { backends, public_hosts, allowed_origins, base_domain, trusted_proxies, admin_listen, audit };
+        self.validated = Validated {
+            backends,
+            public_hosts,
+            allowed_origins,
+            base_domain,
+            trusted_proxies,
+            allow_ips,
+            backend_allow_ips,
+            admin_listen,
+            audit,
+        };
         Ok(())
     }
 }
@@ -528,6 +562,13 @@ mod tests {
             ("[server]\nallowed_origins = [\"app.example.com\"]\n", "berth.toml:2", "server.allowed_origins"),
             ("[server]\nbase_domain = \"*.mcp.example.com\"\n", "berth.toml:2", "server.base_domain"),
             ("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", "berth.toml:2", "server.trusted_proxies"),
+            ("[server]\nallow_ips = [\"10.0.0.0/8\", \"fd00::/129\"]\n", "berth.toml:2", "server.allow_ips"),
+            ("[server]\nallow_ips = []\n", "berth.toml:2", "allows no client"),
+            (
+                "[backends.fs]\nkind = \"native\"\nallow_ips = [\"example.com\"]\n",
+                "berth.toml:1",
+                "backends.fs.allow_ips",
+            ),
             ("[backends.Bad_Name]\nkind = \"native\"\n", "berth.toml:1", "backends.Bad_Name"),
             ("[[auth.users]]\nname = \"a\"\n", "berth.toml:1", "exactly one of"),
             (

@@ -175,7 +175,9 @@ fn backends(
                 )))
             }
         };
-        backends.push(Arc::new(Backend::new(name, spanned.get_ref().required, kind, tool_schemas)));
+        let backend = Backend::new(name, spanned.get_ref().required, kind, tool_schemas)
+            .with_allow_ips(config.validated.backend_allow_ips.get(name).cloned());
+        backends.push(Arc::new(backend));
     }
     Ok(backends)
 }
@@ -358,6 +360,7 @@ impl Gateway {
             host_policy: Arc::new(host_policy),
             max_body_bytes: config.server.max_body_bytes,
             trusted_proxies,
+            allow_ips: config.validated.allow_ips.clone().map(Arc::new),
             observer,
             observe,
         };

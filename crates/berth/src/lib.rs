@@ -5,6 +5,7 @@
 //! `ARCHITECTURE.md` for the map of modules and the path of a request.
 
 mod admin;
+mod allow_ips;
 mod audit;
 mod auth;
 mod backend;
@@ -15,6 +16,7 @@ mod extensions;
 mod forwarded;
 mod gateway;
 mod host;
+mod ip_block;
 mod jsonrpc;
 mod mcp_headers;
 mod mcp_params;

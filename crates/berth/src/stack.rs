@@ -16,6 +16,7 @@ use tower_http::{
 };
 
 use crate::{
+    allow_ips::{self, AllowIps},
     auth::{self, Authenticator},
     body::{BodyError, RequestBody, ResponseBody},
     forwarded::{self, TrustedProxies},
@@ -49,6 +50,8 @@ pub(crate) struct StackParts {
     pub max_body_bytes: usize,
     /// Proxies whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Arc<TrustedProxies>,
+    /// `server.allow_ips`: the client addresses that may use any MCP route, when restricted.
+    pub allow_ips: Option<Arc<AllowIps>>,
     /// Where metrics and audit lines go.
     pub observer: Observer,
     /// Whether anything reads the observations (an admin listener or an audit log): without,
@@ -95,6 +98,10 @@ pub(crate) fn build(parts: StackParts) -> HttpStack {
         // health checkers carry no credentials and may use any Host, and OAuth clients must
         // fail fast rather than meet a 401. Everything below is the authenticated part.
         .layer(public::layer(Arc::clone(&parts.routes)))
+        // Refuse client addresses outside server.allow_ips first of all the private part: they
+        // get nothing else, not even a Host check or a password prompt. Below the public paths,
+        // which health checkers reach from anywhere.
+        .option_layer(parts.allow_ips.map(allow_ips::server_layer))
         // Refuse foreign Host and Origin headers (DNS rebinding, cross-site requests) before
         // spending any work on credentials.
         .layer(host::layer(Arc::clone(&parts.host_policy)))
@@ -104,6 +111,9 @@ pub(crate) fn build(parts: StackParts) -> HttpStack {
         // Find the backend (404 for unknown names) only after authentication, so that
         // anonymous clients cannot probe which backends exist.
         .layer(route::layer(Arc::clone(&parts.routes)))
+        // Refuse client addresses outside the routed backend's allow_ips, before any of the
+        // body is read.
+        .layer(allow_ips::backend_layer())
         // Apply the Streamable-HTTP transport rules (406/415/413/400/405) identically for
         // every kind of backend, and buffer POST bodies within the limit.
         .layer(streamable::layer(parts.max_body_bytes))

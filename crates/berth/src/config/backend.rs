@@ -13,7 +13,8 @@ use std::{
 
 use serde::Deserialize;
 
-use super::values::{ConfigDuration, EnvString};
+use super::values::{ConfigDuration, EnvString, allow_list};
+use crate::allow_ips::AllowIps;
 
 /// The raw table, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -24,6 +25,9 @@ pub struct BackendConfig {
     /// Whether `/readyz` waits for this backend.
     #[serde(default)]
     pub required: bool,
+    /// Client addresses (IPs or CIDR blocks) that may use this backend; others get 403.
+    /// Without it, every address the server admits may.
+    pub allow_ips: Option<Vec<String>>,
 
     /// native: the registered service (defaults to the backend's name).
     pub service: Option<String>,
@@ -330,6 +334,13 @@ impl BackendConfig {
             BackendKindName::Docker => native.iter().chain(&process).copied().collect(),
         };
         foreign.into_iter().filter(|(_, set)| *set).map(|(name, _)| name).collect()
+    }
+
+    /// The typed `allow_ips`, if given; errors are `(field, message)`.
+    pub(crate) fn allow_ips(&self, name: &str) -> Result<Option<AllowIps>, (String, String)> {
+        let Some(list) = &self.allow_ips else { return Ok(None) };
+        let field = format!("backends.{name}.allow_ips");
+        allow_list(list.iter().map(String::as_str)).map(Some).map_err(|message| (field, message))
     }
 
     /// Validates the table of backend `name` into a spec; errors are `(field, message)`.

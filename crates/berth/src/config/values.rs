@@ -5,7 +5,7 @@ use std::{fmt, net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Deserializer, de};
 
-use crate::secret::Secret;
+use crate::{allow_ips::AllowIps, ip_block::IpBlock, secret::Secret};
 
 /// The longest duration accepted, 100 years (of 365 days): beyond it `Instant::now() + d`
 /// overflows and panics, and nothing berth waits for is meant to take that long.
@@ -170,6 +170,16 @@ impl<'de> Deserialize<'de> for EnvSecret {
         let raw = String::deserialize(deserializer)?;
         interpolate(&raw, env_lookup).map(|value| EnvSecret(Secret::new(value))).map_err(de::Error::custom)
     }
+}
+
+/// An `allow_ips` list: addresses or CIDR blocks, at least one (an empty list would allow
+/// nobody, which is never what was meant).
+pub(crate) fn allow_list<'a>(entries: impl Iterator<Item = &'a str>) -> Result<AllowIps, String> {
+    let blocks = entries.map(IpBlock::parse).collect::<Result<Vec<_>, _>>()?;
+    if blocks.is_empty() {
+        return Err("an empty list allows no client at all: remove the key to allow every address".into());
+    }
+    Ok(AllowIps::new(blocks))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! background.
 
 mod admin;
+mod allow_ips;
 mod audit;
 mod checklist;
 mod cli;

@@ -32,7 +32,7 @@ fn users_config() -> String {
 }
 
 /// A client whose connections come from `local` (127.0.0.2 … are distinct clients to berth).
-fn client_from(local: &str) -> reqwest::Client {
+pub(crate) fn client_from(local: &str) -> reqwest::Client {
     reqwest::Client::builder().local_address(local.parse::<IpAddr>().unwrap()).no_proxy().build().unwrap()
 }
 
