@@ -97,3 +97,24 @@ async fn outsiders_get_403_before_authentication_and_per_backend_after_routing()
     }
     berth.stop().await;
 }
+
+#[tokio::test]
+async fn ipv6_clients_are_checked_against_ipv6_blocks() {
+    let config = fixture_config("").replace("[backends.fx]\n", "[backends.fx]\nallow_ips = [\"2001:db8::/32\"]\n");
+    let config = format!("[server]\nallow_ips = [\"2001:db8::/32\", \"::1/128\"]\n\n{config}");
+    let berth = Berth::start_on(&config, &berth::NativeRegistry::builtin(), "[::1]:0").await;
+    let client = client_from("::1");
+    let alice = alice();
+    let (status, body) = initialize_from(&client, &berth.mcp_url("conformance"), Some(&alice), &[]).await;
+    assert_eq!(status, StatusCode::OK, "::1 is in server.allow_ips: {body}");
+    let (status, body) = initialize_from(&client, &berth.mcp_url("fx"), Some(&alice), &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "::1 is not in fx's 2001:db8::/32: {body}");
+    assert_eq!(body["error"], "forbidden_address");
+    berth.stop().await;
+
+    let outside = format!("[server]\nallow_ips = [\"2001:db8::/32\"]\n\n{}", fixture_config(""));
+    let berth = Berth::start_on(&outside, &berth::NativeRegistry::builtin(), "[::1]:0").await;
+    let (status, body) = initialize_from(&client, &berth.mcp_url("conformance"), Some(&alice), &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "::1 is outside server.allow_ips: {body}");
+    berth.stop().await;
+}
