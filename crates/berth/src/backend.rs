@@ -14,8 +14,10 @@ use http::{Request, Response, StatusCode};
 use tower::ServiceExt;
 
 use crate::{
+    access::Allow,
     allow_ips::AllowIps,
     body::{RequestBody, ResponseBody},
+    config::AccessSpec,
     extensions::ParsedBody,
     jsonrpc,
     mcp_params::ToolSchemas,
@@ -34,8 +36,8 @@ pub(crate) struct Backend {
     kind: BackendKind,
     tool_schemas: Arc<ToolSchemas>,
     tool_names: ToolNames,
-    /// `allow_ips`: the client addresses that may use it, when restricted.
-    allow_ips: Option<AllowIps>,
+    /// `allow_ips` and `allow`: who may use it.
+    access: AccessSpec,
 }
 
 /// The states an instance is counted in (`berth_instances{state}`).
@@ -187,19 +189,24 @@ impl Backend {
             kind,
             tool_schemas,
             tool_names: ToolNames::default(),
-            allow_ips: None,
+            access: AccessSpec::default(),
         }
     }
 
-    /// The same backend, usable only from the client addresses in `allow_ips`.
-    pub(crate) fn with_allow_ips(mut self, allow_ips: Option<AllowIps>) -> Self {
-        self.allow_ips = allow_ips;
+    /// The same backend, usable only by the addresses and identities `access` admits.
+    pub(crate) fn with_access(mut self, access: AccessSpec) -> Self {
+        self.access = access;
         self
     }
 
     /// The client addresses that may use it, when restricted.
     pub(crate) fn allow_ips(&self) -> Option<&AllowIps> {
-        self.allow_ips.as_ref()
+        self.access.allow_ips.as_ref()
+    }
+
+    /// The identities that may use it, when restricted.
+    pub(crate) fn allow(&self) -> Option<&Allow> {
+        self.access.allow.as_ref()
     }
 
     /// The name as a metric label.

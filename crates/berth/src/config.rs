@@ -26,7 +26,7 @@ use crate::{
 };
 
 pub(crate) use backend::{
-    BackendConfig, BackendSpec, DockerSpec, LaunchSpec, ProcessSpec, Sharing, StartMode, StdioSpec,
+    AccessSpec, BackendConfig, BackendSpec, DockerSpec, LaunchSpec, ProcessSpec, Sharing, StartMode, StdioSpec,
 };
 pub(crate) use ops::{AdminConfig, AuditConfig};
 pub(crate) use ops::{AuditSpec, AuditTarget, check_distinct};
@@ -119,8 +119,8 @@ pub(crate) struct Validated {
     pub(crate) trusted_proxies: Vec<IpBlock>,
     /// `server.allow_ips`.
     pub(crate) allow_ips: Option<AllowIps>,
-    /// Each backend's `allow_ips`, for the backends that have one.
-    pub(crate) backend_allow_ips: BTreeMap<String, AllowIps>,
+    /// Each backend's `allow_ips` and `allow`.
+    pub(crate) access: BTreeMap<String, AccessSpec>,
     /// `admin.listen`.
     pub(crate) admin_listen: Option<SocketAddr>,
     /// `[audit]`.
@@ -289,6 +289,8 @@ pub struct BasicAuthConfig {
     pub cache_size: usize,
     /// `[auth.throttle]`: failed-login throttling.
     pub throttle: ThrottleConfig,
+    /// `[auth.groups]`: group name → user names, for users of any source.
+    pub groups: BTreeMap<String, Spanned<Vec<String>>>,
 }
 
 impl Default for BasicAuthConfig {
@@ -299,6 +301,7 @@ impl Default for BasicAuthConfig {
             users: Vec::new(),
             cache_size: 1024,
             throttle: ThrottleConfig::default(),
+            groups: BTreeMap::new(),
         }
     }
 }
@@ -316,6 +319,9 @@ pub struct UserConfig {
     /// Whether the user may use the admin listener.
     #[serde(default)]
     pub admin: bool,
+    /// The groups the user belongs to (`backends.<name>.allow = ["group:dev"]`).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 impl Config {
@@ -369,15 +375,20 @@ impl Config {
     fn validate(&mut self) -> Result<(), ConfigError> {
         let source = &self.source;
         let mut backends = BTreeMap::new();
-        let mut backend_allow_ips = BTreeMap::new();
+        let mut access = BTreeMap::new();
         for (name, backend) in &self.backends {
-            let allow_ips = backend
-                .get_ref()
-                .allow_ips(name)
-                .map_err(|(field, message)| source.invalid(Some(backend.span()), field, message))?;
-            if let Some(allow_ips) = allow_ips {
-                backend_allow_ips.insert(name.clone(), allow_ips);
+            let invalid = |(field, message)| source.invalid(Some(backend.span()), field, message);
+            let spec = AccessSpec {
+                allow_ips: backend.get_ref().allow_ips(name).map_err(invalid)?,
+                allow: backend.get_ref().allow(name).map_err(invalid)?,
+            };
+            if spec.allow.is_some() && matches!(self.auth, AuthSetting::None) {
+                return Err(invalid((
+                    format!("backends.{name}.allow"),
+                    "auth = \"none\" has no identities to allow".to_string(),
+                )));
             }
+            access.insert(name.clone(), spec);
             validate_backend_name(name)
                 .map_err(|message| source.invalid(Some(backend.span()), format!("backends.{name}"), message))?;
             let spec = backend
@@ -497,7 +508,7 @@ impl Config {
             base_domain,
             trusted_proxies,
             allow_ips,
-            backend_allow_ips,
+            access,
             admin_listen,
             audit,
         };

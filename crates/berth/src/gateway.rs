@@ -6,6 +6,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    access::{Allow, Memberships, Principal},
     admin::{self, AdminParts},
     audit::AuditLog,
     auth::{Authenticator, Throttle, Users},
@@ -176,7 +177,7 @@ fn backends(
             }
         };
         let backend = Backend::new(name, spanned.get_ref().required, kind, tool_schemas)
-            .with_allow_ips(config.validated.backend_allow_ips.get(name).cloned());
+            .with_access(config.validated.access.get(name).cloned().unwrap_or_default());
         backends.push(Arc::new(backend));
     }
     Ok(backends)
@@ -230,6 +231,48 @@ fn serve_options(config: &Config, tls: Option<&TlsConfig>, field: &str) -> Resul
         shutdown_grace: server.shutdown_grace.0,
         tls,
     })
+}
+
+/// The groups of every user, from `[[auth.users]] groups` and `[auth.groups]`. Every member
+/// must be a user of some source, and every `user:` and `group:` a backend's `allow` names must
+/// exist: a typo would lock the intended people out, or (for a group) silently admit nobody.
+fn memberships(config: &Config, authenticator: &Authenticator) -> Result<Memberships, ConfigError> {
+    let source = &config.source;
+    let mut memberships = Memberships::default();
+    let (AuthSetting::Basic(basic), Some(users)) = (&config.auth, authenticator.users()) else {
+        return Ok(memberships);
+    };
+    for user in &basic.users {
+        for group in &user.get_ref().groups {
+            memberships.add(&user.get_ref().name, group);
+        }
+    }
+    for (group, members) in &basic.groups {
+        for member in members.get_ref() {
+            if !users.contains(member) {
+                return Err(source.invalid(
+                    Some(members.span()),
+                    format!("auth.groups.{group}"),
+                    format!("no user `{member}` (users come from {ENV_USERNAME}, [[auth.users]] and auth.users_file)"),
+                ));
+            }
+            memberships.add(member, group);
+        }
+    }
+    for (name, spec) in &config.validated.access {
+        let span = Some(config.backends[name].span());
+        for principal in spec.allow.iter().flat_map(Allow::principals) {
+            let unknown = match principal {
+                Principal::User(user) => (!users.contains(user)).then(|| format!("no user `{user}`")),
+                Principal::Group(group) => (!memberships.has_group(group))
+                    .then(|| format!("no group `{group}` (groups come from [[auth.users]] groups and [auth.groups])")),
+            };
+            if let Some(message) = unknown {
+                return Err(source.invalid(span, format!("backends.{name}.allow"), message));
+            }
+        }
+    }
+    Ok(memberships)
 }
 
 /// The admin users: `[[auth.users]]` marked `admin = true` and the names of `admin.users`,
@@ -335,6 +378,7 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let mut metrics = Metrics::new();
         let authenticator = authenticator(config, env)?;
+        let memberships = Arc::new(memberships(config, &authenticator)?);
         let docker = docker_hub(config, env)?;
         let backends = backends(config, registry, docker.as_ref(), &shutdown, &metrics)?;
         let host_policy = host_policy(&config.validated, &authenticator);
@@ -361,6 +405,7 @@ impl Gateway {
             max_body_bytes: config.server.max_body_bytes,
             trusted_proxies,
             allow_ips: config.validated.allow_ips.clone().map(Arc::new),
+            memberships,
             observer,
             observe,
         };
@@ -495,5 +540,39 @@ mod tests {
     fn a_missing_users_file_is_reported() {
         let error = build("[auth]\nusers_file = \"/nonexistent/htpasswd\"\n", &[]).unwrap_err();
         assert!(error.starts_with("berth.toml:2: `auth.users_file`"), "{error}");
+    }
+
+    #[test]
+    fn allow_lists_and_groups_must_name_what_exists() {
+        let users = "[[auth.users]]\nname = \"alice\"\npassword = \"pw\"\ngroups = [\"dev\"]\n\n";
+        let env_user = [(ENV_USERNAME, "erin"), (ENV_PASSWORD, "pw")];
+        let backend =
+            |allow: &str| format!("{users}[backends.fs]\nkind = \"native\"\nservice = \"conformance\"\n{allow}\n");
+        let table: &[(String, Option<&str>)] = &[
+            (backend("allow = [\"group:dev\", \"user:erin\"]"), None),
+            (backend("allow = [\"group:ops\"]"), Some("berth.toml:6: `backends.fs.allow`: no group `ops`")),
+            (backend("allow = [\"user:zed\"]"), Some("`backends.fs.allow`: no user `zed`")),
+            (backend("allow = []"), Some("`backends.fs.allow`: an empty list admits nobody")),
+            (backend("allow = [\"token:ci\"]"), Some("API tokens are not available yet")),
+            (backend("allow = [\"dev\"]"), Some("is not `user:<name>` or `group:<name>`")),
+            (format!("[auth.groups]\nops = [\"erin\"]\n\n{}", backend("allow = [\"group:ops\"]")), None),
+            (
+                format!("[auth.groups]\nops = [\"zed\"]\n\n{}", backend("")),
+                Some("berth.toml:2: `auth.groups.ops`: no user `zed`"),
+            ),
+            (
+                "auth = \"none\"\n[backends.fs]\nkind = \"native\"\nservice = \"conformance\"\nallow = [\"user:a\"]\n"
+                    .into(),
+                Some("auth = \"none\" has no identities to allow"),
+            ),
+        ];
+        for (text, expected) in table {
+            match (build(text, &env_user), expected) {
+                (Ok(_), None) => {}
+                (Err(error), Some(expected)) => assert!(error.contains(expected), "{text}\n{error}"),
+                (Ok(_), Some(expected)) => panic!("{text}\nbuilt, expected `{expected}`"),
+                (Err(error), None) => panic!("{text}\n{error}"),
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! Basic authentication and the transport rules of the Streamable-HTTP specification. See
 //! `ARCHITECTURE.md` for the map of modules and the path of a request.
 
+mod access;
 mod admin;
 mod allow_ips;
 mod audit;

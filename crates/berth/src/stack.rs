@@ -16,6 +16,7 @@ use tower_http::{
 };
 
 use crate::{
+    access::{self, Memberships},
     allow_ips::{self, AllowIps},
     auth::{self, Authenticator},
     body::{BodyError, RequestBody, ResponseBody},
@@ -52,6 +53,8 @@ pub(crate) struct StackParts {
     pub trusted_proxies: Arc<TrustedProxies>,
     /// `server.allow_ips`: the client addresses that may use any MCP route, when restricted.
     pub allow_ips: Option<Arc<AllowIps>>,
+    /// The users' groups, for the backends' `allow` lists.
+    pub memberships: Arc<Memberships>,
     /// Where metrics and audit lines go.
     pub observer: Observer,
     /// Whether anything reads the observations (an admin listener or an audit log): without,
@@ -123,6 +126,10 @@ pub(crate) fn build(parts: StackParts) -> HttpStack {
         // their refusals count as refused requests, and so that berth's own tools/list is not
         // counted as a client's.
         .option_layer(parts.observe.then(|| ObserveLayer(parts.observer.clone())))
+        // Refuse identities the backend's allow list does not admit. Below the transport
+        // checks, whose parsed body gives the refusal its request id, and below the observer,
+        // so that refusals are audited with their user and backend.
+        .layer(access::layer(Arc::clone(&parts.memberships)))
         // Check 2026-07-28 Mcp-Param-* headers against the tool arguments, for every kind of
         // backend. It sits below the transport checks because it needs the body they buffered
         // and the Mcp-Method and Mcp-Name headers they verified, and right above Dispatch so

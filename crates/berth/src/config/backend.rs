@@ -14,7 +14,10 @@ use std::{
 use serde::Deserialize;
 
 use super::values::{ConfigDuration, EnvString, allow_list};
-use crate::allow_ips::AllowIps;
+use crate::{
+    access::{Allow, Principal},
+    allow_ips::AllowIps,
+};
 
 /// The raw table, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -28,6 +31,9 @@ pub struct BackendConfig {
     /// Client addresses (IPs or CIDR blocks) that may use this backend; others get 403.
     /// Without it, every address the server admits may.
     pub allow_ips: Option<Vec<String>>,
+    /// The identities that may use this backend: `user:<name>`, `group:<name>`; others get
+    /// 403. Without it, every authenticated identity may.
+    pub allow: Option<Vec<String>>,
 
     /// native: the registered service (defaults to the backend's name).
     pub service: Option<String>,
@@ -147,6 +153,15 @@ pub enum ImagePull {
     Never,
     /// Pull when the image is not present.
     IfMissing,
+}
+
+/// Who may use a backend, whatever its kind.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AccessSpec {
+    /// `allow_ips`.
+    pub(crate) allow_ips: Option<AllowIps>,
+    /// `allow`.
+    pub(crate) allow: Option<Allow>,
 }
 
 /// A validated backend.
@@ -341,6 +356,17 @@ impl BackendConfig {
         let Some(list) = &self.allow_ips else { return Ok(None) };
         let field = format!("backends.{name}.allow_ips");
         allow_list(list.iter().map(String::as_str)).map(Some).map_err(|message| (field, message))
+    }
+
+    /// The typed `allow`, if given; errors are `(field, message)`.
+    pub(crate) fn allow(&self, name: &str) -> Result<Option<Allow>, (String, String)> {
+        let Some(list) = &self.allow else { return Ok(None) };
+        let field = format!("backends.{name}.allow");
+        if list.is_empty() {
+            return Err((field, "an empty list admits nobody: remove the key to admit every user".into()));
+        }
+        let principals = list.iter().map(|entry| Principal::parse(entry)).collect::<Result<Vec<_>, _>>();
+        principals.map(|principals| Some(Allow::new(principals))).map_err(|message| (field, message))
     }
 
     /// Validates the table of backend `name` into a spec; errors are `(field, message)`.

@@ -6,6 +6,7 @@
 //! runs the real binary and counts processes, and `wait.rs` waits for what happens in the
 //! background.
 
+mod access;
 mod admin;
 mod allow_ips;
 mod audit;
