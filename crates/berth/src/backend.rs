@@ -22,6 +22,7 @@ use crate::{
     jsonrpc,
     mcp_params::ToolSchemas,
     native::NativeService,
+    rate_limit::CallLimiter,
     reply::Rejection,
     stdio::StdioBackend,
 };
@@ -38,6 +39,8 @@ pub(crate) struct Backend {
     tool_names: ToolNames,
     /// `allow_ips` and `allow`: who may use it.
     access: AccessSpec,
+    /// The buckets of its `rate_limit`.
+    rate_limit: Option<CallLimiter>,
 }
 
 /// The states an instance is counted in (`berth_instances{state}`).
@@ -190,13 +193,21 @@ impl Backend {
             tool_schemas,
             tool_names: ToolNames::default(),
             access: AccessSpec::default(),
+            rate_limit: None,
         }
     }
 
-    /// The same backend, usable only by the addresses and identities `access` admits.
+    /// The same backend, usable only by the addresses and identities `access` admits, as often
+    /// as its rate limit allows.
     pub(crate) fn with_access(mut self, access: AccessSpec) -> Self {
+        self.rate_limit = access.rate_limit.map(CallLimiter::new);
         self.access = access;
         self
+    }
+
+    /// The buckets of its `rate_limit`, when it has one.
+    pub(crate) fn rate_limit(&self) -> Option<&CallLimiter> {
+        self.rate_limit.as_ref()
     }
 
     /// The client addresses that may use it, when restricted.

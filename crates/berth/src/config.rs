@@ -381,6 +381,7 @@ impl Config {
             let spec = AccessSpec {
                 allow_ips: backend.get_ref().allow_ips(name).map_err(invalid)?,
                 allow: backend.get_ref().allow(name).map_err(invalid)?,
+                rate_limit: backend.get_ref().rate_limit(name).map_err(invalid)?,
             };
             if spec.allow.is_some() && matches!(self.auth, AuthSetting::None) {
                 return Err(invalid((
@@ -575,6 +576,16 @@ mod tests {
             ("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", "berth.toml:2", "server.trusted_proxies"),
             ("[server]\nallow_ips = [\"10.0.0.0/8\", \"fd00::/129\"]\n", "berth.toml:2", "server.allow_ips"),
             ("[server]\nallow_ips = []\n", "berth.toml:2", "allows no client"),
+            (
+                "[backends.fs]\nkind = \"native\"\nrate_limit = { calls = 0, per = \"1m\" }\n",
+                "berth.toml:1",
+                "backends.fs.rate_limit",
+            ),
+            (
+                "[backends.fs]\nkind = \"native\"\nrate_limit = { calls = 10, per = \"1m\", bogus = 1 }\n",
+                "berth.toml:3",
+                "bogus",
+            ),
             (
                 "[backends.fs]\nkind = \"native\"\nallow_ips = [\"example.com\"]\n",
                 "berth.toml:1",

@@ -26,6 +26,7 @@ mod native;
 mod observe;
 mod preflight;
 mod public;
+mod rate_limit;
 mod reply;
 mod route;
 mod secret;

@@ -26,7 +26,7 @@ use crate::{
     mcp_params::McpParamsLayer,
     metrics::MCP_LISTENER,
     observe::{ObserveLayer, Observer, count_statuses},
-    public,
+    public, rate_limit,
     reply::Rejection,
     route::{self, Dispatch, Routes},
     streamable,
@@ -130,6 +130,9 @@ pub(crate) fn build(parts: StackParts) -> HttpStack {
         // checks, whose parsed body gives the refusal its request id, and below the observer,
         // so that refusals are audited with their user and backend.
         .layer(access::layer(Arc::clone(&parts.memberships)))
+        // Count each admitted identity's calls against the backend's rate limit: after the
+        // allow list (a refused identity spends nothing), below the observer (429s are audited).
+        .layer(rate_limit::layer())
         // Check 2026-07-28 Mcp-Param-* headers against the tool arguments, for every kind of
         // backend. It sits below the transport checks because it needs the body they buffered
         // and the Mcp-Method and Mcp-Name headers they verified, and right above Dispatch so

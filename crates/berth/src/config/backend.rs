@@ -6,7 +6,7 @@
 
 use std::{
     collections::BTreeMap,
-    num::{IntErrorKind, ParseIntError},
+    num::{IntErrorKind, NonZeroU32, ParseIntError},
     path::PathBuf,
     time::Duration,
 };
@@ -17,6 +17,7 @@ use super::values::{ConfigDuration, EnvString, allow_list};
 use crate::{
     access::{Allow, Principal},
     allow_ips::AllowIps,
+    rate_limit::CallRate,
 };
 
 /// The raw table, as written.
@@ -34,6 +35,9 @@ pub struct BackendConfig {
     /// The identities that may use this backend: `user:<name>`, `group:<name>`; others get
     /// 403. Without it, every authenticated identity may.
     pub allow: Option<Vec<String>>,
+    /// Calls (JSON-RPC requests) per identity: `{ calls = 600, per = "1m" }`, optionally
+    /// `burst` (default `calls`); beyond it 429.
+    pub rate_limit: Option<CallRateConfig>,
 
     /// native: the registered service (defaults to the backend's name).
     pub service: Option<String>,
@@ -155,13 +159,42 @@ pub enum ImagePull {
     IfMissing,
 }
 
-/// Who may use a backend, whatever its kind.
+/// `backends.<name>.rate_limit`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallRateConfig {
+    /// Calls earned back per `per`.
+    pub calls: u32,
+    /// The period of `calls`.
+    pub per: ConfigDuration,
+    /// Calls allowed at once (default `calls`).
+    pub burst: Option<u32>,
+}
+
+impl CallRateConfig {
+    /// The typed rate, or what is wrong with it.
+    fn validate(&self) -> Result<CallRate, String> {
+        let burst = self.burst.unwrap_or(self.calls);
+        let (Some(_), Some(burst)) = (NonZeroU32::new(self.calls), NonZeroU32::new(burst)) else {
+            return Err("`calls` and `burst` must be at least 1".into());
+        };
+        let interval = self.per.0.checked_div(self.calls).unwrap_or_default();
+        if interval < Duration::from_micros(1) {
+            return Err("`per` divided by `calls` must be at least 1µs".into());
+        }
+        Ok(CallRate { interval, burst })
+    }
+}
+
+/// Who may use a backend, from where and how often, whatever its kind.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AccessSpec {
     /// `allow_ips`.
     pub(crate) allow_ips: Option<AllowIps>,
     /// `allow`.
     pub(crate) allow: Option<Allow>,
+    /// `rate_limit`.
+    pub(crate) rate_limit: Option<CallRate>,
 }
 
 /// A validated backend.
@@ -356,6 +389,15 @@ impl BackendConfig {
         let Some(list) = &self.allow_ips else { return Ok(None) };
         let field = format!("backends.{name}.allow_ips");
         allow_list(list.iter().map(String::as_str)).map(Some).map_err(|message| (field, message))
+    }
+
+    /// The typed `rate_limit`, if given; errors are `(field, message)`.
+    pub(crate) fn rate_limit(&self, name: &str) -> Result<Option<CallRate>, (String, String)> {
+        self.rate_limit
+            .as_ref()
+            .map(CallRateConfig::validate)
+            .transpose()
+            .map_err(|message| (format!("backends.{name}.rate_limit"), message))
     }
 
     /// The typed `allow`, if given; errors are `(field, message)`.

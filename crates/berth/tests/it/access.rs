@@ -47,9 +47,9 @@ async fn post_as(url: &str, user: (&str, &str), body: Value, stateless: bool) ->
     let status = response.status();
     let text = response.text().await.unwrap();
     // A JSON answer, or the first `data:` line of an SSE one.
-    let json = serde_json::from_str(&text).ok().or_else(|| {
-        text.lines().find_map(|line| line.strip_prefix("data:")).and_then(|data| serde_json::from_str(data.trim()).ok())
-    });
+    let json = serde_json::from_str(&text)
+        .ok()
+        .or_else(|| text.lines().find_map(|line| serde_json::from_str(line.strip_prefix("data:")?.trim()).ok()));
     (status, json.unwrap_or(Value::Null))
 }
 

@@ -28,6 +28,7 @@ mod params;
 mod process;
 mod protect;
 mod proxy;
+mod rate_limit;
 mod raw;
 mod readme;
 mod requests;
