@@ -1,7 +1,8 @@
-//! Who may use which backend: `backends.<name>.allow = ["group:dev", "user:carol"]`.
+//! Who may use which backend: `backends.<name>.allow = ["group:dev", "user:carol", "token:ci"]`.
 //!
 //! Groups come from `[[auth.users]] groups = [...]` and from `[auth.groups] dev = ["alice"]`
-//! (the way to give groups to users of the environment or an htpasswd file). A backend without
+//! (the way to give groups to users of the environment or an htpasswd file), and from
+//! `[[auth.tokens]] groups` for API tokens (identity `token:<name>`). A backend without
 //! `allow` is open to every authenticated identity. An identity the list does not admit gets
 //! `403` with a JSON-RPC error carrying its request's id (`null` for a `GET` or `DELETE`), on
 //! every kind of backend and both protocol generations.
@@ -27,6 +28,8 @@ pub(crate) enum Principal {
     User(String),
     /// `group:<name>`.
     Group(String),
+    /// `token:<name>`: an API token of `[[auth.tokens]]`.
+    Token(String),
 }
 
 impl Principal {
@@ -35,8 +38,8 @@ impl Principal {
         match text.split_once(':') {
             Some(("user", name)) if !name.is_empty() => Ok(Self::User(name.to_string())),
             Some(("group", name)) if !name.is_empty() => Ok(Self::Group(name.to_string())),
-            Some(("token", _)) => Err(format!("`{text}`: API tokens are not available yet; allow a user or a group")),
-            _ => Err(format!("`{text}` is not `user:<name>` or `group:<name>`")),
+            Some(("token", name)) if !name.is_empty() => Ok(Self::Token(name.to_string())),
+            _ => Err(format!("`{text}` is not `user:<name>`, `group:<name>` or `token:<name>`")),
         }
     }
 }
@@ -61,6 +64,7 @@ impl Allow {
         self.0.iter().any(|principal| match principal {
             Principal::User(name) => name == user,
             Principal::Group(group) => memberships.is_member(user, group),
+            Principal::Token(name) => user.strip_prefix("token:") == Some(name.as_str()),
         })
     }
 }
@@ -130,7 +134,8 @@ mod tests {
     fn principals_parse_and_admit_by_name_or_group() {
         assert_eq!(Principal::parse("user:carol"), Ok(Principal::User("carol".into())));
         assert_eq!(Principal::parse("group:dev"), Ok(Principal::Group("dev".into())));
-        for bad in ["carol", "user:", "role:x", "token:ci", ":x"] {
+        assert_eq!(Principal::parse("token:ci"), Ok(Principal::Token("ci".into())));
+        for bad in ["carol", "user:", "role:x", "token:", ":x"] {
             assert!(Principal::parse(bad).is_err(), "{bad}");
         }
         let mut memberships = Memberships::default();
@@ -140,5 +145,8 @@ mod tests {
         assert!(allow.admits("carol", &memberships));
         assert!(!allow.admits("bob", &memberships));
         assert!(!allow.admits("dev", &memberships), "a group name is not a user name");
+        let tokens = Allow::new(vec![Principal::Token("ci".into())]);
+        assert!(tokens.admits("token:ci", &memberships));
+        assert!(!tokens.admits("ci", &memberships), "a user named like a token is not the token");
     }
 }

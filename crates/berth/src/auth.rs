@@ -11,6 +11,7 @@
 
 mod bounded;
 mod throttle;
+pub(crate) mod tokens;
 mod users;
 
 use std::sync::Arc;
@@ -21,9 +22,11 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower_http::auth::{AsyncAuthorizeRequest, AsyncRequireAuthorizationLayer};
 
 pub(crate) use throttle::Throttle;
+pub(crate) use tokens::Tokens;
 pub(crate) use users::{Users, hash_password};
 
 use throttle::Admission;
+use tokens::TokenRefusal;
 
 use crate::{
     body::ResponseBody,
@@ -46,6 +49,8 @@ pub(crate) enum Authenticator {
         report: Option<(&'static str, Arc<dyn LoginReport>)>,
         /// The failed-login throttle, shared by every listener of the gateway.
         throttle: Option<Arc<Throttle>>,
+        /// The API tokens accepted as `Bearer` credentials (none on the admin listener).
+        tokens: Arc<Tokens>,
     },
 }
 
@@ -81,15 +86,25 @@ impl Authenticator {
         let realm = realm.replace(['"', '\\'], "");
         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
             .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"berth\", charset=\"UTF-8\""));
-        Self::Basic { users, challenge, report: None, throttle }
+        Self::Basic { users, challenge, report: None, throttle, tokens: Arc::default() }
+    }
+
+    /// The same check, accepting `tokens` as `Bearer` credentials too.
+    pub(crate) fn with_tokens(self, tokens: Arc<Tokens>) -> Self {
+        match self {
+            Self::None => Self::None,
+            Self::Basic { users, challenge, report, throttle, .. } => {
+                Self::Basic { users, challenge, report, throttle, tokens }
+            }
+        }
     }
 
     /// The same check, reporting refusals on `listener` to `report`.
     pub(crate) fn reporting(self, listener: &'static str, to: Arc<dyn LoginReport>) -> Self {
         match self {
             Self::None => Self::None,
-            Self::Basic { users, challenge, throttle, .. } => {
-                Self::Basic { users, challenge, report: Some((listener, to)), throttle }
+            Self::Basic { users, challenge, throttle, tokens, .. } => {
+                Self::Basic { users, challenge, report: Some((listener, to)), throttle, tokens }
             }
         }
     }
@@ -128,6 +143,39 @@ fn report<B>(
             method: request.method().as_str(),
             path: request.uri().path(),
         });
+    }
+}
+
+/// The token of a `Bearer` credential.
+fn bearer(value: &HeaderValue) -> Option<&str> {
+    let (scheme, token) = value.to_str().ok()?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Checks a bearer token: the request passed on as the token's identity, or the `401`.
+#[allow(clippy::result_large_err)] // The error is the answer itself, as the authorizer wants it.
+fn check_token<B>(
+    tokens: &Tokens,
+    presented: &str,
+    mut request: Request<B>,
+    challenge: &HeaderValue,
+    reporter: Option<&(&'static str, Arc<dyn LoginReport>)>,
+) -> Authorized<B> {
+    match tokens.verify(presented, std::time::SystemTime::now()) {
+        Ok(identity) => {
+            request.extensions_mut().insert(AuthenticatedUser(identity));
+            Ok(request)
+        }
+        Err(TokenRefusal::Expired(identity)) => {
+            tracing::warn!(client = client(&request), user = &*identity, "failed login: expired token");
+            report(reporter, &request, "expired", Some(&identity));
+            Err(unauthorized(challenge, "this token has expired"))
+        }
+        Err(TokenRefusal::Unknown) => {
+            tracing::warn!(client = client(&request), path = request.uri().path(), "failed login: unknown token");
+            report(reporter, &request, "wrong", None);
+            Err(unauthorized(challenge, "unknown token"))
+        }
     }
 }
 
@@ -175,9 +223,11 @@ impl<B: Send + 'static> AsyncAuthorizeRequest<B> for Authenticator {
         // Removed first, whatever follows, so that no backend ever sees the client's
         // credential, even with `auth = "none"`.
         let credential = request.headers_mut().remove(header::AUTHORIZATION);
-        let (users, challenge, reporter, throttle) = match self {
+        let (users, challenge, reporter, throttle, tokens) = match self {
             Authenticator::None => return Either::Left(ready(Ok(request))),
-            Authenticator::Basic { users, challenge, report, throttle } => (users, challenge, report, throttle),
+            Authenticator::Basic { users, challenge, report, throttle, tokens } => {
+                (users, challenge, report, throttle, tokens)
+            }
         };
         // Client and path are for the failure logs only: an accepted request (every request,
         // in the steady state) formats nothing.
@@ -186,6 +236,9 @@ impl<B: Send + 'static> AsyncAuthorizeRequest<B> for Authenticator {
             report(reporter.as_ref(), &request, "missing", None);
             return Either::Left(ready(Err(unauthorized(challenge, "authentication required"))));
         };
+        if let Some(presented) = bearer(&credential) {
+            return Either::Left(ready(check_token(tokens, presented, request, challenge, reporter.as_ref())));
+        }
         let Some((name, password)) = parse_basic(&credential) else {
             tracing::warn!(
                 client = client(&request),

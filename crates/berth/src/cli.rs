@@ -1,5 +1,5 @@
 //! The command line: `berth serve | check | hash-password | healthcheck | client-config |
-//! traefik labels`.
+//! traefik labels | token create`.
 //!
 //! It lives in the library so that a binary with its own native services (see
 //! `examples/native-greeter`) gets the same command line by calling [`run`].
@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 mod client_config;
 mod healthcheck;
+mod token;
 mod traefik;
 
 use crate::{
@@ -100,6 +101,28 @@ enum Command {
     Traefik {
         #[command(subcommand)]
         command: TraefikCommand,
+    },
+    /// API tokens for `Authorization: Bearer`.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a new random 256-bit token (once: berth keeps only its SHA-256) and the
+    /// `[[auth.tokens]]` entry to add to the configuration.
+    Create {
+        /// The token's name; its identity is `token:<name>`.
+        #[arg(long)]
+        name: String,
+        /// Its groups, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// When it stops working: 2027-01-01 (midnight UTC) or an RFC 3339 time.
+        #[arg(long)]
+        expires: Option<String>,
     },
 }
 
@@ -369,6 +392,9 @@ pub fn run(registry: NativeRegistry) -> ExitCode {
         }
         Command::ClientConfig { client, url, user, name } => {
             client_config::run(client, &url, user.as_deref(), name.as_deref())
+        }
+        Command::Token { command: TokenCommand::Create { name, groups, expires } } => {
+            token::create(&name, &groups, expires.as_deref())
         }
         Command::Traefik { command: TraefikCommand::Labels { config, domain, entrypoint, resolver, wildcard } } => {
             let loaded = match &config {

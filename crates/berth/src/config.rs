@@ -21,6 +21,7 @@ use toml::Spanned;
 
 use crate::{
     allow_ips::AllowIps,
+    auth::{Tokens, tokens},
     host::{BaseDomain, HostPattern, Origin, parse_origin},
     ip_block::IpBlock,
 };
@@ -121,6 +122,8 @@ pub(crate) struct Validated {
     pub(crate) allow_ips: Option<AllowIps>,
     /// Each backend's `allow_ips` and `allow`.
     pub(crate) access: BTreeMap<String, AccessSpec>,
+    /// `[[auth.tokens]]`.
+    pub(crate) tokens: Tokens,
     /// `admin.listen`.
     pub(crate) admin_listen: Option<SocketAddr>,
     /// `[audit]`.
@@ -238,6 +241,7 @@ impl Default for ServerConfig {
 
 /// `auth = "none"` or an `[auth]` table.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // One per configuration, read once.
 pub enum AuthSetting {
     /// No authentication at all; only allowed when written explicitly.
     None,
@@ -291,6 +295,8 @@ pub struct BasicAuthConfig {
     pub throttle: ThrottleConfig,
     /// `[auth.groups]`: group name → user names, for users of any source.
     pub groups: BTreeMap<String, Spanned<Vec<String>>>,
+    /// `[[auth.tokens]]`: API tokens, by the SHA-256 of each (`berth token create`).
+    pub tokens: Vec<Spanned<TokenConfig>>,
 }
 
 impl Default for BasicAuthConfig {
@@ -302,6 +308,7 @@ impl Default for BasicAuthConfig {
             cache_size: 1024,
             throttle: ThrottleConfig::default(),
             groups: BTreeMap::new(),
+            tokens: Vec::new(),
         }
     }
 }
@@ -322,6 +329,33 @@ pub struct UserConfig {
     /// The groups the user belongs to (`backends.<name>.allow = ["group:dev"]`).
     #[serde(default)]
     pub groups: Vec<String>,
+}
+
+/// One `[[auth.tokens]]` entry, as `berth token create` prints it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The token's name; its identity is `token:<name>`.
+    pub name: String,
+    /// The SHA-256 of the token, 64 hex digits (the token itself is never stored).
+    pub sha256: String,
+    /// The token's groups, for backends' `allow` lists.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// When it stops working: `2027-01-01` (midnight UTC) or an RFC 3339 time.
+    pub expires: Option<String>,
+}
+
+/// Parses a token's `expires`: a date (the start of that day, UTC) or an RFC 3339 time.
+pub(crate) fn parse_expiry(text: &str) -> Result<std::time::SystemTime, String> {
+    let wrong = || format!("`{text}` is not a date such as 2027-01-01 or an RFC 3339 time");
+    let time = match time::Date::parse(text, time::macros::format_description!("[year]-[month]-[day]")) {
+        Ok(date) => date.midnight().assume_utc(),
+        Err(_) => {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(|_| wrong())?
+        }
+    };
+    Ok(time.into())
 }
 
 impl Config {
@@ -500,6 +534,40 @@ impl Config {
                 }
             }
         }
+        let mut tokens = Tokens::default();
+        if let AuthSetting::Basic(basic) = &self.auth {
+            for entry in &basic.tokens {
+                let (span, token) = (Some(entry.span()), entry.get_ref());
+                if !tokens::valid_name(&token.name) {
+                    return Err(source.invalid(
+                        span,
+                        "auth.tokens.name",
+                        "a token name is letters, digits, `.`, `_`, `-`",
+                    ));
+                }
+                if tokens.contains(&token.name) {
+                    return Err(source.invalid(
+                        span,
+                        "auth.tokens.name",
+                        format!("token `{}` is defined twice", token.name),
+                    ));
+                }
+                let digest = tokens::parse_digest(&token.sha256).ok_or_else(|| {
+                    source.invalid(
+                        span.clone(),
+                        "auth.tokens.sha256",
+                        "64 hex digits, as `berth token create` prints them",
+                    )
+                })?;
+                let expires = token
+                    .expires
+                    .as_deref()
+                    .map(parse_expiry)
+                    .transpose()
+                    .map_err(|message| source.invalid(span.clone(), "auth.tokens.expires", message))?;
+                tokens.add(&token.name, digest, expires);
+            }
+        }
         let admin_listen = self.admin.validate(source, server.listen)?;
         let audit = self.audit.validate(source)?;
         self.validated = Validated {
@@ -510,6 +578,7 @@ impl Config {
             trusted_proxies,
             allow_ips,
             access,
+            tokens,
             admin_listen,
             audit,
         };

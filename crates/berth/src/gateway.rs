@@ -9,7 +9,7 @@ use crate::{
     access::{Allow, Memberships, Principal},
     admin::{self, AdminParts},
     audit::AuditLog,
-    auth::{Authenticator, Throttle, Users},
+    auth::{Authenticator, Throttle, Users, tokens},
     backend::{Backend, BackendKind},
     config::{
         AuthSetting, BackendSpec, BasicAuthConfig, Config, ConfigError, ENV_PASSWORD, ENV_USERNAME, LaunchSpec, Source,
@@ -59,14 +59,22 @@ fn authenticator(config: &Config, env: EnvLookup<'_>) -> Result<Authenticator, C
         AuthSetting::None => Ok(Authenticator::None),
         AuthSetting::Basic(basic) => {
             let throttle = Throttle::new(&basic.throttle).map(Arc::new);
-            Ok(Authenticator::basic(users(basic, &config.source, env)?, &basic.realm, throttle))
+            let tokens = Arc::new(config.validated.tokens.clone());
+            let users = users(basic, &config.source, env, !tokens.is_empty())?;
+            Ok(Authenticator::basic(users, &basic.realm, throttle).with_tokens(tokens))
         }
     }
 }
 
 /// The users of `[auth]`: the one named by the environment, `[[auth.users]]` and the users
-/// file; at least one, since Basic authentication without users would refuse everybody.
-fn users(basic: &BasicAuthConfig, source: &Source, env: EnvLookup<'_>) -> Result<Arc<Users>, ConfigError> {
+/// file; at least one unless there are tokens, since authentication without any credential
+/// would refuse everybody.
+fn users(
+    basic: &BasicAuthConfig,
+    source: &Source,
+    env: EnvLookup<'_>,
+    has_tokens: bool,
+) -> Result<Arc<Users>, ConfigError> {
     let mut builder = Users::builder();
     match (env(ENV_USERNAME), env(ENV_PASSWORD)) {
         (Some(name), Some(password)) if !name.is_empty() && !password.is_empty() => {
@@ -97,12 +105,12 @@ fn users(basic: &BasicAuthConfig, source: &Source, env: EnvLookup<'_>) -> Result
             .htpasswd_file(&path)
             .map_err(|error| source.invalid(Some(file.span()), "auth.users_file", error.to_string()))?;
     }
-    if builder.is_empty() {
+    if builder.is_empty() && !has_tokens {
         return Err(source.invalid(
             None,
             "auth",
             format!(
-                "no users: set {ENV_USERNAME} and {ENV_PASSWORD}, add [[auth.users]] or auth.users_file, \
+                "no users: set {ENV_USERNAME} and {ENV_PASSWORD}, add [[auth.users]], auth.users_file or [[auth.tokens]], \
                  or write auth = \"none\" to serve without authentication"
             ),
         ));
@@ -247,6 +255,11 @@ fn memberships(config: &Config, authenticator: &Authenticator) -> Result<Members
             memberships.add(&user.get_ref().name, group);
         }
     }
+    for token in &basic.tokens {
+        for group in &token.get_ref().groups {
+            memberships.add(&tokens::identity(&token.get_ref().name), group);
+        }
+    }
     for (group, members) in &basic.groups {
         for member in members.get_ref() {
             if !users.contains(member) {
@@ -264,6 +277,8 @@ fn memberships(config: &Config, authenticator: &Authenticator) -> Result<Members
         for principal in spec.allow.iter().flat_map(Allow::principals) {
             let unknown = match principal {
                 Principal::User(user) => (!users.contains(user)).then(|| format!("no user `{user}`")),
+                Principal::Token(token) => (!config.validated.tokens.contains(token))
+                    .then(|| format!("no token `{token}` (tokens come from [[auth.tokens]])")),
                 Principal::Group(group) => (!memberships.has_group(group))
                     .then(|| format!("no group `{group}` (groups come from [[auth.users]] groups and [auth.groups])")),
             };
@@ -553,8 +568,8 @@ mod tests {
             (backend("allow = [\"group:ops\"]"), Some("berth.toml:6: `backends.fs.allow`: no group `ops`")),
             (backend("allow = [\"user:zed\"]"), Some("`backends.fs.allow`: no user `zed`")),
             (backend("allow = []"), Some("`backends.fs.allow`: an empty list admits nobody")),
-            (backend("allow = [\"token:ci\"]"), Some("API tokens are not available yet")),
-            (backend("allow = [\"dev\"]"), Some("is not `user:<name>` or `group:<name>`")),
+            (backend("allow = [\"token:ci\"]"), Some("no token `ci`")),
+            (backend("allow = [\"dev\"]"), Some("is not `user:<name>`, `group:<name>` or `token:<name>`")),
             (format!("[auth.groups]\nops = [\"erin\"]\n\n{}", backend("allow = [\"group:ops\"]")), None),
             (
                 format!("[auth.groups]\nops = [\"zed\"]\n\n{}", backend("")),

@@ -38,4 +38,5 @@ mod statuses;
 mod stdio;
 mod streams;
 mod tls;
+mod tokens;
 mod wait;
