@@ -12,6 +12,7 @@ use std::{
     sync::Arc,
 };
 
+use arc_swap::ArcSwap;
 use http::{Request, Response, StatusCode};
 use tower_http::validate_request::{ValidateRequest, ValidateRequestHeaderLayer};
 
@@ -94,7 +95,7 @@ impl Memberships {
 /// The check of the routed backend's `allow`, below the transport checks (the refusal carries
 /// the request id they parsed).
 #[derive(Debug, Clone)]
-pub(crate) struct BackendAccess(Arc<Memberships>);
+pub(crate) struct BackendAccess(Arc<ArcSwap<Memberships>>);
 
 impl<B> ValidateRequest<B> for BackendAccess {
     type ResponseBody = ResponseBody;
@@ -105,7 +106,7 @@ impl<B> ValidateRequest<B> for BackendAccess {
         // Without an identity (`auth = "none"`) validation refuses an `allow`, so none is
         // admitted here: fail closed.
         let user = request.extensions().get::<AuthenticatedUser>().map(|user| &*user.0);
-        if user.is_some_and(|user| allow.admits(user, &self.0)) {
+        if user.is_some_and(|user| allow.admits(user, &self.0.load())) {
             return Ok(());
         }
         tracing::warn!(
@@ -121,8 +122,9 @@ impl<B> ValidateRequest<B> for BackendAccess {
     }
 }
 
-/// The layer of every backend's `allow`, over the users' `memberships`.
-pub(crate) fn layer(memberships: Arc<Memberships>) -> ValidateRequestHeaderLayer<BackendAccess> {
+/// The layer of every backend's `allow`, over the users' `memberships` (replaced whole when
+/// they are reloaded).
+pub(crate) fn layer(memberships: Arc<ArcSwap<Memberships>>) -> ValidateRequestHeaderLayer<BackendAccess> {
     ValidateRequestHeaderLayer::custom(BackendAccess(memberships))
 }
 

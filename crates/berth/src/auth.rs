@@ -16,6 +16,8 @@ mod users;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use base64::Engine;
 use futures::future::{BoxFuture, Either, Ready, ready};
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -41,16 +43,17 @@ pub(crate) enum Authenticator {
     None,
     /// Users checked with HTTP Basic.
     Basic {
-        /// The users.
-        users: Arc<Users>,
+        /// The users, replaced whole when they are reloaded.
+        users: Arc<ArcSwap<Users>>,
         /// The `WWW-Authenticate` header sent with every 401.
         challenge: HeaderValue,
         /// Where refusals are reported (metrics, audit), and for which listener.
         report: Option<(&'static str, Arc<dyn LoginReport>)>,
         /// The failed-login throttle, shared by every listener of the gateway.
         throttle: Option<Arc<Throttle>>,
-        /// The API tokens accepted as `Bearer` credentials (none on the admin listener).
-        tokens: Arc<Tokens>,
+        /// The API tokens accepted as `Bearer` credentials (none on the admin listener),
+        /// replaced whole when they are reloaded.
+        tokens: Arc<ArcSwap<Tokens>>,
     },
 }
 
@@ -86,16 +89,34 @@ impl Authenticator {
         let realm = realm.replace(['"', '\\'], "");
         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
             .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"berth\", charset=\"UTF-8\""));
-        Self::Basic { users, challenge, report: None, throttle, tokens: Arc::default() }
+        let (users, tokens) = (Arc::new(ArcSwap::new(users)), Arc::new(ArcSwap::from_pointee(Tokens::default())));
+        Self::Basic { users, challenge, report: None, throttle, tokens }
     }
 
     /// The same check, accepting `tokens` as `Bearer` credentials too.
     pub(crate) fn with_tokens(self, tokens: Arc<Tokens>) -> Self {
-        match self {
-            Self::None => Self::None,
-            Self::Basic { users, challenge, report, throttle, .. } => {
-                Self::Basic { users, challenge, report, throttle, tokens }
+        if let Self::Basic { tokens: cell, .. } = &self {
+            cell.store(tokens);
+        }
+        self
+    }
+
+    /// Replaces the users, and the tokens when given, for every clone of this authenticator
+    /// (requests already past the check keep the identity they were given).
+    pub(crate) fn replace(&self, users: Arc<Users>, tokens: Option<Arc<Tokens>>) {
+        if let Self::Basic { users: user_cell, tokens: token_cell, .. } = self {
+            user_cell.store(users);
+            if let Some(tokens) = tokens {
+                token_cell.store(tokens);
             }
+        }
+    }
+
+    /// The tokens, when credentials are checked.
+    pub(crate) fn tokens(&self) -> Option<Arc<Tokens>> {
+        match self {
+            Self::None => None,
+            Self::Basic { tokens, .. } => Some(tokens.load_full()),
         }
     }
 
@@ -118,10 +139,10 @@ impl Authenticator {
     }
 
     /// The users, when credentials are checked.
-    pub(crate) fn users(&self) -> Option<&Arc<Users>> {
+    pub(crate) fn users(&self) -> Option<Arc<Users>> {
         match self {
             Self::None => None,
-            Self::Basic { users, .. } => Some(users),
+            Self::Basic { users, .. } => Some(users.load_full()),
         }
     }
 }
@@ -237,7 +258,8 @@ impl<B: Send + 'static> AsyncAuthorizeRequest<B> for Authenticator {
             return Either::Left(ready(Err(unauthorized(challenge, "authentication required"))));
         };
         if let Some(presented) = bearer(&credential) {
-            return Either::Left(ready(check_token(tokens, presented, request, challenge, reporter.as_ref())));
+            let tokens = tokens.load();
+            return Either::Left(ready(check_token(&tokens, presented, request, challenge, reporter.as_ref())));
         }
         let Some((name, password)) = parse_basic(&credential) else {
             tracing::warn!(
@@ -262,7 +284,7 @@ impl<B: Send + 'static> AsyncAuthorizeRequest<B> for Authenticator {
             return Either::Left(ready(Err(throttled(wait))));
         }
         let (users, challenge, reporter, throttle) =
-            (Arc::clone(users), challenge.clone(), reporter.clone(), throttle.clone());
+            (users.load_full(), challenge.clone(), reporter.clone(), throttle.clone());
         Either::Right(Box::pin(async move {
             let user = users.verify(&name, &password).await;
             if let (Some(throttle), Some(admission)) = (&throttle, admission) {

@@ -5,6 +5,8 @@ use std::{collections::HashSet, future::Future, net::SocketAddr, path::PathBuf, 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use arc_swap::ArcSwap;
+
 use crate::{
     access::{Allow, Memberships, Principal},
     admin::{self, AdminParts},
@@ -29,6 +31,10 @@ use crate::{
     tls::Tls,
 };
 
+mod reload;
+
+use reload::{Reloader, reload_on_sighup};
+
 /// A gateway built from a [`Config`]: its backends, users and HTTP stack.
 #[derive(Debug)]
 pub struct Gateway {
@@ -39,6 +45,8 @@ pub struct Gateway {
     docker: Option<Arc<DockerHub>>,
     admin: Option<AdminPlan>,
     admin_listener: Option<TcpListener>,
+    /// What SIGHUP reloads, when credentials are checked.
+    reloader: Option<Reloader>,
 }
 
 /// The admin listener to serve: where, its stack's parts and its limits.
@@ -393,7 +401,7 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let mut metrics = Metrics::new();
         let authenticator = authenticator(config, env)?;
-        let memberships = Arc::new(memberships(config, &authenticator)?);
+        let memberships = Arc::new(ArcSwap::from_pointee(memberships(config, &authenticator)?));
         let docker = docker_hub(config, env)?;
         let backends = backends(config, registry, docker.as_ref(), &shutdown, &metrics)?;
         let host_policy = host_policy(&config.validated, &authenticator);
@@ -424,7 +432,14 @@ impl Gateway {
             observer,
             observe,
         };
-        Ok(Self { routes, parts, options, shutdown, docker, admin, admin_listener: None })
+        let reloader = (!matches!(parts.authenticator, Authenticator::None)).then(|| Reloader {
+            path: config.source.path.clone(),
+            native_names: registry.names().map(str::to_owned).collect(),
+            mcp: parts.authenticator.clone(),
+            admin: admin.as_ref().map(|plan| plan.parts.authenticator.clone()),
+            memberships: Arc::clone(&parts.memberships),
+        });
+        Ok(Self { routes, parts, options, shutdown, docker, admin, admin_listener: None, reloader })
     }
 
     /// Whether requests are served without authentication.
@@ -463,6 +478,9 @@ impl Gateway {
         let stop = CancellationToken::new();
         if let Some(audit) = self.parts.observer.audit().filter(|audit| audit.is_file()) {
             reopen_on_sigusr1(Arc::clone(audit), stop.clone());
+        }
+        if let Some(reloader) = self.reloader.take() {
+            reload_on_sighup(reloader, stop.clone());
         }
         let admin = match (self.admin.take(), self.admin_listener.take()) {
             (Some(plan), Some(listener)) => Some((plan, listener)),

@@ -2,6 +2,8 @@
 
 use std::{any::Any, convert::Infallible, sync::Arc};
 
+use arc_swap::ArcSwap;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
@@ -53,8 +55,8 @@ pub(crate) struct StackParts {
     pub trusted_proxies: Arc<TrustedProxies>,
     /// `server.allow_ips`: the client addresses that may use any MCP route, when restricted.
     pub allow_ips: Option<Arc<AllowIps>>,
-    /// The users' groups, for the backends' `allow` lists.
-    pub memberships: Arc<Memberships>,
+    /// The users' groups, for the backends' `allow` lists (replaced on reload).
+    pub memberships: Arc<ArcSwap<Memberships>>,
     /// Where metrics and audit lines go.
     pub observer: Observer,
     /// Whether anything reads the observations (an admin listener or an audit log): without,

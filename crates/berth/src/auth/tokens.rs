@@ -85,6 +85,11 @@ impl Tokens {
         self.tokens.push(Token { identity: identity(name).into(), digest, expires });
     }
 
+    /// How many tokens there are.
+    pub(crate) fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
     /// Whether there is any token.
     pub(crate) fn is_empty(&self) -> bool {
         self.tokens.is_empty()

@@ -221,6 +221,11 @@ impl Users {
     }
 
     /// Whether a user of that name exists.
+    pub(crate) fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Whether a user of that name exists.
     pub(crate) fn contains(&self, name: &str) -> bool {
         self.users.iter().any(|u| &*u.name == name)
     }

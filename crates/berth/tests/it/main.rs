@@ -31,6 +31,7 @@ mod proxy;
 mod rate_limit;
 mod raw;
 mod readme;
+mod reload;
 mod requests;
 mod shutdown;
 mod sse;
