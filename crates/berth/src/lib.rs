@@ -15,6 +15,7 @@ mod extensions;
 mod forwarded;
 mod gateway;
 mod host;
+mod host_field;
 mod jsonrpc;
 mod mcp_headers;
 mod mcp_params;
