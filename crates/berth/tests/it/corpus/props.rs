@@ -1,0 +1,1 @@
+//! Property tests over random `Authorization` values and paths (see `corpus.rs`).
