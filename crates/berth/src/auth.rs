@@ -243,6 +243,9 @@ impl<B: Send + 'static> AsyncAuthorizeRequest<B> for Authenticator {
     fn authorize(&mut self, mut request: Request<B>) -> Self::Future {
         // Removed first, whatever follows, so that no backend ever sees the client's
         // credential, even with `auth = "none"`.
+        // Two credentials are one too many: which of them a proxy in front checked is anybody's
+        // guess, so neither is tried.
+        let several = request.headers().get_all(header::AUTHORIZATION).iter().nth(1).is_some();
         let credential = request.headers_mut().remove(header::AUTHORIZATION);
         let (users, challenge, reporter, throttle, tokens) = match self {
             Authenticator::None => return Either::Left(ready(Ok(request))),
@@ -257,11 +260,11 @@ impl<B: Send + 'static> AsyncAuthorizeRequest<B> for Authenticator {
             report(reporter.as_ref(), &request, "missing", None);
             return Either::Left(ready(Err(unauthorized(challenge, "authentication required"))));
         };
-        if let Some(presented) = bearer(&credential) {
+        if let Some(presented) = bearer(&credential).filter(|_| !several) {
             let tokens = tokens.load();
             return Either::Left(ready(check_token(&tokens, presented, request, challenge, reporter.as_ref())));
         }
-        let Some((name, password)) = parse_basic(&credential) else {
+        let Some((name, password)) = parse_basic(&credential).filter(|_| !several) else {
             tracing::warn!(
                 client = client(&request),
                 path = request.uri().path(),

@@ -17,6 +17,7 @@ mod extensions;
 mod forwarded;
 mod gateway;
 mod host;
+mod host_field;
 mod ip_block;
 mod jsonrpc;
 mod mcp_headers;

@@ -24,6 +24,7 @@ use crate::{
     body::{BodyError, RequestBody, ResponseBody},
     forwarded::{self, TrustedProxies},
     host::{self, HostPolicy},
+    host_field,
     jsonrpc::INTERNAL_ERROR,
     mcp_params::McpParamsLayer,
     metrics::MCP_LISTENER,
@@ -99,6 +100,9 @@ pub(crate) fn build(parts: StackParts) -> HttpStack {
         )
         // Turn a panic anywhere below into a 500 JSON answer instead of a dropped connection.
         .layer(CatchPanicLayer::custom(panic_response))
+        // Refuse a missing (HTTP/1.1), repeated or invalid Host field before any layer reads
+        // the host, public routes included: RFC 9112 owes such requests a 400.
+        .layer(host_field::layer())
         // Answer health, readiness and OAuth discovery here, above every check that follows:
         // health checkers carry no credentials and may use any Host, and OAuth clients must
         // fail fast rather than meet a 401. Everything below is the authenticated part.

@@ -13,6 +13,7 @@ mod audit;
 mod checklist;
 mod cli;
 mod conformance;
+mod corpus;
 mod deploy;
 mod docker;
 mod drill;
