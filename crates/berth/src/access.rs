@@ -87,7 +87,8 @@ impl Memberships {
         self.groups.values().any(|groups| groups.contains(group))
     }
 
-    fn is_member(&self, user: &str, group: &str) -> bool {
+    /// Whether `user` is in `group`.
+    pub(crate) fn is_member(&self, user: &str, group: &str) -> bool {
         self.groups.get(user).is_some_and(|groups| groups.contains(group))
     }
 }

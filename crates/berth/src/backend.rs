@@ -25,6 +25,7 @@ use crate::{
     rate_limit::CallLimiter,
     reply::Rejection,
     stdio::StdioBackend,
+    visibility::Visibility,
 };
 
 /// One configured backend.
@@ -213,6 +214,11 @@ impl Backend {
     /// The client addresses that may use it, when restricted.
     pub(crate) fn allow_ips(&self) -> Option<&AllowIps> {
         self.access.allow_ips.as_ref()
+    }
+
+    /// Which tools, prompts and resources each identity sees, when restricted.
+    pub(crate) fn visibility(&self) -> Option<&Arc<Visibility>> {
+        self.access.visibility.as_ref()
     }
 
     /// The identities that may use it, when restricted.

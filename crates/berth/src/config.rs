@@ -416,6 +416,7 @@ impl Config {
                 allow_ips: backend.get_ref().allow_ips(name).map_err(invalid)?,
                 allow: backend.get_ref().allow(name).map_err(invalid)?,
                 rate_limit: backend.get_ref().rate_limit(name).map_err(invalid)?,
+                visibility: backend.get_ref().visibility(name).map_err(invalid)?,
             };
             if spec.allow.is_some() && matches!(self.auth, AuthSetting::None) {
                 return Err(invalid((

@@ -294,6 +294,12 @@ fn memberships(config: &Config, authenticator: &Authenticator) -> Result<Members
                 return Err(source.invalid(span, format!("backends.{name}.allow"), message));
             }
         }
+        for group in spec.visibility.iter().flat_map(|visibility| visibility.groups.keys()) {
+            if !memberships.has_group(group) {
+                let message = format!("no group `{group}` (groups come from [[auth.users]] groups and [auth.groups])");
+                return Err(source.invalid(span, format!("backends.{name}.access.{group}"), message));
+            }
+        }
     }
     Ok(memberships)
 }
@@ -589,6 +595,12 @@ mod tests {
             (backend("allow = [\"token:ci\"]"), Some("no token `ci`")),
             (backend("allow = [\"dev\"]"), Some("is not `user:<name>`, `group:<name>` or `token:<name>`")),
             (format!("[auth.groups]\nops = [\"erin\"]\n\n{}", backend("allow = [\"group:ops\"]")), None),
+            (backend("tools = { allow = [\"[\"] }"), Some("`backends.fs.tools`: `[`")),
+            (backend("tools = { deny = [\"x\"] }\n[backends.fs.access.dev]\ntools = {}"), None),
+            (
+                backend("[backends.fs.access.ops]\nprompts = { deny = [\"*\"] }"),
+                Some("`backends.fs.access.ops`: no group `ops`"),
+            ),
             (
                 format!("[auth.groups]\nops = [\"zed\"]\n\n{}", backend("")),
                 Some("berth.toml:2: `auth.groups.ops`: no user `zed`"),

@@ -36,6 +36,7 @@ mod stack;
 mod stdio;
 mod streamable;
 mod tls;
+mod visibility;
 
 pub use config::{Config, ConfigError};
 pub use gateway::Gateway;

@@ -33,6 +33,7 @@ use crate::{
     reply::Rejection,
     route::{self, Dispatch, Routes},
     streamable,
+    visibility::VisibilityLayer,
 };
 
 /// The body of every response leaving the stack.
@@ -139,6 +140,11 @@ pub(crate) fn build(parts: StackParts) -> HttpStack {
         // Count each admitted identity's calls against the backend's rate limit: after the
         // allow list (a refused identity spends nothing), below the observer (429s are audited).
         .layer(rate_limit::layer())
+        // Hide the tools, prompts and resources the identity may not see: refuse calls on them
+        // and take them out of list answers. Below the allow list and the rate limit (a refused
+        // call was still a call), above the Mcp-Param checks, whose own tools/list must see
+        // every tool.
+        .layer(VisibilityLayer(Arc::clone(&parts.memberships)))
         // Check 2026-07-28 Mcp-Param-* headers against the tool arguments, for every kind of
         // backend. It sits below the transport checks because it needs the body they buffered
         // and the Mcp-Method and Mcp-Name headers they verified, and right above Dispatch so

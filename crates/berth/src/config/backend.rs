@@ -8,6 +8,7 @@ use std::{
     collections::BTreeMap,
     num::{IntErrorKind, NonZeroU32, ParseIntError},
     path::PathBuf,
+    sync::Arc,
     time::Duration,
 };
 
@@ -18,6 +19,7 @@ use crate::{
     access::{Allow, Principal},
     allow_ips::AllowIps,
     rate_limit::CallRate,
+    visibility::{Patterns, View, Visibility},
 };
 
 /// The raw table, as written.
@@ -38,6 +40,14 @@ pub struct BackendConfig {
     /// Calls (JSON-RPC requests) per identity: `{ calls = 600, per = "1m" }`, optionally
     /// `burst` (default `calls`); beyond it 429.
     pub rate_limit: Option<CallRateConfig>,
+    /// The tools clients see, by name: `{ allow = ["read_*"], deny = ["delete_*"] }`.
+    pub tools: Option<PatternsConfig>,
+    /// The prompts clients see, by name.
+    pub prompts: Option<PatternsConfig>,
+    /// The resources clients see, by URI (templates by their `uriTemplate`).
+    pub resources: Option<PatternsConfig>,
+    /// `[backends.<name>.access.<group>]`: what members of a group see instead.
+    pub access: Option<BTreeMap<String, ViewConfig>>,
 
     /// native: the registered service (defaults to the backend's name).
     pub service: Option<String>,
@@ -159,6 +169,43 @@ pub enum ImagePull {
     IfMissing,
 }
 
+/// Allow and deny glob patterns (`*` and `?` match any characters).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatternsConfig {
+    /// Only what matches one of these is visible (default: everything).
+    pub allow: Option<Vec<String>>,
+    /// Nothing that matches one of these is visible.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// One `[backends.<name>.access.<group>]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewConfig {
+    /// The tools the group sees.
+    pub tools: Option<PatternsConfig>,
+    /// The prompts the group sees.
+    pub prompts: Option<PatternsConfig>,
+    /// The resources the group sees.
+    pub resources: Option<PatternsConfig>,
+}
+
+impl ViewConfig {
+    fn view(&self, field: &str) -> Result<View, (String, String)> {
+        let patterns = |name: &str, config: &Option<PatternsConfig>| {
+            let config = config.clone().unwrap_or_default();
+            Patterns::new(config.allow.as_deref(), &config.deny).map_err(|message| (format!("{field}.{name}"), message))
+        };
+        Ok(View {
+            tools: patterns("tools", &self.tools)?,
+            prompts: patterns("prompts", &self.prompts)?,
+            resources: patterns("resources", &self.resources)?,
+        })
+    }
+}
+
 /// `backends.<name>.rate_limit`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -195,6 +242,8 @@ pub(crate) struct AccessSpec {
     pub(crate) allow: Option<Allow>,
     /// `rate_limit`.
     pub(crate) rate_limit: Option<CallRate>,
+    /// `tools`, `prompts`, `resources` and `access`, when any is set.
+    pub(crate) visibility: Option<Arc<Visibility>>,
 }
 
 /// A validated backend.
@@ -389,6 +438,23 @@ impl BackendConfig {
         let Some(list) = &self.allow_ips else { return Ok(None) };
         let field = format!("backends.{name}.allow_ips");
         allow_list(list.iter().map(String::as_str)).map(Some).map_err(|message| (field, message))
+    }
+
+    /// The typed `tools`, `prompts`, `resources` and `access`, when any is set; errors are
+    /// `(field, message)`.
+    pub(crate) fn visibility(&self, name: &str) -> Result<Option<Arc<Visibility>>, (String, String)> {
+        let own =
+            ViewConfig { tools: self.tools.clone(), prompts: self.prompts.clone(), resources: self.resources.clone() };
+        let set = own.tools.is_some() || own.prompts.is_some() || own.resources.is_some() || self.access.is_some();
+        if !set {
+            return Ok(None);
+        }
+        let default = own.view(&format!("backends.{name}"))?;
+        let mut groups = BTreeMap::new();
+        for (group, view) in self.access.iter().flatten() {
+            groups.insert(group.clone(), view.view(&format!("backends.{name}.access.{group}"))?);
+        }
+        Ok(Some(Arc::new(Visibility { default, groups })))
     }
 
     /// The typed `rate_limit`, if given; errors are `(field, message)`.

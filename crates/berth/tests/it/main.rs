@@ -41,4 +41,5 @@ mod stdio;
 mod streams;
 mod tls;
 mod tokens;
+mod visibility;
 mod wait;
