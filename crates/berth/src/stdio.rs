@@ -9,6 +9,7 @@ mod error;
 mod frame;
 mod instance;
 mod launch;
+mod log_level;
 mod log_limit;
 mod outbox;
 mod process;

@@ -122,6 +122,19 @@ pub struct BackendConfig {
     pub replay_events: Option<usize>,
     /// process, docker: most bytes a session keeps for replay, such as `"1m"` (default 1 MiB).
     pub replay_bytes: Option<String>,
+    /// process, docker: the roots a shared instance's server is given when it asks for them
+    /// (`roots/list`); berth answers for every session, never one user's client (default none).
+    pub roots: Option<Vec<RootConfig>>,
+}
+
+/// One `roots` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootConfig {
+    /// The root's URI (`file:///data`).
+    pub uri: String,
+    /// Its name for humans.
+    pub name: Option<String>,
 }
 
 /// The `kind` field.
@@ -233,6 +246,18 @@ impl CallRateConfig {
     }
 }
 
+/// The result of `roots/list` listing `roots`.
+fn roots_result(roots: &[RootConfig]) -> String {
+    let roots: Vec<serde_json::Value> = roots
+        .iter()
+        .map(|root| match &root.name {
+            Some(name) => serde_json::json!({"uri": root.uri, "name": name}),
+            None => serde_json::json!({"uri": root.uri}),
+        })
+        .collect();
+    serde_json::json!({ "roots": roots }).to_string()
+}
+
 /// Who may use a backend, from where and how often, whatever its kind.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AccessSpec {
@@ -299,6 +324,8 @@ pub struct StdioSpec {
     pub replay_events: usize,
     /// Most bytes kept per session for replay.
     pub replay_bytes: usize,
+    /// The `roots/list` result a shared instance's server gets from berth.
+    pub roots_result: String,
 }
 
 impl std::fmt::Debug for StdioSpec {
@@ -326,6 +353,7 @@ impl std::fmt::Debug for StdioSpec {
             .field("resume_window", &self.resume_window)
             .field("replay_events", &self.replay_events)
             .field("replay_bytes", &self.replay_bytes)
+            .field("roots_result", &self.roots_result)
             .finish()
     }
 }
@@ -422,6 +450,7 @@ impl BackendConfig {
             ("resume_window", self.resume_window.is_some()),
             ("replay_events", self.replay_events.is_some()),
             ("replay_bytes", self.replay_bytes.is_some()),
+            ("roots", self.roots.is_some()),
             ("max_message_bytes", self.max_message_bytes.is_some()),
             ("stop_grace", self.stop_grace.is_some()),
         ];
@@ -545,6 +574,7 @@ impl BackendConfig {
             resume_window: duration(self.resume_window, 30),
             replay_events: self.replay_events.unwrap_or(256),
             replay_bytes,
+            roots_result: roots_result(self.roots.as_deref().unwrap_or_default()),
         })))
     }
 

@@ -23,6 +23,7 @@ use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use super::log_level::LogLevel;
 use super::{
     error::StdioError,
     instance::Instance,
@@ -42,6 +43,19 @@ use crate::{
     metrics::StdioStats,
     reply::{self, Rejection},
 };
+
+/// Keeps a session's `logging/setLevel` on a shared instance (see `log_level.rs`): the server
+/// is told only a level more verbose than it was told before; otherwise berth answers itself.
+fn log_level_shortcut(session: &Session, message: &Message) -> Option<Bytes> {
+    if !session.is_shared() || message.method().as_deref() != Some("logging/setLevel") {
+        return None;
+    }
+    // A level berth does not know goes to the server, whose error the client should see.
+    let level = LogLevel::parse(&message.find_str(&["params", "level"])?)?;
+    session.log_level().set(level);
+    let must_forward = session.instance().log_level().lower_to(level);
+    (!must_forward).then(|| jsonrpc::result(message.id().unwrap_or("null").as_bytes(), "{}"))
+}
 
 /// The protocol version berth asks for when it initializes a shared instance itself.
 const SHARED_PROTOCOL_VERSION: &str = "2025-11-25";
@@ -203,9 +217,11 @@ impl StdioBackend {
             startup_timeout: spec.startup_timeout,
             on_tools_changed: on_tools_changed.clone(),
             stats: Arc::clone(&stats),
+            roots: None,
         };
         let shared = (spec.sharing == Sharing::Shared).then(|| {
-            let relay = Relay::new(relay_spec(&name), Audience::Shared(Arc::clone(&sessions)));
+            let shared_spec = RelaySpec { roots: Some(Arc::from(spec.roots_result.as_str())), ..relay_spec(&name) };
+            let relay = Relay::new(shared_spec, Audience::Shared(Arc::clone(&sessions)));
             Instance::new(relay, Arc::clone(&launcher), Arc::clone(&spec), Some(berth_init_params()), &shutdown, None)
         });
         let stateless = Instance::new(
@@ -327,6 +343,7 @@ impl StdioBackend {
                     startup_timeout: spec.startup_timeout,
                     on_tools_changed: None,
                     stats: Arc::clone(&stats),
+                    roots: None,
                 };
                 let relay = Relay::new(relay_spec, Audience::Nobody);
                 let instance = Instance::new(
@@ -549,6 +566,7 @@ impl StdioBackend {
                             startup_timeout: self.spec.startup_timeout,
                             on_tools_changed: self.on_tools_changed.clone(),
                             stats: Arc::clone(&self.stats),
+                            roots: None,
                         },
                         Audience::One(session),
                     );
@@ -616,7 +634,9 @@ impl StdioBackend {
                 self.one_way(relay, session, message).await;
                 continue;
             }
-            let local = session.and_then(|session| self.subscription_shortcut(session, message));
+            let local = session.and_then(|session| {
+                self.subscription_shortcut(session, message).or_else(|| log_level_shortcut(session, message))
+            });
             let outcome = match local {
                 Some(answer) => {
                     outbox.deliver(answer, true, None);

@@ -25,6 +25,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::log_level::AtomicLevel;
 use super::{
     error::StdioError,
     frame::LineFramer,
@@ -52,6 +53,8 @@ pub(crate) struct Instance {
     handshake: watch::Sender<Handshake>,
     /// Resource subscriptions held on the server, with the number of sessions behind each.
     subscriptions: Mutex<HashMap<String, usize>>,
+    /// The most verbose log level the server was told (`logging/setLevel`).
+    log_level: AtomicLevel,
     stop: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
     /// The `max_instances` slot a per-session instance holds until it stops.
@@ -108,6 +111,7 @@ impl Instance {
             init_params,
             handshake: watch::Sender::new(None),
             subscriptions: Mutex::new(HashMap::new()),
+            log_level: AtomicLevel::default(),
             stop: shutdown.child_token(),
             task: Mutex::new(None),
             slot: Mutex::new(slot),
@@ -170,6 +174,11 @@ impl Instance {
         let count = subscriptions.entry(uri.to_string()).or_insert(0);
         *count += 1;
         *count == 1
+    }
+
+    /// The most verbose log level the server was told.
+    pub(crate) fn log_level(&self) -> &AtomicLevel {
+        &self.log_level
     }
 
     /// Counts one session less subscribed to `uri`; true if the server must be told.

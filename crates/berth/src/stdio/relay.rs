@@ -22,6 +22,7 @@ use tokio::{
     time::Instant,
 };
 
+use super::log_level::{self, LogLevel};
 use super::{
     error::StdioError,
     log_limit::LogLimit,
@@ -90,6 +91,8 @@ pub(crate) struct Relay {
     logs: LogLimit,
     on_tools_changed: Option<Arc<dyn Fn() + Send + Sync>>,
     stats: Arc<StdioStats>,
+    /// See [`RelaySpec::roots`].
+    roots: Option<Arc<str>>,
 }
 
 /// A relay's fixed settings.
@@ -104,6 +107,9 @@ pub(crate) struct RelaySpec {
     pub(crate) on_tools_changed: Option<Arc<dyn Fn() + Send + Sync>>,
     /// What the backend's instances count (metrics, last error).
     pub(crate) stats: Arc<StdioStats>,
+    /// The `roots/list` result berth gives a shared instance's server itself, so that no
+    /// user's roots reach the others; `None` forwards the request to the client.
+    pub(crate) roots: Option<Arc<str>>,
 }
 
 /// One message berth writes to the server, as a line.
@@ -128,6 +134,7 @@ impl Relay {
             logs: LogLimit::new(Duration::from_secs(60), 1),
             on_tools_changed: spec.on_tools_changed,
             stats: spec.stats,
+            roots: spec.roots,
         })
     }
 
@@ -481,6 +488,7 @@ impl Relay {
                     }
                 }
             }
+            Some("notifications/message") if matches!(self.audience, Audience::Shared(_)) => self.on_log(message),
             Some("notifications/cancelled") => {
                 // The server withdrew one of its own requests to a client.
                 let Some(span) = message.find(&["params", "requestId"]) else { return };
@@ -503,6 +511,32 @@ impl Relay {
                 for session in self.sessions() {
                     session.push(message.bytes().clone());
                 }
+            }
+        }
+    }
+
+    /// A log message of a shared instance: to the one session with requests in flight when
+    /// there is exactly one (the only possible cause), else to every session; in both cases
+    /// only to sessions whose level it reaches (`log_level.rs`).
+    fn on_log(&self, message: &Message) {
+        let level = message.find_str(&["params", "level"]).and_then(|level| LogLevel::parse(&level));
+        let sessions = self.sessions();
+        let causes: Vec<Arc<Session>> = {
+            let pending = self.pending();
+            let mut causes: Vec<Arc<Session>> = Vec::new();
+            for session in pending.values().filter_map(|p| p.session.as_ref()?.upgrade()) {
+                if !causes.iter().any(|known| Arc::ptr_eq(known, &session)) {
+                    causes.push(session);
+                }
+            }
+            causes
+        };
+        let targets = if causes.len() == 1 { causes } else { sessions.clone() };
+        let any_set = sessions.iter().any(|session| session.log_level().get().is_some());
+        for session in targets {
+            // A message without a known level is delivered as a direct connection would.
+            if level.is_none_or(|level| log_level::wants(session.log_level().get(), level, any_set)) {
+                session.push(message.bytes().clone());
             }
         }
     }
@@ -550,6 +584,13 @@ impl Relay {
         if method == "ping" {
             // berth is the server's client: it answers for itself.
             self.write_own(&jsonrpc::result(&id, "{}")).await;
+            return;
+        }
+        if method == "roots/list"
+            && let Some(roots) = &self.roots
+        {
+            // A shared instance: one user's roots must not become every user's.
+            self.write_own(&jsonrpc::result(&id, roots)).await;
             return;
         }
         let Some((session, stream)) = self.pick_session(&method) else {

@@ -17,6 +17,7 @@ use std::{
 use bytes::Bytes;
 use tokio::{sync::mpsc, time::Instant};
 
+use super::log_level::AtomicLevel;
 use super::{
     instance::Instance,
     outbox::{Delivery, Event, Outbox, Replay, ReplayLimits},
@@ -79,6 +80,8 @@ pub(crate) struct Session {
     protocol_version: Box<str>,
     /// The identity that initialized it (`None` with `auth = "none"`): the only one that may use it.
     owner: Option<Arc<str>>,
+    /// Its own `logging/setLevel`, on a shared instance.
+    log_level: AtomicLevel,
     replay: Arc<Replay>,
     get_stream: Arc<Outbox>,
     /// Requests of this session that the relay has pending.
@@ -118,6 +121,7 @@ impl Session {
             capabilities: spec.capabilities,
             protocol_version: spec.protocol_version.into(),
             owner: spec.owner,
+            log_level: AtomicLevel::default(),
             get_stream: Outbox::get(Arc::clone(&replay)),
             replay,
             in_flight: AtomicUsize::new(0),
@@ -149,6 +153,16 @@ impl Session {
     /// The relay of the instance serving this session.
     pub(crate) fn relay(&self) -> &Arc<Relay> {
         self.instance().relay()
+    }
+
+    /// Whether it shares its instance with other sessions.
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self.backing, Backing::Shared(_))
+    }
+
+    /// The log level it asked for, on a shared instance.
+    pub(crate) fn log_level(&self) -> &AtomicLevel {
+        &self.log_level
     }
 
     /// Whether `identity` may use this session: only the one that initialized it may.

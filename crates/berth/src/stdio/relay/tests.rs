@@ -16,9 +16,10 @@ use crate::{
     jsonrpc::{IdKey, Kind, Message},
     stdio::{
         error::StdioError,
+        log_level::LogLevel,
         outbox::{Event, Outbox, ReplayLimits},
         session::{ClientCaps, Session, SessionSpec, SessionTable},
-        testing::{TIMEOUT, instance, message, ready_relay},
+        testing::{TIMEOUT, instance, message, ready_relay_with_roots},
     },
 };
 
@@ -33,8 +34,13 @@ struct Harness {
 
 impl Harness {
     fn new(n: usize) -> Self {
+        Self::with_roots(n, None)
+    }
+
+    /// [`Harness::new`], with berth answering `roots/list` itself when `roots` is given.
+    fn with_roots(n: usize, roots: Option<&str>) -> Self {
         let table = Arc::new(SessionTable::default());
-        let (relay, stdin, writer) = ready_relay(Audience::Shared(Arc::clone(&table)));
+        let (relay, stdin, writer) = ready_relay_with_roots(Audience::Shared(Arc::clone(&table)), roots);
         let instance = instance(&relay);
         let mut sessions = Vec::new();
         let mut gets = Vec::new();
@@ -171,6 +177,59 @@ async fn a_server_request_goes_only_to_the_session_that_can_have_caused_it() {
         }
         assert!(harness.gets[1].try_recv().is_err(), "{case}: never to the session that cannot answer");
     }
+}
+
+#[tokio::test]
+async fn a_shared_instance_asking_for_roots_is_answered_by_berth_not_by_a_client() {
+    let roots = r#"{"roots":[{"uri":"file:///data","name":"data"}]}"#;
+    let mut harness = Harness::with_roots(2, Some(roots));
+    // Session 0 has a request in flight, and even declares roots: it still is not asked.
+    let session = Arc::clone(&harness.sessions[0]);
+    let (outbox, mut reader) = session.open_post_stream(1);
+    harness
+        .relay
+        .request(&message(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#), &outbox, Some(&session))
+        .await
+        .unwrap();
+    harness.written();
+    harness.relay.dispatch(Bytes::from_static(br#"{"jsonrpc":"2.0","id":"r","method":"roots/list"}"#)).await;
+    let written = harness.written();
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(written[0].id(), Some("\"r\""));
+    assert!(String::from_utf8_lossy(written[0].bytes()).contains("file:///data"), "{:?}", written[0]);
+    assert!(
+        reader.try_recv().is_err() && harness.gets.iter_mut().all(|get| get.try_recv().is_err()),
+        "no client asked"
+    );
+}
+
+#[tokio::test]
+async fn log_messages_of_a_shared_instance_follow_each_sessions_level_and_their_cause() {
+    let log = |level: &str| {
+        Bytes::from(format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"level":"{level}","data":"x"}}}}"#
+        ))
+    };
+    let mut harness = Harness::new(2);
+    // Nobody set a level: everything reaches everybody, as on a direct connection.
+    harness.relay.dispatch(log("debug")).await;
+    assert!(harness.gets.iter_mut().all(|get| get.try_recv().is_ok()));
+    // Session 0 asks for warnings: it gets no info; session 1, which set none, gets info, not debug.
+    harness.sessions[0].log_level().set(LogLevel::parse("warning").unwrap());
+    harness.relay.dispatch(log("info")).await;
+    assert!(harness.gets[0].try_recv().is_err() && harness.gets[1].try_recv().is_ok());
+    harness.relay.dispatch(log("debug")).await;
+    assert!(harness.gets.iter_mut().all(|get| get.try_recv().is_err()));
+    // With only session 1 in flight, its cause is known: session 0 does not get its error.
+    let session = Arc::clone(&harness.sessions[1]);
+    let (outbox, _reader) = session.open_post_stream(1);
+    harness
+        .relay
+        .request(&message(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#), &outbox, Some(&session))
+        .await
+        .unwrap();
+    harness.relay.dispatch(log("error")).await;
+    assert!(harness.gets[0].try_recv().is_err() && harness.gets[1].try_recv().is_ok());
 }
 
 /// Client ids the property tests use: duplicates, huge integers, floats, strings with escapes.
