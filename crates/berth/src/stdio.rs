@@ -16,6 +16,7 @@ mod process;
 mod relay;
 mod session;
 mod sse;
+mod tasks;
 #[cfg(test)]
 mod testing;
 

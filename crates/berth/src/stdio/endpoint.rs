@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::log_level::LogLevel;
+use super::tasks;
 use super::{
     error::StdioError,
     instance::Instance,
@@ -635,7 +636,9 @@ impl StdioBackend {
                 continue;
             }
             let local = session.and_then(|session| {
-                self.subscription_shortcut(session, message).or_else(|| log_level_shortcut(session, message))
+                self.subscription_shortcut(session, message)
+                    .or_else(|| log_level_shortcut(session, message))
+                    .or_else(|| tasks::refusal(session, message))
             });
             let outcome = match local {
                 Some(answer) => {

@@ -23,6 +23,7 @@ use tokio::{
 };
 
 use super::log_level::{self, LogLevel};
+use super::tasks;
 use super::{
     error::StdioError,
     log_limit::LogLimit,
@@ -473,7 +474,14 @@ impl Relay {
             return;
         };
         let Some(span) = message.id_span() else { return };
-        let answer = message.splice(&mut [(span, &pending.client_id)]);
+        let owner = match &self.audience {
+            Audience::Shared(_) => pending.session.as_ref().and_then(Weak::upgrade),
+            _ => None,
+        };
+        let answer = match owner {
+            Some(session) => tasks::answer_for(&session, &pending.method, message, span, &pending.client_id),
+            None => message.splice(&mut [(span, &pending.client_id)]),
+        };
         pending.outbox.deliver(answer, true, None);
     }
 
@@ -489,6 +497,13 @@ impl Relay {
                 }
             }
             Some("notifications/message") if matches!(self.audience, Audience::Shared(_)) => self.on_log(message),
+            Some("notifications/tasks/status") if matches!(self.audience, Audience::Shared(_)) => {
+                // A task's status goes to the session that created it, and to nobody else.
+                let task = message.find_str(&["params", "taskId"]).unwrap_or_default();
+                for session in self.sessions().into_iter().filter(|session| session.owns_task(&task)) {
+                    session.push(message.bytes().clone());
+                }
+            }
             Some("notifications/cancelled") => {
                 // The server withdrew one of its own requests to a client.
                 let Some(span) = message.find(&["params", "requestId"]) else { return };

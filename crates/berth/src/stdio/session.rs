@@ -6,7 +6,7 @@
 //! between replicas.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::{
         Arc, Mutex, MutexGuard, Weak,
         atomic::{AtomicUsize, Ordering},
@@ -72,6 +72,10 @@ struct State {
     next_stream: u64,
 }
 
+/// The most task ids a session of a shared instance remembers (the oldest are forgotten, and
+/// their tasks become invisible to it).
+const MAX_TASKS: usize = 1024;
+
 /// One client session.
 pub(crate) struct Session {
     id: String,
@@ -82,6 +86,8 @@ pub(crate) struct Session {
     owner: Option<Arc<str>>,
     /// Its own `logging/setLevel`, on a shared instance.
     log_level: AtomicLevel,
+    /// The tasks its requests created, on a shared instance (at most [`MAX_TASKS`]).
+    tasks: Mutex<VecDeque<Box<str>>>,
     replay: Arc<Replay>,
     get_stream: Arc<Outbox>,
     /// Requests of this session that the relay has pending.
@@ -122,6 +128,7 @@ impl Session {
             protocol_version: spec.protocol_version.into(),
             owner: spec.owner,
             log_level: AtomicLevel::default(),
+            tasks: Mutex::new(VecDeque::new()),
             get_stream: Outbox::get(Arc::clone(&replay)),
             replay,
             in_flight: AtomicUsize::new(0),
@@ -163,6 +170,20 @@ impl Session {
     /// The log level it asked for, on a shared instance.
     pub(crate) fn log_level(&self) -> &AtomicLevel {
         &self.log_level
+    }
+
+    /// Records that one of its requests created task `id`.
+    pub(crate) fn own_task(&self, id: &str) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tasks.len() >= MAX_TASKS {
+            tasks.pop_front();
+        }
+        tasks.push_back(id.into());
+    }
+
+    /// Whether one of its requests created task `id`.
+    pub(crate) fn owns_task(&self, id: &str) -> bool {
+        self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|task| &**task == id)
     }
 
     /// Whether `identity` may use this session: only the one that initialized it may.

@@ -39,6 +39,7 @@ mod sse;
 mod statuses;
 mod stdio;
 mod streams;
+mod tasks;
 mod tls;
 mod tokens;
 mod visibility;
