@@ -109,8 +109,10 @@ impl Drop for StopUnclaimed {
 fn berth_init_params() -> String {
     serde_json::json!({
         "protocolVersion": SHARED_PROTOCOL_VERSION,
-        // berth forwards these server requests to the client sessions that declared them.
-        "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}},
+        // berth forwards sampling and elicitation to the client session that declared them (when
+        // it can tell which one caused them), and answers roots itself from the backend's
+        // `roots`, which do not change while it runs.
+        "capabilities": {"sampling": {}, "elicitation": {}, "roots": {}},
         "clientInfo": {"name": "berth", "version": env!("CARGO_PKG_VERSION")},
     })
     .to_string()
