@@ -279,6 +279,21 @@ impl Backend {
         }
     }
 
+    /// What a shared instance's server declares, when the backend has one (`berth check
+    /// --probe`): the names of its capabilities that keep per-user state, or why it did not
+    /// start.
+    pub(crate) async fn probe_shared(&self) -> Option<Result<Vec<String>, String>> {
+        let BackendKind::Stdio(stdio) = &self.kind else { return None };
+        let outcome = stdio.probe_shared().await?;
+        Some(outcome.map_err(|error| error.to_string()).map(|init| {
+            ["tasks", "logging"]
+                .into_iter()
+                .filter(|capability| init.find(&["result", "capabilities", capability]).is_some())
+                .map(str::to_owned)
+                .collect()
+        }))
+    }
+
     /// Serves one HTTP request of the MCP endpoint.
     pub(crate) async fn handle(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         match &self.kind {

@@ -57,6 +57,10 @@ enum Command {
         /// The configuration file.
         #[arg(long, short, env = "BERTH_CONFIG")]
         config: Option<PathBuf>,
+        /// Also start each shared stdio server once and warn when it keeps per-user state
+        /// (tasks, logging) that belongs in `sharing = "per-session"`.
+        #[arg(long)]
+        probe: bool,
     },
     /// Read a password on standard input and print an htpasswd line with its bcrypt hash.
     HashPassword {
@@ -277,7 +281,7 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, registry: Na
 
 /// `berth check`: 64 when the configuration is invalid, 69 when it is valid but names what
 /// is not there; warnings and notes do not change the exit code.
-async fn check(config: Option<PathBuf>, registry: NativeRegistry) -> ExitCode {
+async fn check(config: Option<PathBuf>, probe: bool, registry: NativeRegistry) -> ExitCode {
     let (config, gateway) = match load(config.as_ref(), None, &registry) {
         Ok(loaded) => loaded,
         Err(code) => return code,
@@ -292,6 +296,22 @@ async fn check(config: Option<PathBuf>, registry: NativeRegistry) -> ExitCode {
             }
             Severity::Warning => eprintln!("berth: warning: {finding}"),
             Severity::Note => eprintln!("berth: note: {finding}"),
+        }
+    }
+    if probe {
+        for (name, outcome) in gateway.probe_shared().await {
+            match outcome {
+                Ok(kept) if kept.is_empty() => {}
+                Ok(kept) => eprintln!(
+                    "berth: warning: backend `{name}` is shared, and its server declares {}: berth keeps them apart \
+                     per session, but a server with per-user state belongs in sharing = \"per-session\"",
+                    kept.join(" and ")
+                ),
+                Err(error) => {
+                    problems += 1;
+                    eprintln!("berth: backend `{name}`: its shared server did not start: {error}");
+                }
+            }
         }
     }
     if problems > 0 {
@@ -382,8 +402,8 @@ pub fn run(registry: NativeRegistry) -> ExitCode {
             Ok(runtime) => runtime.block_on(serve(config, listen, registry)),
             Err(code) => code,
         },
-        Command::Check { config } => match runtime() {
-            Ok(runtime) => runtime.block_on(check(config, registry)),
+        Command::Check { config, probe } => match runtime() {
+            Ok(runtime) => runtime.block_on(check(config, probe, registry)),
             Err(code) => code,
         },
         Command::HashPassword { user, cost } => hash_password(&user, cost),

@@ -448,6 +448,24 @@ impl Gateway {
         Ok(Self { routes, parts, options, shutdown, docker, admin, admin_listener: None, reloader })
     }
 
+    /// Starts each backend's shared instance once, waits for its handshake and stops it:
+    /// for each, its name and the capabilities its server declares that keep per-user state,
+    /// or why it did not start (`berth check --probe`).
+    pub async fn probe_shared(&self) -> Vec<(String, Result<Vec<String>, String>)> {
+        if let Some(docker) = &self.docker {
+            docker.start(self.shutdown.clone()).await;
+        }
+        let mut found = Vec::new();
+        for backend in self.routes.backends() {
+            if let Some(outcome) = backend.probe_shared().await {
+                found.push((backend.name().to_string(), outcome));
+            }
+        }
+        found.sort();
+        self.shutdown.cancel();
+        found
+    }
+
     /// Whether requests are served without authentication.
     pub fn is_open(&self) -> bool {
         matches!(self.parts.authenticator, Authenticator::None)

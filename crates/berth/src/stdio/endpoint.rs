@@ -405,6 +405,16 @@ impl StdioBackend {
         self.endings.wait().await;
     }
 
+    /// Starts the shared instance, if there is one, waits for its handshake and stops it:
+    /// answers the server's `initialize` result (`berth check --probe`).
+    pub(crate) async fn probe_shared(&self) -> Option<Result<Message, super::error::StdioError>> {
+        let shared = self.shared.as_ref()?;
+        shared.ensure_started();
+        let outcome = shared.ready().await;
+        shared.stop().await;
+        Some(outcome)
+    }
+
     /// Serves one HTTP request of `/<name>/mcp`.
     pub(crate) async fn handle(self: &Arc<Self>, request: Request<RequestBody>) -> Response<ResponseBody> {
         let (mut parts, body) = request.into_parts();

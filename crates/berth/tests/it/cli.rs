@@ -508,3 +508,31 @@ async fn serve_warns_about_what_check_finds_and_starts_anyway() {
         log.lines().find(|line| line.contains("`backends.missing.command`")).unwrap_or_else(|| panic!("{log}"));
     assert!(warning.contains("WARN") && warning.contains("/nonexistent/mcp-server"), "{warning}");
 }
+
+#[test]
+fn check_probe_warns_about_a_shared_server_that_keeps_per_user_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("berth.toml");
+    // server-everything declares tasks and logging; the fixture declares neither.
+    let fixture = crate::harness::fixture_binary();
+    let config = format!(
+        "{}\n[backends.plain]\nkind = \"process\"\ncommand = \"{}\"\n",
+        crate::everything::process_config(),
+        fixture.display()
+    );
+    std::fs::write(&path, config).unwrap();
+    let output = berth().args(["check", "--probe", "--config"]).arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: backend `every-proc` is shared, and its server declares tasks and logging"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("`every-proc-solo`") && !stderr.contains("`plain`"),
+        "per-session and plain servers are not flagged: {stderr}"
+    );
+    // Without --probe nothing is started, and nothing is said.
+    let quiet = berth().args(["check", "--config"]).arg(&path).output().unwrap();
+    assert!(quiet.status.success() && !String::from_utf8_lossy(&quiet.stderr).contains("is shared"));
+}
