@@ -1,7 +1,8 @@
 //! Tasks on a shared instance belong to the session whose request created them.
 //!
 //! A shared server keeps one task store for every session. berth records the `taskId` of each
-//! task-creating answer (`result.task.taskId`) under the session whose request it answers;
+//! task-creating answer to a `tools/call` (`result.task.taskId`) under the session whose
+//! request it answers;
 //! `tasks/list` answers keep only that session's tasks, `tasks/get`, `tasks/result` and
 //! `tasks/cancel` of another session's task get the error of an unknown task without reaching
 //! the server, and `notifications/tasks/status` goes only to the owner.
@@ -32,7 +33,8 @@ pub(crate) fn refusal(session: &Session, message: &Message) -> Option<Bytes> {
 }
 
 /// The answer to `session`'s request `method`, with the client's id (`client_id`) in place of
-/// berth's (at `span`): a created task is recorded; a task list keeps the session's own.
+/// berth's (at `span`): a task a tool call created is recorded; a task list keeps the
+/// session's own.
 pub(crate) fn answer_for(
     session: &Session,
     method: &str,
@@ -40,7 +42,10 @@ pub(crate) fn answer_for(
     span: Range<usize>,
     client_id: &Bytes,
 ) -> Bytes {
-    if let Some(task) = message.find_str(&["result", "task", "taskId"]) {
+    // Tasks are created by tool calls; other answers are not searched for one.
+    if method == "tools/call"
+        && let Some(task) = message.find_str(&["result", "task", "taskId"])
+    {
         session.own_task(&task);
     }
     if method != "tasks/list" {

@@ -35,6 +35,9 @@ pub(super) struct Filtered {
     lists: Vec<ListRequest>,
     seen: Seen,
     buffer: BytesMut,
+    /// How far `buffer` has been searched for the end of an event, so that an event arriving
+    /// in many pieces is scanned once, not once per piece.
+    searched: usize,
     out: VecDeque<Bytes>,
     ended: bool,
 }
@@ -42,7 +45,7 @@ pub(super) struct Filtered {
 impl Filtered {
     /// Filters `inner`, an SSE stream when `sse`, for the list requests `lists`, as `seen`.
     pub(super) fn new(inner: ResponseBody, sse: bool, lists: Vec<ListRequest>, seen: Seen) -> Self {
-        Self { inner, sse, lists, seen, buffer: BytesMut::new(), out: VecDeque::new(), ended: false }
+        Self { inner, sse, lists, seen, buffer: BytesMut::new(), searched: 0, out: VecDeque::new(), ended: false }
     }
 
     /// Removes the hidden items from `message` if it answers one of the list requests; answers
@@ -109,13 +112,17 @@ impl Filtered {
             }
             return;
         }
-        while let Some((text_end, next)) = event_end(&self.buffer) {
+        // A separator may straddle two pieces: search again from its possible start.
+        while let Some((text_end, next)) = event_end(&self.buffer, self.searched.saturating_sub(3)) {
+            self.searched = 0;
             let event = self.buffer.split_to(next).freeze();
             let out = self.filter_event(&event[..text_end]).unwrap_or(event);
             self.out.push_back(out);
         }
+        self.searched = self.buffer.len();
         if self.buffer.len() > BUDGET {
             self.buffer.clear();
+            self.searched = 0;
             self.out.push_back(self.too_large());
         }
     }
@@ -135,9 +142,10 @@ impl Filtered {
     }
 }
 
-/// Where the first SSE event of `buffer` ends: its text's end and the next event's start.
-fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    (0..buffer.len()).find_map(|at| {
+/// Where the first SSE event of `buffer` ends, searching from `from`: its text's end and the
+/// next event's start.
+fn event_end(buffer: &[u8], from: usize) -> Option<(usize, usize)> {
+    (from..buffer.len()).find_map(|at| {
         let rest = &buffer[at..];
         if rest.starts_with(b"\n\n") {
             Some((at, at + 2))
@@ -215,5 +223,9 @@ mod tests {
         let out = run(true, vec![&leaked[..30], &leaked[30..70], &leaked[70..]]).await;
         assert!(out.starts_with(progress), "other events pass unchanged: {out}");
         assert!(out.contains("id: 0/1\ndata: ") && !out.contains("echo") && out.contains("\"add\""), "{out}");
+        // Wherever the pieces are cut, separators included, the answer is the same.
+        for cut in 1..leaked.len() {
+            assert_eq!(run(true, vec![&leaked[..cut], &leaked[cut..]]).await, out, "cut at {cut}");
+        }
     }
 }
