@@ -32,6 +32,7 @@ mod reply;
 mod route;
 mod secret;
 mod server;
+mod sse_event;
 mod stack;
 mod stdio;
 mod streamable;

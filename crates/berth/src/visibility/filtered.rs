@@ -17,6 +17,7 @@ use http_body::{Body, Frame};
 use serde_json::Value;
 
 use super::{Item, Seen};
+use crate::sse_event::{event_end, event_message};
 use crate::{
     body::ResponseBody,
     jsonrpc::{self, INTERNAL_ERROR},
@@ -77,12 +78,7 @@ impl Filtered {
     /// One SSE event (without its closing blank line), filtered; `None` keeps it as it is.
     fn filter_event(&self, event: &[u8]) -> Option<Bytes> {
         let text = std::str::from_utf8(event).ok()?;
-        let data: Vec<&str> = text
-            .lines()
-            .filter_map(|line| line.strip_prefix("data:"))
-            .map(|data| data.strip_prefix(' ').unwrap_or(data))
-            .collect();
-        let mut message: Value = serde_json::from_str(&data.join("\n")).ok()?;
+        let mut message = event_message(event)?;
         if !self.filter_message(&mut message) {
             return None;
         }
@@ -140,21 +136,6 @@ impl Filtered {
         }
         self.ended = true;
     }
-}
-
-/// Where the first SSE event of `buffer` ends, searching from `from`: its text's end and the
-/// next event's start.
-fn event_end(buffer: &[u8], from: usize) -> Option<(usize, usize)> {
-    (from..buffer.len()).find_map(|at| {
-        let rest = &buffer[at..];
-        if rest.starts_with(b"\n\n") {
-            Some((at, at + 2))
-        } else if rest.starts_with(b"\r\n\r\n") {
-            Some((at, at + 4))
-        } else {
-            None
-        }
-    })
 }
 
 impl Body for Filtered {
