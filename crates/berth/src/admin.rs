@@ -29,6 +29,11 @@ use tower_http::{
     validate_request::{ValidateRequest, ValidateRequestHeaderLayer},
 };
 
+mod config;
+mod redact;
+
+use config::ConfigLayer;
+
 use crate::{
     audit::{AuditEvent, rfc3339},
     auth::{self, Authenticator},
@@ -36,6 +41,7 @@ use crate::{
     body::{BodyError, RequestBody, ResponseBody, response_body},
     extensions::{AuthenticatedUser, ClientAddr},
     forwarded::{self, TrustedProxies},
+    gateway::Reloader,
     metrics::{ADMIN_LISTENER, Metrics},
     observe::{Observer, count_statuses},
     reply::{Rejection, json_response},
@@ -59,6 +65,8 @@ pub(crate) struct AdminParts {
     pub(crate) metrics_auth: bool,
     /// Proxies whose `X-Forwarded-*` headers are believed.
     pub(crate) trusted_proxies: Arc<TrustedProxies>,
+    /// What `POST /api/reload` runs and `GET /api/config` shows.
+    pub(crate) reloader: Option<Arc<Reloader>>,
 }
 
 fn metrics_response(metrics: &Metrics) -> Response<ResponseBody> {
@@ -109,6 +117,8 @@ pub(crate) fn build(parts: AdminParts) -> HttpStack {
         .option_layer(open_metrics)
         // Admin users only; others get the same 401 as a wrong password.
         .layer(auth::layer(parts.authenticator))
+        // The configuration: reloaded and shown.
+        .option_layer(parts.reloader.map(|reloader| ConfigLayer { reloader, observer: parts.observer.clone() }))
         .service(AdminApi { routes: parts.routes, observer: parts.observer });
     let service = tower::ServiceExt::map_response(service, |response: Response<_>| {
         response.map(|body| body.map_err(BodyError::new).boxed_unsync())
@@ -153,15 +163,15 @@ impl AdminApi {
         match path.strip_prefix("/api/backends") {
             _ if path == "/metrics" => metrics_response(self.observer.metrics()),
             Some("") => {
-                let mut backends: Vec<_> = self.routes.backends().map(|b| view(b)).collect();
-                backends.sort_by(|a, b| a.name.cmp(b.name));
+                let backends = self.routes.backends();
+                let backends: Vec<_> = backends.iter().map(|b| view(b)).collect();
                 json_response(StatusCode::OK, &json!({ "backends": backends }))
             }
             Some(rest) if rest.starts_with('/') && !rest[1..].contains('/') => {
                 let name = &rest[1..];
-                match self.routes.backends().find(|b| b.name() == name) {
+                match self.routes.get(name) {
                     Some(backend) => {
-                        json_response(StatusCode::OK, &serde_json::to_value(view(backend)).unwrap_or_default())
+                        json_response(StatusCode::OK, &serde_json::to_value(view(&backend)).unwrap_or_default())
                     }
                     None => not_found(format!("no backend `{name}`")),
                 }
@@ -169,28 +179,38 @@ impl AdminApi {
             _ => not_found(format!("no admin route {path}: try /metrics or /api/backends")),
         }
     }
+}
 
-    /// One audit line per API request (scrapes of /metrics are not actions).
-    fn audit(&self, request: &Request<RequestBody>, status: u16, started: Instant, ts: SystemTime) {
-        let Some(audit) = self.observer.audit() else { return };
-        let path = request.uri().path();
-        if path == "/metrics" {
-            return;
-        }
-        audit.record(&AuditEvent {
-            ts: rfc3339(ts),
-            event: "admin_request",
-            user: request.extensions().get::<AuthenticatedUser>().map(|u| &*u.0),
-            client_addr: request.extensions().get::<ClientAddr>().map(|c| c.0.ip().to_string()),
-            method: Some(request.method().as_str()),
-            name: Some(path),
-            outcome: if status < 400 { "ok" } else { "refused" },
-            status,
-            duration_ms: Some(started.elapsed().as_millis() as u64),
-            listener: Some(ADMIN_LISTENER),
-            ..AuditEvent::default()
-        });
+/// One audit line per API request (scrapes of /metrics are not actions): `admin_action` for
+/// the requests that change something, `admin_request` for those that read.
+pub(crate) fn audit_request(
+    observer: &Observer,
+    request: &Request<RequestBody>,
+    backend: Option<&str>,
+    status: u16,
+    started: Instant,
+    ts: SystemTime,
+) {
+    let Some(audit) = observer.audit() else { return };
+    let path = request.uri().path();
+    if path == "/metrics" {
+        return;
     }
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    audit.record(&AuditEvent {
+        ts: rfc3339(ts),
+        event: if reads { "admin_request" } else { "admin_action" },
+        user: request.extensions().get::<AuthenticatedUser>().map(|u| &*u.0),
+        client_addr: request.extensions().get::<ClientAddr>().map(|c| c.0.ip().to_string()),
+        backend,
+        method: Some(request.method().as_str()),
+        name: Some(path),
+        outcome: if status < 400 { "ok" } else { "refused" },
+        status,
+        duration_ms: Some(started.elapsed().as_millis() as u64),
+        listener: Some(ADMIN_LISTENER),
+        ..AuditEvent::default()
+    });
 }
 
 impl Service<Request<RequestBody>> for AdminApi {
@@ -205,7 +225,7 @@ impl Service<Request<RequestBody>> for AdminApi {
     fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
         let (started, ts) = (Instant::now(), SystemTime::now());
         let response = self.answer(request.method(), request.uri().path());
-        self.audit(&request, response.status().as_u16(), started, ts);
+        audit_request(&self.observer, &request, None, response.status().as_u16(), started, ts);
         ready(Ok(response))
     }
 }

@@ -6,11 +6,19 @@
 use std::{
     collections::HashSet,
     convert::Infallible,
-    sync::{Arc, RwLock},
-    time::SystemTime,
+    pin::Pin,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, SystemTime},
 };
 
 use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::sync::Notify;
 use tower::ServiceExt;
 
 use crate::{
@@ -37,11 +45,14 @@ pub(crate) struct Backend {
     required: bool,
     kind: BackendKind,
     tool_schemas: Arc<ToolSchemas>,
-    tool_names: ToolNames,
+    tool_names: Arc<ToolNames>,
     /// `allow_ips` and `allow`: who may use it.
     access: AccessSpec,
     /// The buckets of its `rate_limit`.
-    rate_limit: Option<CallLimiter>,
+    rate_limit: Option<Arc<CallLimiter>>,
+    /// Its POST requests in flight, until their answers end (shared by every [`Backend`] that
+    /// [`Backend::with_new_access`] made of the same running backend).
+    in_flight: Arc<Drain>,
 }
 
 /// The states an instance is counted in (`berth_instances{state}`).
@@ -126,6 +137,7 @@ impl ToolNames {
 }
 
 /// How a backend runs.
+#[derive(Clone)]
 pub(crate) enum BackendKind {
     /// An rmcp service served in-process.
     Native(NativeService),
@@ -192,23 +204,45 @@ impl Backend {
             required,
             kind,
             tool_schemas,
-            tool_names: ToolNames::default(),
+            tool_names: Arc::default(),
             access: AccessSpec::default(),
             rate_limit: None,
+            in_flight: Arc::default(),
         }
     }
 
     /// The same backend, usable only by the addresses and identities `access` admits, as often
     /// as its rate limit allows.
     pub(crate) fn with_access(mut self, access: AccessSpec) -> Self {
-        self.rate_limit = access.rate_limit.map(CallLimiter::new);
+        self.rate_limit = access.rate_limit.map(|rate| Arc::new(CallLimiter::new(rate)));
         self.access = access;
         self
     }
 
+    /// The same running backend (server, sessions, learnt tools, requests in flight) under a
+    /// reloaded configuration's `required` and access rules; its rate-limit buckets are kept
+    /// when the rate did not change, so that a reload never hands out fresh bursts.
+    pub(crate) fn with_new_access(&self, required: bool, access: AccessSpec) -> Self {
+        let rate_limit = match (&self.rate_limit, access.rate_limit) {
+            (Some(limiter), Some(rate)) if self.access.rate_limit == Some(rate) => Some(Arc::clone(limiter)),
+            (_, rate) => rate.map(|rate| Arc::new(CallLimiter::new(rate))),
+        };
+        Self {
+            name: self.name.clone(),
+            label: Arc::clone(&self.label),
+            required,
+            kind: self.kind.clone(),
+            tool_schemas: Arc::clone(&self.tool_schemas),
+            tool_names: Arc::clone(&self.tool_names),
+            access,
+            rate_limit,
+            in_flight: Arc::clone(&self.in_flight),
+        }
+    }
+
     /// The buckets of its `rate_limit`, when it has one.
     pub(crate) fn rate_limit(&self) -> Option<&CallLimiter> {
-        self.rate_limit.as_ref()
+        self.rate_limit.as_deref()
     }
 
     /// The client addresses that may use it, when restricted.
@@ -294,8 +328,18 @@ impl Backend {
         }))
     }
 
-    /// Serves one HTTP request of the MCP endpoint.
+    /// Serves one HTTP request of the MCP endpoint. A POST counts as in flight until its
+    /// answer ends, so that a backend a reload removes can drain first ([`Backend::retire`]);
+    /// GET streams do not, since they last as long as the client wants.
     pub(crate) async fn handle(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
+        if request.method() != http::Method::POST {
+            return self.serve(request).await;
+        }
+        let guard = self.in_flight.begin();
+        self.serve(request).await.map(|body| InFlightBody { body, _guard: guard }.boxed())
+    }
+
+    async fn serve(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         match &self.kind {
             BackendKind::Native(service) => {
                 // The body was parsed and checked by the Streamable-HTTP layer (POST only).
@@ -357,6 +401,20 @@ impl Backend {
         }
     }
 
+    /// Takes a backend a reload removed or replaced out of service: waits up to `grace` for
+    /// the requests in flight to be answered, then stops it.
+    pub(crate) async fn retire(&self, grace: Duration) {
+        let waited = tokio::time::timeout(grace, self.in_flight.idle()).await;
+        if waited.is_err() {
+            tracing::warn!(
+                backend = self.name,
+                in_flight = self.in_flight.count(),
+                "grace period over: stopping the backend with requests in flight"
+            );
+        }
+        self.shutdown().await;
+    }
+
     /// Stops the backend; native services end with the shutdown token, stdio backends stop
     /// every process and container they run.
     pub(crate) async fn shutdown(&self) {
@@ -364,5 +422,74 @@ impl Backend {
             BackendKind::Native(_) => {}
             BackendKind::Stdio(stdio) => stdio.shutdown().await,
         }
+    }
+}
+
+/// The requests in flight on a backend, and a wake-up for whoever waits for none.
+#[derive(Debug, Default)]
+struct Drain {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl Drain {
+    fn begin(self: &Arc<Self>) -> DrainGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        DrainGuard(Arc::clone(self))
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Completes when nothing is in flight.
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One request in flight; dropped when its answer ended or was abandoned.
+#[derive(Debug)]
+struct DrainGuard(Arc<Drain>);
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// An answer that keeps its request counted in flight until it ends.
+struct InFlightBody {
+    body: ResponseBody,
+    _guard: DrainGuard,
+}
+
+impl Body for InFlightBody {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

@@ -203,7 +203,7 @@ fn load(
         ExitCode::from(EXIT_USAGE)
     })?;
     if let Some(listen) = listen {
-        config.server.listen = listen;
+        config.override_listen(listen);
     }
     let gateway = Gateway::build(&config, registry).map_err(|error| {
         eprintln!("berth: invalid configuration: {error}");

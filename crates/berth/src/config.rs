@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 use toml::Spanned;
 
 use crate::{
@@ -78,7 +78,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Listener, host names and limits.
@@ -99,6 +99,10 @@ pub struct Config {
     /// Where the configuration was read from, for error messages.
     #[serde(skip)]
     pub source: Source,
+    /// The `--listen` (or `BERTH_LISTEN`) that replaced `server.listen`, applied again to the
+    /// file at each reload.
+    #[serde(skip)]
+    pub listen_override: Option<SocketAddr>,
     /// The typed values validation made of the raw ones.
     #[serde(skip)]
     pub(crate) validated: Validated,
@@ -169,7 +173,7 @@ impl Source {
 }
 
 /// `[server]`: the listener and what the HTTP stack accepts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address and port to listen on (`BERTH_LISTEN` and `--listen` override it).
@@ -215,6 +219,8 @@ pub struct ServerConfig {
     pub allow_ips: Option<Spanned<Vec<String>>>,
     /// Terminate TLS in berth itself, when no reverse proxy does.
     pub tls: Option<TlsConfig>,
+    /// Reload the configuration when the file changes (as SIGHUP does).
+    pub watch_config: bool,
 }
 
 impl Default for ServerConfig {
@@ -235,6 +241,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             allow_ips: None,
             tls: None,
+            watch_config: false,
         }
     }
 }
@@ -252,6 +259,16 @@ pub enum AuthSetting {
 impl Default for AuthSetting {
     fn default() -> Self {
         Self::Basic(BasicAuthConfig::default())
+    }
+}
+
+/// `"none"`, or the `[auth]` table.
+impl Serialize for AuthSetting {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::None => serializer.serialize_str("none"),
+            Self::Basic(basic) => basic.serialize(serializer),
+        }
     }
 }
 
@@ -280,7 +297,7 @@ impl<'de> Deserialize<'de> for AuthSetting {
 }
 
 /// `[auth]`: HTTP Basic users.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BasicAuthConfig {
     /// The realm named in `WWW-Authenticate`.
@@ -314,12 +331,13 @@ impl Default for BasicAuthConfig {
 }
 
 /// One `[[auth.users]]` entry: a name and either a bcrypt hash or a password.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// The user name.
     pub name: String,
     /// A bcrypt hash (`$2b$...`).
+    #[serde(serialize_with = "values::redacted")]
     pub password_hash: Option<EnvString>,
     /// A clear-text password, normally `${SOME_ENV_VAR}`.
     pub password: Option<EnvSecret>,
@@ -332,12 +350,13 @@ pub struct UserConfig {
 }
 
 /// One `[[auth.tokens]]` entry, as `berth token create` prints it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// The token's name; its identity is `token:<name>`.
     pub name: String,
     /// The SHA-256 of the token, 64 hex digits (the token itself is never stored).
+    #[serde(serialize_with = "values::redacted")]
     pub sha256: String,
     /// The token's groups, for backends' `allow` lists.
     #[serde(default)]
@@ -359,6 +378,12 @@ pub(crate) fn parse_expiry(text: &str) -> Result<std::time::SystemTime, String> 
 }
 
 impl Config {
+    /// Serves on `listen` instead of `server.listen` (`--listen`, `BERTH_LISTEN`).
+    pub fn override_listen(&mut self, listen: SocketAddr) {
+        self.server.listen = listen;
+        self.listen_override = Some(listen);
+    }
+
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
@@ -395,6 +420,7 @@ impl Config {
             backends: BTreeMap::new(),
             source: Source::default(),
             validated: Validated::default(),
+            listen_override: None,
         };
         for name in native_services {
             let backend: BackendConfig =

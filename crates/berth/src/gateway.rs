@@ -5,7 +5,7 @@ use std::{collections::HashSet, future::Future, net::SocketAddr, path::PathBuf, 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::{
     access::{Allow, Memberships, Principal},
@@ -26,27 +26,31 @@ use crate::{
     route::Routes,
     secret::Secret,
     server::{ServeOptions, serve},
-    stack::{StackParts, build},
+    stack::{LiveStack, StackParts, build},
     stdio::{DockerHub, Launcher, Naming, StdioBackend},
     tls::Tls,
 };
 
 mod reload;
 
-use reload::{Reloader, reload_on_sighup};
+use reload::{Applied, reload_on_change, reload_on_sighup};
+pub(crate) use reload::{ReloadError, Reloaded, Reloader, log_outcome as log_reload};
 
 /// A gateway built from a [`Config`]: its backends, users and HTTP stack.
 #[derive(Debug)]
 pub struct Gateway {
     routes: Arc<Routes>,
     parts: StackParts,
+    stack: LiveStack,
     options: ServeOptions,
     shutdown: CancellationToken,
-    docker: Option<Arc<DockerHub>>,
+    docker: Arc<ArcSwapOption<DockerHub>>,
     admin: Option<AdminPlan>,
     admin_listener: Option<TcpListener>,
-    /// What SIGHUP reloads, when credentials are checked.
-    reloader: Option<Reloader>,
+    /// What SIGHUP, `POST /api/reload` and `server.watch_config` reload.
+    reloader: Arc<Reloader>,
+    /// Whether a change of the file reloads it.
+    watch_config: bool,
 }
 
 /// The admin listener to serve: where, its stack's parts and its limits.
@@ -145,58 +149,83 @@ fn docker_hub(config: &Config, env: EnvLookup<'_>) -> Result<Option<Arc<DockerHu
     Ok(Some(DockerHub::new(engine, naming)))
 }
 
-/// Every backend, built from its validated spec: native services from `registry` (an unknown
-/// service is an error naming the backend's line), stdio servers with their launcher.
-fn backends(
-    config: &Config,
-    registry: &NativeRegistry,
-    docker: Option<&Arc<DockerHub>>,
-    shutdown: &CancellationToken,
-    metrics: &Metrics,
-) -> Result<Vec<Arc<Backend>>, ConfigError> {
-    let server = &config.server;
-    let native = NativeOptions {
-        max_body_bytes: server.max_body_bytes,
-        sse_keep_alive: server.sse_keep_alive.0,
-        shutdown: shutdown.clone(),
-    };
-    let mut backends = Vec::new();
-    for (name, spec) in &config.validated.backends {
-        let spanned = &config.backends[name];
-        // Created before the backend itself so that a kind that sees the backend's own
-        // list_changed notifications (the stdio relay) can be handed it too.
-        let tool_schemas = Arc::new(ToolSchemas::new(name));
-        let kind = match spec {
-            BackendSpec::Native { service } => {
-                let built = registry.build(service, &native).ok_or_else(|| {
-                    let known: Vec<&str> = registry.names().collect();
-                    config.source.invalid(
-                        Some(spanned.span()),
-                        format!("backends.{name}.service"),
-                        format!("no native service `{service}` (this binary has: {})", known.join(", ")),
-                    )
-                })?;
-                BackendKind::Native(built)
-            }
-            BackendSpec::Stdio(stdio) => {
-                let stdio = Arc::new(stdio.as_ref().clone());
-                let launcher = Arc::new(Launcher::new(name, Arc::clone(&stdio), docker.cloned()));
-                BackendKind::Stdio(Arc::new(StdioBackend::new(
-                    name,
-                    stdio,
-                    launcher,
-                    server.sse_keep_alive.0,
-                    shutdown,
-                    Some(tools_changed(&tool_schemas)),
-                    metrics.stdio_stats(name),
-                )))
-            }
+/// What every backend is built with: the transport settings, the native services, the Docker
+/// engine, the shutdown token and the metrics its instances count with.
+pub(crate) struct BackendContext<'a> {
+    config: &'a Config,
+    registry: &'a NativeRegistry,
+    docker: Option<&'a Arc<DockerHub>>,
+    native: NativeOptions,
+    shutdown: &'a CancellationToken,
+    metrics: &'a Metrics,
+}
+
+impl<'a> BackendContext<'a> {
+    /// The context of `config`'s backends.
+    pub(crate) fn new(
+        config: &'a Config,
+        registry: &'a NativeRegistry,
+        docker: Option<&'a Arc<DockerHub>>,
+        shutdown: &'a CancellationToken,
+        metrics: &'a Metrics,
+    ) -> Self {
+        let server = &config.server;
+        let native = NativeOptions {
+            max_body_bytes: server.max_body_bytes,
+            sse_keep_alive: server.sse_keep_alive.0,
+            shutdown: shutdown.clone(),
         };
-        let backend = Backend::new(name, spanned.get_ref().required, kind, tool_schemas)
-            .with_access(config.validated.access.get(name).cloned().unwrap_or_default());
-        backends.push(Arc::new(backend));
+        Self { config, registry, docker, native, shutdown, metrics }
     }
-    Ok(backends)
+}
+
+/// Every backend, built from its validated spec.
+fn backends(context: &BackendContext<'_>) -> Result<Vec<Arc<Backend>>, ConfigError> {
+    context.config.validated.backends.iter().map(|(name, spec)| build_backend(context, name, spec)).collect()
+}
+
+/// One backend, built from its validated spec: a native service from the registry (an unknown
+/// service is an error naming the backend's line), a stdio server with its launcher. Nothing
+/// starts until [`Backend::start`].
+pub(crate) fn build_backend(
+    context: &BackendContext<'_>,
+    name: &str,
+    spec: &BackendSpec,
+) -> Result<Arc<Backend>, ConfigError> {
+    let config = context.config;
+    let spanned = &config.backends[name];
+    // Created before the backend itself so that a kind that sees the backend's own
+    // list_changed notifications (the stdio relay) can be handed it too.
+    let tool_schemas = Arc::new(ToolSchemas::new(name));
+    let kind = match spec {
+        BackendSpec::Native { service } => {
+            let built = context.registry.build(service, &context.native).ok_or_else(|| {
+                let known: Vec<&str> = context.registry.names().collect();
+                config.source.invalid(
+                    Some(spanned.span()),
+                    format!("backends.{name}.service"),
+                    format!("no native service `{service}` (this binary has: {})", known.join(", ")),
+                )
+            })?;
+            BackendKind::Native(built)
+        }
+        BackendSpec::Stdio(stdio) => {
+            let stdio = Arc::new(stdio.as_ref().clone());
+            let launcher = Arc::new(Launcher::new(name, Arc::clone(&stdio), context.docker.cloned()));
+            BackendKind::Stdio(Arc::new(StdioBackend::new(
+                name,
+                stdio,
+                launcher,
+                config.server.sse_keep_alive.0,
+                context.shutdown,
+                Some(tools_changed(&tool_schemas)),
+                context.metrics.stdio_stats(name),
+            )))
+        }
+    };
+    let backend = Backend::new(name, spanned.get_ref().required, kind, tool_schemas)
+        .with_access(config.validated.access.get(name).cloned().unwrap_or_default());
+    Ok(Arc::new(backend))
 }
 
 /// What a stdio backend calls when its server says its tool list changed: the tool schemas
@@ -369,6 +398,7 @@ fn admin_plan(
         observer: observer.clone(),
         metrics_auth: config.admin.metrics_auth,
         trusted_proxies: Arc::clone(trusted_proxies),
+        reloader: None,
     };
     Ok(Some(AdminPlan { address, parts, options }))
 }
@@ -409,7 +439,7 @@ impl Gateway {
         let authenticator = authenticator(config, env)?;
         let memberships = Arc::new(ArcSwap::from_pointee(memberships(config, &authenticator)?));
         let docker = docker_hub(config, env)?;
-        let backends = backends(config, registry, docker.as_ref(), &shutdown, &metrics)?;
+        let backends = backends(&BackendContext::new(config, registry, docker.as_ref(), &shutdown, &metrics))?;
         let host_policy = host_policy(&config.validated, &authenticator);
         let options = serve_options(config, config.server.tls.as_ref(), "server.tls")?;
         let routes = Arc::new(Routes::new(backends, config.validated.base_domain.clone()));
@@ -418,7 +448,7 @@ impl Gateway {
         let audit = config.validated.audit.as_ref().map(|spec| AuditLog::start(spec, metrics.audit_dropped()));
         let observer = Observer::new(metrics, audit);
         let trusted_proxies = Arc::new(TrustedProxies::new(config.validated.trusted_proxies.clone()));
-        let admin = admin_plan(config, &authenticator, &routes, &observer, &trusted_proxies)?;
+        let mut admin = admin_plan(config, &authenticator, &routes, &observer, &trusted_proxies)?;
         // Nothing reads metrics without an admin listener, nor audit lines without a log.
         let observe = admin.is_some() || observer.audit().is_some();
         let authenticator = if observe {
@@ -438,21 +468,47 @@ impl Gateway {
             observer,
             observe,
         };
-        let reloader = (!matches!(parts.authenticator, Authenticator::None)).then(|| Reloader {
+        let stack = LiveStack::new(build(parts.clone()));
+        let docker = Arc::new(ArcSwapOption::new(docker));
+        let reloader = Arc::new(Reloader {
             path: config.source.path.clone(),
-            native_names: registry.names().map(str::to_owned).collect(),
+            registry: registry.clone(),
             mcp: parts.authenticator.clone(),
             admin: admin.as_ref().map(|plan| plan.parts.authenticator.clone()),
             memberships: Arc::clone(&parts.memberships),
+            routes: Arc::clone(&routes),
+            stack: stack.clone(),
+            parts: std::sync::Mutex::new(parts.clone()),
+            docker: Arc::clone(&docker),
+            shutdown: shutdown.clone(),
+            metrics: Arc::clone(parts.observer.metrics()),
+            applied: std::sync::Mutex::new(Applied::of(config)),
+            serial: tokio::sync::Mutex::new(()),
+            retiring: tokio_util::task::TaskTracker::new(),
         });
-        Ok(Self { routes, parts, options, shutdown, docker, admin, admin_listener: None, reloader })
+        if let Some(plan) = &mut admin {
+            plan.parts.reloader = Some(Arc::clone(&reloader));
+        }
+        let watch_config = config.server.watch_config;
+        Ok(Self {
+            routes,
+            parts,
+            stack,
+            options,
+            shutdown,
+            docker,
+            admin,
+            admin_listener: None,
+            reloader,
+            watch_config,
+        })
     }
 
     /// Starts each backend's shared instance once, waits for its handshake and stops it:
     /// for each, its name and the capabilities its server declares that keep per-user state,
     /// or why it did not start (`berth check --probe`).
     pub async fn probe_shared(&self) -> Vec<(String, Result<Vec<String>, String>)> {
-        if let Some(docker) = &self.docker {
+        if let Some(docker) = self.docker.load_full() {
             docker.start(self.shutdown.clone()).await;
         }
         let mut found = Vec::new();
@@ -473,9 +529,7 @@ impl Gateway {
 
     /// The names of the backends.
     pub fn backend_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.routes.backends().map(|b| b.name().to_string()).collect();
-        names.sort();
-        names
+        self.routes.backends().iter().map(|b| b.name().to_string()).collect()
     }
 
     /// The address `admin.listen` asks for, when the admin listener is configured: the caller
@@ -493,7 +547,7 @@ impl Gateway {
     /// Serves on `listener` (and the admin listener, if one was handed over) until `shutdown`
     /// completes, then drains and stops every backend.
     pub async fn serve(mut self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        if let Some(docker) = &self.docker {
+        if let Some(docker) = self.docker.load_full() {
             docker.start(self.shutdown.clone()).await;
         }
         for backend in self.routes.backends() {
@@ -503,8 +557,9 @@ impl Gateway {
         if let Some(audit) = self.parts.observer.audit().filter(|audit| audit.is_file()) {
             reopen_on_sigusr1(Arc::clone(audit), stop.clone());
         }
-        if let Some(reloader) = self.reloader.take() {
-            reload_on_sighup(reloader, stop.clone());
+        reload_on_sighup(Arc::clone(&self.reloader), stop.clone());
+        if self.watch_config {
+            reload_on_change(Arc::clone(&self.reloader), stop.clone());
         }
         let admin = match (self.admin.take(), self.admin_listener.take()) {
             (Some(plan), Some(listener)) => Some((plan, listener)),
@@ -514,7 +569,7 @@ impl Gateway {
             }
             (None, _) => None,
         };
-        let main = serve(listener, build(self.parts.clone()), self.options.clone(), self.shutdown.clone(), async {
+        let main = serve(listener, self.stack.clone(), self.options.clone(), self.shutdown.clone(), async {
             shutdown.await;
             stop.cancel();
         });
@@ -525,9 +580,15 @@ impl Gateway {
             }
         };
         futures::future::join(main, admin).await;
-        // Every backend stops at once: each may wait out its servers' grace periods.
-        futures::future::join_all(self.routes.backends().map(|backend| backend.shutdown())).await;
-        if let Some(docker) = &self.docker {
+        // Every backend stops at once: each may wait out its servers' grace periods. A reload
+        // cannot start one meanwhile: the reloads are over (SIGHUP and the watch stopped with
+        // the listeners), and the lock is taken so that one still running finishes first.
+        let _no_more_reloads = self.reloader.serial.lock().await;
+        let backends = self.routes.backends();
+        futures::future::join_all(backends.iter().map(|backend| backend.shutdown())).await;
+        self.reloader.retiring.close();
+        self.reloader.retiring.wait().await;
+        if let Some(docker) = self.docker.load_full() {
             docker.finish().await;
         }
         self.shutdown.cancel();

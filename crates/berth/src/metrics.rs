@@ -277,6 +277,11 @@ impl Metrics {
         self.tool_calls.get_or_create(&ToolLabels { backend: Arc::clone(backend), tool, outcome }).inc();
     }
 
+    /// Counts a configuration reload, `ok` or `error`.
+    pub(crate) fn config_reload(&self, result: &'static str) {
+        self.config_reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
     /// The counter of dropped audit lines, for the audit writer.
     pub(crate) fn audit_dropped(&self) -> Counter {
         self.audit_dropped.clone()
@@ -350,7 +355,7 @@ struct BackendGauges(Arc<Routes>);
 impl Collector for BackendGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let statuses: Vec<_> =
-            self.0.backends().map(|backend| (Arc::<str>::from(backend.name()), backend.status())).collect();
+            self.0.backends().iter().map(|backend| (Arc::<str>::from(backend.name()), backend.status())).collect();
         {
             let mut sessions =
                 encoder.encode_descriptor("berth_sessions", "Open MCP sessions", None, MetricType::Gauge)?;

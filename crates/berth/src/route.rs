@@ -12,6 +12,7 @@ use std::{
     task::{Context, Poll},
 };
 
+use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use tower::Service;
@@ -25,29 +26,53 @@ use crate::{
     reply::Rejection,
 };
 
-/// The backends by name, and the domain used for host routing.
+/// The backends by name, and the domain used for host routing: a table that a reload replaces
+/// as a whole, so that every holder of the [`Routes`] sees the new one at its next request.
 #[derive(Debug, Default)]
-pub(crate) struct Routes {
+pub(crate) struct Routes(ArcSwap<Table>);
+
+/// One generation of the routing table.
+#[derive(Debug, Default)]
+struct Table {
     backends: HashMap<String, Arc<Backend>>,
     base_domain: Option<BaseDomain>,
+}
+
+impl Table {
+    fn new(backends: impl IntoIterator<Item = Arc<Backend>>, base_domain: Option<BaseDomain>) -> Self {
+        Self { backends: backends.into_iter().map(|b| (b.name().to_string(), b)).collect(), base_domain }
+    }
 }
 
 impl Routes {
     /// Routes to `backends`, with host routing below `base_domain` if given.
     pub(crate) fn new(backends: impl IntoIterator<Item = Arc<Backend>>, base_domain: Option<BaseDomain>) -> Self {
-        Self { backends: backends.into_iter().map(|b| (b.name().to_string(), b)).collect(), base_domain }
+        Self(ArcSwap::from_pointee(Table::new(backends, base_domain)))
     }
 
-    /// Every backend.
-    pub(crate) fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
-        self.backends.values()
+    /// Every backend now, sorted by name.
+    pub(crate) fn backends(&self) -> Vec<Arc<Backend>> {
+        let mut backends: Vec<_> = self.0.load().backends.values().cloned().collect();
+        backends.sort_by(|a, b| a.name().cmp(b.name()));
+        backends
+    }
+
+    /// The backend named `name` now.
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Backend>> {
+        self.0.load().backends.get(name).cloned()
+    }
+
+    /// Replaces the whole table: requests routed from now on see `backends` and `base_domain`;
+    /// those already routed keep the backend they were given.
+    pub(crate) fn replace(&self, backends: impl IntoIterator<Item = Arc<Backend>>, base_domain: Option<BaseDomain>) {
+        self.0.store(Arc::new(Table::new(backends, base_domain)));
     }
 
     /// The backend name a request addresses, if its path and host have the shape of an MCP
     /// endpoint.
-    fn target_name<'a>(&self, path: &'a str, host: Option<&'a str>) -> Option<&'a str> {
+    fn target_name<'a>(table: &Table, path: &'a str, host: Option<&'a str>) -> Option<&'a str> {
         let path = path.strip_suffix('/').unwrap_or(path);
-        if let (Some(domain), Some(host)) = (&self.base_domain, host)
+        if let (Some(domain), Some(host)) = (&table.base_domain, host)
             && path == "/mcp"
             && let Some(label) = host.strip_suffix(domain.name()).and_then(|rest| rest.strip_suffix('.'))
             && !label.contains('.')
@@ -63,10 +88,11 @@ impl Routes {
     /// Resolves a request to a backend, or the 404 to answer.
     pub(crate) fn resolve<B>(&self, request: &Request<B>) -> Result<Arc<Backend>, Rejection> {
         let host = request_host(request);
-        let name = self.target_name(request.uri().path(), host.as_deref()).ok_or_else(|| {
+        let table = self.0.load();
+        let name = Self::target_name(&table, request.uri().path(), host.as_deref()).ok_or_else(|| {
             Rejection::new(StatusCode::NOT_FOUND, "not_found", "no such route: MCP endpoints are at /<backend>/mcp")
         })?;
-        self.backends.get(name).cloned().ok_or_else(|| {
+        table.backends.get(name).cloned().ok_or_else(|| {
             Rejection::new(StatusCode::NOT_FOUND, "unknown_backend", format!("no backend named `{name}`"))
         })
     }

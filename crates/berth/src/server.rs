@@ -40,7 +40,7 @@ use self::{
     connection::{Closing, Deadlines, Handle, Phase, Registry},
     service::{ConnectionService, StreamExecutor},
 };
-use crate::{stack::HttpStack, tls::Tls};
+use crate::{stack::LiveStack, tls::Tls};
 
 /// Limits of the listener.
 #[derive(Debug, Clone)]
@@ -87,11 +87,12 @@ impl ServeOptions {
 /// close what is left.
 pub(crate) async fn serve(
     listener: TcpListener,
-    stack: HttpStack,
+    stack: impl Into<LiveStack>,
     options: ServeOptions,
     streams: CancellationToken,
     shutdown: impl Future<Output = ()>,
 ) {
+    let stack = stack.into();
     let options = Arc::new(options);
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let registry = Arc::new(Registry::default());

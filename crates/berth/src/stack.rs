@@ -42,6 +42,41 @@ pub(crate) type OutBody = UnsyncBoxBody<Bytes, BodyError>;
 /// The assembled stack, as one cloneable service per connection.
 pub(crate) type HttpStack = BoxCloneSyncService<Request<RequestBody>, Response<OutBody>, Infallible>;
 
+/// The stack a listener serves, replaceable while it serves: a reload builds a new stack and
+/// swaps it in; each request runs through the stack current when it arrived, and connections
+/// stay open across the swap.
+#[derive(Clone)]
+pub(crate) struct LiveStack(Arc<ArcSwap<HttpStack>>);
+
+impl LiveStack {
+    /// Serves `stack` until replaced.
+    pub(crate) fn new(stack: HttpStack) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(stack)))
+    }
+
+    /// The stack for the next request.
+    pub(crate) fn current(&self) -> HttpStack {
+        HttpStack::clone(&self.0.load())
+    }
+
+    /// Serves `stack` to every request from now on.
+    pub(crate) fn replace(&self, stack: HttpStack) {
+        self.0.store(Arc::new(stack));
+    }
+}
+
+impl std::fmt::Debug for LiveStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveStack")
+    }
+}
+
+impl From<HttpStack> for LiveStack {
+    fn from(stack: HttpStack) -> Self {
+        Self::new(stack)
+    }
+}
+
 /// What the stack is built from.
 #[derive(Debug, Clone)]
 pub(crate) struct StackParts {

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::values::{ConfigDuration, EnvString, allow_list};
 use crate::{
@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// The raw table, as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// `native`, `process` or `docker`.
@@ -93,7 +93,9 @@ pub struct BackendConfig {
     /// docker: bind mounts `"host:container"`, read-only unless `":rw"` is appended.
     pub volumes: Option<Vec<EnvString>>,
 
-    /// process, docker: environment variables of the server.
+    /// process, docker: environment variables of the server (shown by name only: values are
+    /// often API keys).
+    #[serde(serialize_with = "super::values::redacted_values")]
     pub env: Option<BTreeMap<String, EnvString>>,
     /// process, docker: environment variables read from files (secrets; never logged).
     pub env_files: Option<BTreeMap<String, EnvString>>,
@@ -128,7 +130,7 @@ pub struct BackendConfig {
 }
 
 /// One `roots` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RootConfig {
     /// The root's URI (`file:///data`).
@@ -138,7 +140,7 @@ pub struct RootConfig {
 }
 
 /// The `kind` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKindName {
     /// An rmcp service compiled into berth.
@@ -150,7 +152,7 @@ pub enum BackendKindName {
 }
 
 /// How client sessions map onto server instances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Sharing {
     /// One instance serves every session.
@@ -161,7 +163,7 @@ pub enum Sharing {
 }
 
 /// When the (shared) instance starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum StartMode {
     /// On first use.
@@ -172,7 +174,7 @@ pub enum StartMode {
 }
 
 /// Whether berth may pull a missing image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum ImagePull {
     /// Never: the image must be present.
@@ -183,7 +185,7 @@ pub enum ImagePull {
 }
 
 /// Allow and deny glob patterns (`*` and `?` match any characters).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatternsConfig {
     /// Only what matches one of these is visible (default: everything).
@@ -194,7 +196,7 @@ pub struct PatternsConfig {
 }
 
 /// One `[backends.<name>.access.<group>]` table.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ViewConfig {
     /// The tools the group sees.
@@ -220,7 +222,7 @@ impl ViewConfig {
 }
 
 /// `backends.<name>.rate_limit`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallRateConfig {
     /// Calls earned back per `per`.
@@ -271,8 +273,9 @@ pub(crate) struct AccessSpec {
     pub(crate) visibility: Option<Arc<Visibility>>,
 }
 
-/// A validated backend.
-#[derive(Debug, Clone)]
+/// A validated backend. Two are equal when they run the same server the same way (a reload
+/// restarts a backend whose spec changed, and only then).
+#[derive(Debug, Clone, PartialEq)]
 pub enum BackendSpec {
     /// A native service.
     Native {
@@ -284,7 +287,7 @@ pub enum BackendSpec {
 }
 
 /// What runs the stdio server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum LaunchSpec {
     /// A local process.
     Process(ProcessSpec),
@@ -294,7 +297,7 @@ pub enum LaunchSpec {
 
 /// A validated stdio backend. Its `Debug` shows the values of variables read from `env_files`
 /// as `[redacted]`: they are secrets, and `Config`'s `Debug` reaches them.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct StdioSpec {
     /// How to start an instance.
     pub launch: LaunchSpec,
@@ -359,7 +362,7 @@ impl std::fmt::Debug for StdioSpec {
 }
 
 /// A local process.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessSpec {
     /// The program.
     pub command: String,

@@ -2,14 +2,14 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{EnvString, Source, TlsConfig, backend::parse_bytes, parse_listen};
 use crate::config::ConfigError;
 
 /// `[admin]`: a second listener for `/metrics` and `/api/...`, off unless `listen` is set.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `HOST:PORT` of the admin listener; never the MCP port.
@@ -31,7 +31,7 @@ impl Default for AdminConfig {
 }
 
 /// `[audit]`: one JSON line per MCP request, refused login and admin action.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// `"stderr"` or a file path; no audit log when unset.

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ConfigDuration, ConfigError, Source};
 
 /// `[auth.throttle]`. On by default: a bcrypt check is the most expensive thing an anonymous
 /// client can make berth do, and guessing passwords is the attack Basic auth invites.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ThrottleConfig {
     /// `false` turns throttling off (a proxy in front does it, say).
@@ -38,7 +38,7 @@ impl Default for ThrottleConfig {
 }
 
 /// A rate of failed logins: `burst` at once, then `guesses` per `per`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateConfig {
     /// Logins evaluated per `per` once the burst is spent.

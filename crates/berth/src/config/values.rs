@@ -3,7 +3,7 @@
 
 use std::{fmt, net::SocketAddr, time::Duration};
 
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 use crate::{allow_ips::AllowIps, ip_block::IpBlock, secret::Secret};
 
@@ -41,6 +41,20 @@ impl ConfigDuration {
             .filter(|duration| *duration <= MAX_DURATION)
             .map(Self)
             .ok_or_else(|| format!("{what} is longer than 100 years, the longest duration berth accepts"))
+    }
+}
+
+/// Written back as the file would say it: `"500ms"`, `"10s"`, `"5m"`, `"1h"`.
+impl Serialize for ConfigDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (secs, millis) = (self.0.as_secs(), self.0.subsec_millis());
+        let text = match (secs, millis) {
+            (_, 0) if secs > 0 && secs % 3600 == 0 => format!("{}h", secs / 3600),
+            (_, 0) if secs > 0 && secs % 60 == 0 => format!("{}m", secs / 60),
+            (_, 0) => format!("{secs}s"),
+            _ => format!("{}ms", self.0.as_millis()),
+        };
+        serializer.serialize_str(&text)
     }
 }
 
@@ -154,6 +168,58 @@ impl fmt::Display for EnvString {
     }
 }
 
+/// The value with its `${ENV}` references expanded.
+impl Serialize for EnvString {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// The text that stands for a secret wherever the configuration is shown.
+pub(crate) const REDACTED: &str = "[redacted]";
+
+/// A secret is never shown: [`REDACTED`] stands for it.
+impl Serialize for EnvSecret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(REDACTED)
+    }
+}
+
+/// For a value that must not be shown (a password hash, a token's digest): [`REDACTED`] when
+/// set.
+pub(crate) fn redacted<T: IsSet, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    if value.is_set() { serializer.serialize_str(REDACTED) } else { serializer.serialize_none() }
+}
+
+/// Whether a redacted field has a value to hide.
+pub(crate) trait IsSet {
+    /// Whether there is a value.
+    fn is_set(&self) -> bool;
+}
+
+impl<T> IsSet for Option<T> {
+    fn is_set(&self) -> bool {
+        self.is_some()
+    }
+}
+
+impl IsSet for String {
+    fn is_set(&self) -> bool {
+        true
+    }
+}
+
+/// For maps whose values may be secrets (a server's environment): the names, never the values.
+pub(crate) fn redacted_values<K: Serialize, V, S: Serializer>(
+    map: &Option<std::collections::BTreeMap<K, V>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match map {
+        None => serializer.serialize_none(),
+        Some(map) => serializer.collect_map(map.keys().map(|key| (key, REDACTED))),
+    }
+}
+
 impl<'de> Deserialize<'de> for EnvString {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(deserializer)?;
@@ -225,7 +291,7 @@ mod tests {
 
     #[test]
     fn whole_seconds_are_bounded_too() {
-        #[derive(Debug, Deserialize)]
+        #[derive(Debug, Deserialize, Serialize)]
         struct Table {
             #[allow(dead_code)]
             d: ConfigDuration,

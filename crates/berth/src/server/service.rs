@@ -24,13 +24,13 @@ use super::connection::{InFlight, Tracker};
 use crate::{
     body::{BodyError, BodyTimeout},
     extensions::ClientAddr,
-    stack::{HttpStack, OutBody},
+    stack::{LiveStack, OutBody},
 };
 
 /// The stack, as one connection's hyper service.
 #[derive(Clone)]
 pub(super) struct ConnectionService {
-    stack: HttpStack,
+    stack: LiveStack,
     peer: SocketAddr,
     tracker: Tracker,
     body_read_timeout: Duration,
@@ -38,7 +38,7 @@ pub(super) struct ConnectionService {
 
 impl ConnectionService {
     /// Serves `stack` to `peer`, counting requests with `tracker`.
-    pub(super) fn new(stack: HttpStack, peer: SocketAddr, tracker: Tracker, body_read_timeout: Duration) -> Self {
+    pub(super) fn new(stack: LiveStack, peer: SocketAddr, tracker: Tracker, body_read_timeout: Duration) -> Self {
         Self { stack, peer, tracker, body_read_timeout }
     }
 }
@@ -54,7 +54,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
         let (timeout, deadline) = (self.body_read_timeout, Instant::now() + self.body_read_timeout);
         let mut request = request.map(|body| DeadlineBody::new(body, deadline, timeout).boxed_unsync());
         request.extensions_mut().insert(ClientAddr(self.peer));
-        let response = self.stack.clone().oneshot(request);
+        let response = self.stack.current().oneshot(request);
         // Should the connection go away first, this future is dropped and so is the guard.
         Box::pin(async move {
             let response = response.await?;

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use crate::{
     harness::{config_with, fixture_binary, unique_name},
-    process::{Served, berth_command, is_alive},
+    process::{Served, berth_command, is_alive, tagged_processes},
     raw::RawSession,
     wait::{HANG_GUARD, poll},
 };
@@ -393,16 +393,7 @@ fn text_of(response: &Value) -> Option<&str> {
 
 /// The live processes whose environment holds `DRILL_TAG=<tag>`.
 fn tagged(tag: &str) -> Vec<u32> {
-    let needle = format!("DRILL_TAG={tag}");
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|environ| environ.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
-        })
-        .filter(|pid| is_alive(*pid))
-        .collect()
+    tagged_processes(&format!("DRILL_TAG={tag}"))
 }
 
 fn tail_of(path: &std::path::Path, lines: usize) -> String {

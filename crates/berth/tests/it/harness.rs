@@ -83,6 +83,16 @@ impl Berth {
     /// Starts berth listening on `bind` (another loopback address than 127.0.0.1, say).
     pub(crate) async fn start_on(toml: &str, registry: &NativeRegistry, bind: &str) -> Self {
         let config = Config::parse(toml, Some(Path::new("test.toml"))).expect("valid test config");
+        Self::serve(config, registry, bind).await
+    }
+
+    /// Starts berth on a configuration file, which it reads again when asked to reload.
+    pub(crate) async fn start_file(path: &Path) -> Self {
+        let config = Config::load(path).expect("valid test config");
+        Self::serve(config, &NativeRegistry::builtin(), "127.0.0.1:0").await
+    }
+
+    async fn serve(config: Config, registry: &NativeRegistry, bind: &str) -> Self {
         // Each berth of the test run gets its own deployment name, so that a test finds its
         // berth's containers by it and no other.
         let deployment = unique_name("test");

@@ -23,6 +23,7 @@ mod forwarder;
 mod harness;
 mod hostile;
 mod limits;
+mod live_reload;
 mod mcp_client;
 mod owners;
 mod params;

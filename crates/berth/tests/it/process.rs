@@ -82,6 +82,20 @@ pub(crate) fn is_alive(pid: u32) -> bool {
         .is_ok_and(|stat| !stat.rsplit(") ").next().unwrap_or("").starts_with('Z'))
 }
 
+/// The live processes whose environment holds `var` (`NAME=value`): the instances of a backend
+/// whose `env` sets it.
+pub(crate) fn tagged_processes(var: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|environ| environ.split(|b| *b == 0).any(|entry| entry == var.as_bytes()))
+        })
+        .filter(|pid| is_alive(*pid))
+        .collect()
+}
+
 /// How many live processes have this test process as parent (the instances an in-process
 /// berth spawned).
 pub(crate) fn children() -> usize {

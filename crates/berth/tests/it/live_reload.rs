@@ -1,0 +1,378 @@
+//! Live reconfiguration of a running berth: `POST /api/reload` and `server.watch_config` apply
+//! the difference of a rewritten file (new backends start, removed ones stop, changed ones
+//! restart, unchanged ones and their sessions are not touched, users and hosts apply to the
+//! next request), refuse an invalid file or one that needs a restart with the line and field,
+//! and twenty reloads under load fail no call and leak no process or container.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::{
+    harness::{Berth, PASSWORD, USER, alice, basic, containers_with, docker_ready, fixture_binary, http, unique_name},
+    process::tagged_processes,
+    raw::{RawSession, post_raw},
+    requests::initialize,
+    wait::wait_until,
+};
+
+/// Alice, an admin, and the admin listener; then `rest`.
+fn config(rest: &str) -> String {
+    format!(
+        "[[auth.users]]\nname = \"{USER}\"\npassword = \"{PASSWORD}\"\nadmin = true\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n{rest}"
+    )
+}
+
+/// A fixture backend `name` whose processes carry `TAG=<tag>` (and `extra` keys).
+fn fixture(name: &str, tag: &str, extra: &str) -> String {
+    format!(
+        "[backends.{name}]\nkind = \"process\"\ncommand = \"{}\"\nenv = {{ TAG = \"{tag}\" }}\n{extra}\n\n",
+        fixture_binary().display()
+    )
+}
+
+/// A berth serving the configuration file `text`, and the file.
+async fn serve(text: &str) -> (Berth, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("berth.toml");
+    std::fs::write(&file, text).unwrap();
+    (Berth::start_file(&file).await, dir, file)
+}
+
+/// Writes `text` and asks for a reload: the status and the answer.
+async fn reload(berth: &Berth, file: &Path, text: &str) -> (StatusCode, Value) {
+    std::fs::write(file, text).unwrap();
+    let response = http().post(berth.admin_url("/api/reload")).header("authorization", alice()).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+fn names(report: &Value, key: &str) -> Vec<String> {
+    let mut names: Vec<String> = serde_json::from_value(report["reloaded"][key].clone()).unwrap();
+    names.sort();
+    names
+}
+
+/// The value of one series in the admin listener's `/metrics`.
+async fn metric(berth: &Berth, series: &str) -> f64 {
+    let text = http().get(berth.admin_url("/metrics")).header("authorization", alice()).send().await.unwrap();
+    let text = text.text().await.unwrap();
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+}
+
+async fn initialize_status(url: &str) -> StatusCode {
+    post_raw(url, None, &initialize("2025-11-25").to_string()).await.0
+}
+
+#[tokio::test]
+async fn a_reload_starts_stops_and_restarts_what_changed_and_leaves_the_rest_running() {
+    let tag = unique_name("reload");
+    let (keep, gone, change) = (format!("{tag}-keep"), format!("{tag}-gone"), format!("{tag}-change"));
+    let before = config(&format!(
+        "{}{}{}",
+        fixture("keep", &keep, ""),
+        fixture("gone", &gone, "start = \"eager\""),
+        fixture("change", &change, "start = \"eager\"\nargs = []")
+    ));
+    let (berth, _dir, file) = serve(&before).await;
+    let kept = RawSession::open(&berth.mcp_url("keep"), json!({})).await;
+    let pid = kept.tool("pid", json!({})).await;
+    let doomed = RawSession::open(&berth.mcp_url("gone"), json!({})).await;
+    let changed = RawSession::open(&berth.mcp_url("change"), json!({})).await;
+    assert_eq!(changed.tool("env", json!({"name": "FLAVOUR"})).await, "<unset>");
+    assert_eq!(tagged_processes(&format!("TAG={gone}")).len(), 1);
+
+    let after = config(&format!(
+        "{}{}{}",
+        fixture("keep", &keep, ""),
+        fixture("change", &change, "start = \"eager\"\nargs = []")
+            .replace(&format!("TAG = \"{change}\""), &format!("TAG = \"{change}\", FLAVOUR = \"new\"")),
+        "[backends.fresh]\nkind = \"native\"\nservice = \"conformance\"\n"
+    ));
+    let (status, report) = reload(&berth, &file, &after).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(names(&report, "added"), ["fresh"]);
+    assert_eq!(names(&report, "removed"), ["gone"]);
+    assert_eq!(names(&report, "restarted"), ["change"]);
+    assert_eq!(names(&report, "unchanged"), ["keep"]);
+
+    // The unchanged backend's session goes on, on the same process.
+    assert_eq!(kept.tool("pid", json!({})).await, pid, "the unchanged backend was not restarted");
+    // The removed backend is gone, its process stopped and its session with it.
+    wait_until("the removed backend's process stops", || tagged_processes(&format!("TAG={gone}")).is_empty()).await;
+    assert_eq!(initialize_status(&berth.mcp_url("gone")).await, StatusCode::NOT_FOUND);
+    let (status, _) =
+        post_raw(&doomed.url, Some((&doomed.id, "2025-11-25")), r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The changed one runs the new spec; its old sessions are unknown to it (404).
+    let (status, _) =
+        post_raw(&changed.url, Some((&changed.id, "2025-11-25")), r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a restarted backend's old session is gone");
+    let renewed = RawSession::open(&berth.mcp_url("change"), json!({})).await;
+    assert_eq!(renewed.tool("env", json!({"name": "FLAVOUR"})).await, "new");
+    wait_until("only the new instance of the changed backend runs", || {
+        tagged_processes(&format!("TAG={change}")).len() == 1
+    })
+    .await;
+    // The new one serves.
+    assert_eq!(initialize_status(&berth.mcp_url("fresh")).await, StatusCode::OK);
+    assert_eq!(metric(&berth, "berth_config_reloads_total{result=\"ok\"}").await, 1.0);
+    let backends: Value = http()
+        .get(berth.admin_url("/api/backends"))
+        .header("authorization", alice())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<&str> =
+        backends["backends"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["change", "fresh", "keep"]);
+    drop(berth);
+    wait_until("berth's shutdown stops every instance", || {
+        [&keep, &change].iter().all(|tag| tagged_processes(&format!("TAG={tag}")).is_empty())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_invalid_reload_or_one_that_needs_a_restart_changes_nothing_and_says_where() {
+    let tag = unique_name("refused");
+    let text = config(&format!("[server]\nlisten = \"127.0.0.1:0\"\n\n{}", fixture("fx", &tag, "")));
+    let (berth, _dir, file) = serve(&text).await;
+    let session = RawSession::open(&berth.mcp_url("fx"), json!({})).await;
+    let pid = session.tool("pid", json!({})).await;
+
+    // Not TOML at all: the line is named.
+    let (status, answer) = reload(&berth, &file, &format!("{text}\n[backends.oops\n")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["error"], "invalid_config");
+    assert!(answer["line"].as_u64().is_some(), "{answer}");
+    // Valid TOML, invalid value: the line and the field.
+    let unknown = format!("{text}\n[backends.nat]\nkind = \"native\"\nservice = \"nonesuch\"\n");
+    let (status, answer) = reload(&berth, &file, &unknown).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["field"], "backends.nat.service", "{answer}");
+    let line = unknown.lines().position(|l| l == "[backends.nat]").unwrap() + 1;
+    assert_eq!(answer["line"], line, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("no native service `nonesuch`"), "{answer}");
+    // A new listen address needs a restart.
+    let moved = text.replace("[server]\nlisten = \"127.0.0.1:0\"", "[server]\nlisten = \"127.0.0.1:1\"");
+    let (status, answer) = reload(&berth, &file, &moved).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(answer["error"], "restart_needed");
+    assert_eq!(answer["fields"], json!(["server.listen"]));
+    assert!(answer["message"].as_str().unwrap().contains("a restart is needed"), "{answer}");
+    // So does the login throttle, which the accept path shares between both listeners.
+    let throttled = format!("{text}\n[auth.throttle]\nremembered = 100\n");
+    let (status, answer) = reload(&berth, &file, &throttled).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(answer["fields"], json!(["auth.throttle"]));
+
+    // Nothing changed: the same process serves the same session, and nat does not exist.
+    assert_eq!(session.tool("pid", json!({})).await, pid);
+    assert_eq!(initialize_status(&berth.mcp_url("nat")).await, StatusCode::NOT_FOUND);
+    assert_eq!(metric(&berth, "berth_config_reloads_total{result=\"error\"}").await, 4.0);
+    assert_eq!(metric(&berth, "berth_config_reloads_total{result=\"ok\"}").await, 0.0);
+    // A server setting every backend is built with restarts every backend.
+    let keep_alive = text.replace("[server]\n", "[server]\nsse_keep_alive = \"20s\"\n");
+    let (status, answer) = reload(&berth, &file, &keep_alive).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["reloaded"]["restarted"], json!(["fx"]), "{answer}");
+    // Only POST reloads.
+    let response = http().get(berth.admin_url("/api/reload")).header("authorization", alice()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "POST");
+    // Only admins reload.
+    let response = http().post(berth.admin_url("/api/reload")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_configuration_is_shown_with_its_secrets_redacted() {
+    let secret = "s3cr3t-value-never-shown";
+    let text = config(&format!(
+        "[[auth.users]]\nname = \"hashed\"\npassword_hash = \"$2b$04$abcdefghijklmnopqrstuu5Ijl/2t1t3bf6eBx0i9bwMEu9rAKXMG\"\n\n{}",
+        fixture("fx", secret, "")
+    ));
+    let (berth, _dir, file) = serve(&text).await;
+    let response = http().get(berth.admin_url("/api/config")).header("authorization", alice()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let shown: Value = response.json().await.unwrap();
+    let body = shown.to_string();
+    assert_eq!(shown["file"], file.display().to_string());
+    for hidden in [PASSWORD, secret, "$2b$04$"] {
+        assert!(!body.contains(hidden), "{hidden} is shown: {body}");
+    }
+    let config = &shown["config"];
+    assert_eq!(config["auth"]["users"][0]["name"], USER);
+    assert_eq!(config["auth"]["users"][0]["password"], "[redacted]");
+    assert_eq!(config["auth"]["users"][1]["password_hash"], "[redacted]");
+    assert_eq!(config["backends"]["fx"]["env"], json!({"TAG": "[redacted]"}), "names only");
+    // Defaults are shown too: it is the configuration in effect.
+    assert_eq!(config["server"]["max_connections"], 4096);
+    assert_eq!(config["server"]["header_read_timeout"], "10s");
+    assert!(
+        config["server"]["listen"].as_str().unwrap().starts_with("127.0.0.1:")
+            || config["server"]["listen"] == "0.0.0.0:8080"
+    );
+}
+
+#[tokio::test]
+async fn watch_config_reloads_when_the_file_changes() {
+    let text = config(&format!(
+        "[server]\nwatch_config = true\n\n{}",
+        "[backends.one]\nkind = \"native\"\nservice = \"conformance\"\n"
+    ));
+    let (berth, _dir, file) = serve(&text).await;
+    assert_eq!(initialize_status(&berth.mcp_url("two")).await, StatusCode::NOT_FOUND);
+    std::fs::write(&file, format!("{text}\n[backends.two]\nkind = \"native\"\nservice = \"conformance\"\n")).unwrap();
+    let url = berth.mcp_url("two");
+    crate::wait::wait_until_async("the watched file's new backend serves", || {
+        let url = url.clone();
+        async move { initialize_status(&url).await == StatusCode::OK }
+    })
+    .await;
+    assert_eq!(metric(&berth, "berth_config_reloads_total{result=\"ok\"}").await, 1.0);
+    // A broken write is reported and changes nothing; the next good one applies.
+    std::fs::write(&file, "[backends.two\n").unwrap();
+    crate::wait::wait_until_async("the broken write is counted", || async {
+        metric(&berth, "berth_config_reloads_total{result=\"error\"}").await >= 1.0
+    })
+    .await;
+    assert_eq!(initialize_status(&berth.mcp_url("two")).await, StatusCode::OK);
+}
+
+/// Twenty reloads while clients call: each reload adds or removes a backend (a process one, and
+/// a docker one when an engine answers), restarts another, swaps a user in or out and changes
+/// the public hosts; the sessions on the backends that never change call without one failure,
+/// and in the end no instance of the churned backends is left.
+#[tokio::test]
+async fn twenty_reloads_under_load_fail_no_call_and_leak_nothing() {
+    let tag = unique_name("churn");
+    let docker = docker_ready(&["fixture"]);
+    let steady = format!(
+        "{}{}",
+        fixture("steady", &format!("{tag}-steady"), ""),
+        fixture("steady-solo", &format!("{tag}-solo"), "sharing = \"per-session\"")
+    );
+    let steady_docker =
+        if docker { "[backends.steady-box]\nkind = \"docker\"\nimage = \"berth-test/fixture:dev\"\n\n" } else { "" };
+    let version = |n: usize| {
+        let hosts = if n.is_multiple_of(2) { "[\"berth.test\"]" } else { "[\"other.test\"]" };
+        let user = if n.is_multiple_of(2) { "[[auth.users]]\nname = \"bob\"\npassword = \"bob-pw\"\n\n" } else { "" };
+        let churn = if n.is_multiple_of(2) {
+            fixture("churn", &format!("{tag}-churn"), "start = \"eager\"")
+        } else {
+            String::new()
+        };
+        let churn_box = if docker && n.is_multiple_of(2) {
+            "[backends.churn-box]\nkind = \"docker\"\nimage = \"berth-test/fixture:dev\"\nstart = \"eager\"\n\n"
+        } else {
+            ""
+        };
+        // Restarted at every reload: its environment changes each time.
+        let flip = fixture("flip", &format!("{tag}-flip"), &format!("start = \"eager\"\nargs = [\"{n}\"]"));
+        format!(
+            // Bob's refusals while he is away would throttle his address (as they should).
+            "[server]\npublic_hosts = {hosts}\n\n[auth.throttle]\nenabled = false\n\n{user}{}",
+            config(&format!("{steady}{steady_docker}{churn}{churn_box}{flip}"))
+        )
+    };
+    let (berth, _dir, file) = serve(&version(0)).await;
+    let mut sessions = vec![
+        Arc::new(RawSession::open(&berth.mcp_url("steady"), json!({})).await),
+        Arc::new(RawSession::open(&berth.mcp_url("steady-solo"), json!({})).await),
+    ];
+    if docker {
+        sessions.push(Arc::new(RawSession::open(&berth.mcp_url("steady-box"), json!({})).await));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (calls, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(std::sync::Mutex::new(Vec::new())));
+    let mut load = Vec::new();
+    for (n, session) in sessions.iter().cycle().take(sessions.len() * 2).enumerate() {
+        let (session, stop, calls, failures) =
+            (Arc::clone(session), Arc::clone(&stop), Arc::clone(&calls), Arc::clone(&failures));
+        load.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let text = format!("{n}-{i}");
+                let answer = session.tool("echo", json!({"text": text})).await;
+                if answer != text {
+                    failures.lock().unwrap().push(format!("{}: {answer}", session.url));
+                }
+                calls.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    for n in 1..=20 {
+        let (status, report) = reload(&berth, &file, &version(n)).await;
+        assert_eq!(status, StatusCode::OK, "reload {n}: {report}");
+        assert_eq!(names(&report, "restarted"), ["flip"], "reload {n}: {report}");
+        // Users and hosts apply to the next request.
+        let bob = post_raw_as(&berth.mcp_url("steady"), &basic("bob", "bob-pw"), None).await;
+        assert_eq!(bob, if n.is_multiple_of(2) { StatusCode::OK } else { StatusCode::UNAUTHORIZED }, "reload {n}: bob");
+        let named = post_raw_as(&berth.mcp_url("steady"), &alice(), Some("berth.test")).await;
+        assert_eq!(named, if n.is_multiple_of(2) { StatusCode::OK } else { StatusCode::FORBIDDEN }, "reload {n}: host");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "{} of {} calls failed: {failures:?}", failures.len(), calls.load(Ordering::Relaxed));
+    assert!(calls.load(Ordering::Relaxed) >= 20, "the load ran");
+    // After the last (even) reload, churn runs once and flip once; nothing else of theirs is left.
+    wait_until("one instance each of the churned backends", || {
+        tagged_processes(&format!("TAG={tag}-churn")).len() == 1
+            && tagged_processes(&format!("TAG={tag}-flip")).len() == 1
+    })
+    .await;
+    let deployment = format!("berth.deployment={}", berth.deployment);
+    if docker {
+        let boxes = |backend: &str| {
+            containers_with(&format!("berth.backend={backend}"))
+                .into_iter()
+                .filter(|id| containers_with(&deployment).contains(id))
+                .count()
+        };
+        wait_until("one churn-box container", || boxes("churn-box") == 1).await;
+        assert_eq!(boxes("steady-box"), 1, "the steady container was never replaced");
+    }
+    drop(sessions);
+    drop(berth);
+    wait_until("no instance outlives berth", || {
+        ["churn", "flip", "steady", "solo"].iter().all(|name| tagged_processes(&format!("TAG={tag}-{name}")).is_empty())
+    })
+    .await;
+    if docker {
+        wait_until("no container outlives berth", || containers_with(&deployment).is_empty()).await;
+    }
+}
+
+/// The status of an `initialize` with `authorization` (and a `Host` of its own).
+async fn post_raw_as(url: &str, authorization: &str, host: Option<&str>) -> StatusCode {
+    let mut request = http().post(url);
+    if let Some(host) = host {
+        request = request.header("host", host);
+    }
+    request
+        .header("authorization", authorization)
+        .header("accept", crate::requests::ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .body(initialize("2025-11-25").to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
