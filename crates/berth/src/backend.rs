@@ -53,6 +53,9 @@ pub(crate) struct Backend {
     /// Its POST requests in flight, until their answers end (shared by every [`Backend`] that
     /// [`Backend::with_new_access`] made of the same running backend).
     in_flight: Arc<Drain>,
+    /// Stopped by an admin (`POST /api/backends/{name}/stop`): nothing runs, every request is
+    /// refused with `503 backend_stopped` until it is started again.
+    stopped: bool,
 }
 
 /// The states an instance is counted in (`berth_instances{state}`).
@@ -76,6 +79,8 @@ pub(crate) struct InstanceStatus {
 pub(crate) struct BackendStatus {
     /// `native`, `process` or `docker`.
     pub(crate) kind: &'static str,
+    /// `running`, or `stopped` by an admin.
+    pub(crate) state: &'static str,
     /// Whether it can serve now.
     pub(crate) ready: bool,
     /// Whether `/readyz` waits for it.
@@ -208,6 +213,7 @@ impl Backend {
             access: AccessSpec::default(),
             rate_limit: None,
             in_flight: Arc::default(),
+            stopped: false,
         }
     }
 
@@ -237,7 +243,19 @@ impl Backend {
             access,
             rate_limit,
             in_flight: Arc::clone(&self.in_flight),
+            stopped: self.stopped,
         }
+    }
+
+    /// The same (unstarted) backend, stopped: it refuses every request and starts nothing.
+    pub(crate) fn into_stopped(mut self) -> Self {
+        self.stopped = true;
+        self
+    }
+
+    /// Whether an admin stopped it.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped
     }
 
     /// The buckets of its `rate_limit`, when it has one.
@@ -272,9 +290,19 @@ impl Backend {
 
     /// What the backend is doing now.
     pub(crate) fn status(&self) -> BackendStatus {
+        let mut status = self.kind_status();
+        if self.stopped {
+            status.state = "stopped";
+            status.ready = false;
+        }
+        status
+    }
+
+    fn kind_status(&self) -> BackendStatus {
         match &self.kind {
             BackendKind::Native(_) => BackendStatus {
                 kind: "native",
+                state: "running",
                 ready: true,
                 required: self.required,
                 sessions: None,
@@ -307,6 +335,9 @@ impl Backend {
 
     /// Whether the backend can serve requests now.
     pub(crate) fn is_ready(&self) -> bool {
+        if self.stopped {
+            return false;
+        }
         match &self.kind {
             BackendKind::Native(_) => true,
             BackendKind::Stdio(stdio) => stdio.is_ready(),
@@ -332,6 +363,22 @@ impl Backend {
     /// answer ends, so that a backend a reload removes can drain first ([`Backend::retire`]);
     /// GET streams do not, since they last as long as the client wants.
     pub(crate) async fn handle(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
+        if self.stopped {
+            let message = format!(
+                "backend `{}` was stopped by an admin (POST /api/backends/{}/start starts it)",
+                self.name, self.name
+            );
+            // A JSON-RPC error with the request's id (null for a GET, a DELETE or a batch).
+            let id = request
+                .extensions()
+                .get::<ParsedBody>()
+                .filter(|ParsedBody(body)| !body.is_batch())
+                .and_then(|ParsedBody(body)| body.messages().first().and_then(jsonrpc::Message::id_bytes));
+            return Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "backend_stopped", message)
+                .with_raw_id(id.unwrap_or_else(|| bytes::Bytes::from_static(b"null")))
+                .with_code(jsonrpc::BACKEND_ERROR)
+                .into_response();
+        }
         if request.method() != http::Method::POST {
             return self.serve(request).await;
         }
@@ -396,6 +443,9 @@ impl Backend {
     /// Starts what must run before the first request (eager and required instances, the
     /// probe of a required per-session backend, reapers).
     pub(crate) fn start(&self) {
+        if self.stopped {
+            return;
+        }
         if let BackendKind::Stdio(stdio) = &self.kind {
             stdio.start(self.required);
         }

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 mod client_config;
 mod healthcheck;
+mod status;
 mod token;
 mod traefik;
 
@@ -82,6 +83,23 @@ enum Command {
         /// A full URL to check instead (http:// or https://; certificates are not verified).
         #[arg(long)]
         url: Option<String>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "5s", value_parser = crate::config::ConfigDuration::parse)]
+        timeout: crate::config::ConfigDuration,
+    },
+    /// Print the backends of a running berth as a table (from its admin listener's
+    /// `/api/backends`; the password comes from `BERTH_ADMIN_PASSWORD` or standard input).
+    Status {
+        /// The admin listener's URL (default: the configuration's `admin.listen`, else
+        /// http://127.0.0.1:9180).
+        #[arg(long)]
+        admin: Option<String>,
+        /// The configuration whose `admin.listen` to ask.
+        #[arg(long, short, env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+        /// The admin user.
+        #[arg(long, short, env = "BERTH_ADMIN_USER", default_value = "admin")]
+        user: String,
         /// How long to wait for the answer.
         #[arg(long, default_value = "5s", value_parser = crate::config::ConfigDuration::parse)]
         timeout: crate::config::ConfigDuration,
@@ -409,6 +427,9 @@ pub fn run(registry: NativeRegistry) -> ExitCode {
         Command::HashPassword { user, cost } => hash_password(&user, cost),
         Command::Healthcheck { config, port, url, timeout } => {
             healthcheck::run(config.as_deref(), port, url.as_deref(), timeout.0)
+        }
+        Command::Status { admin, config, user, timeout } => {
+            status::run(admin.as_deref(), config.as_deref(), &user, timeout.0)
         }
         Command::ClientConfig { client, url, user, name } => {
             client_config::run(client, &url, user.as_deref(), name.as_deref())

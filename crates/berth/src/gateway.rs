@@ -31,8 +31,10 @@ use crate::{
     tls::Tls,
 };
 
+mod actions;
 mod reload;
 
+pub(crate) use actions::{Action, ActionError};
 use reload::{Applied, reload_on_change, reload_on_sighup};
 pub(crate) use reload::{ReloadError, Reloaded, Reloader, log_outcome as log_reload};
 
@@ -181,7 +183,13 @@ impl<'a> BackendContext<'a> {
 
 /// Every backend, built from its validated spec.
 fn backends(context: &BackendContext<'_>) -> Result<Vec<Arc<Backend>>, ConfigError> {
-    context.config.validated.backends.iter().map(|(name, spec)| build_backend(context, name, spec)).collect()
+    context
+        .config
+        .validated
+        .backends
+        .iter()
+        .map(|(name, spec)| build_backend(context, name, spec).map(Arc::new))
+        .collect()
 }
 
 /// One backend, built from its validated spec: a native service from the registry (an unknown
@@ -191,7 +199,7 @@ pub(crate) fn build_backend(
     context: &BackendContext<'_>,
     name: &str,
     spec: &BackendSpec,
-) -> Result<Arc<Backend>, ConfigError> {
+) -> Result<Backend, ConfigError> {
     let config = context.config;
     let spanned = &config.backends[name];
     // Created before the backend itself so that a kind that sees the backend's own
@@ -223,9 +231,8 @@ pub(crate) fn build_backend(
             )))
         }
     };
-    let backend = Backend::new(name, spanned.get_ref().required, kind, tool_schemas)
-        .with_access(config.validated.access.get(name).cloned().unwrap_or_default());
-    Ok(Arc::new(backend))
+    Ok(Backend::new(name, spanned.get_ref().required, kind, tool_schemas)
+        .with_access(config.validated.access.get(name).cloned().unwrap_or_default()))
 }
 
 /// What a stdio backend calls when its server says its tool list changed: the tool schemas

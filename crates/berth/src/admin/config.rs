@@ -1,7 +1,8 @@
-//! `POST /api/reload` and `GET /api/config`: the configuration, reloaded and shown.
+//! The routes that act through the [`Reloader`]: `POST /api/reload`, `GET /api/config` (the
+//! configuration, reloaded and shown) and `POST /api/backends/{name}/start|stop|restart`.
 //!
-//! A layer in front of the rest of the API, below authentication: it answers these two paths
-//! and hands every other request on.
+//! A layer in front of the rest of the API, below authentication: it answers these paths and
+//! hands every other request on.
 
 use std::{
     sync::Arc,
@@ -17,7 +18,7 @@ use tower::{Layer, Service};
 use super::audit_request;
 use crate::{
     body::{RequestBody, ResponseBody},
-    gateway::{ReloadError, Reloader},
+    gateway::{Action, ActionError, ReloadError, Reloader},
     observe::Observer,
     reply::{Rejection, json_response},
 };
@@ -86,6 +87,7 @@ where
         let route = match path {
             "/api/reload" => Route::Reload,
             "/api/config" => Route::Config,
+            _ if let Some((name, action)) = backend_action(path) => Route::Act(name.to_string(), action),
             _ => {
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -95,7 +97,7 @@ where
         let (reloader, observer) = (Arc::clone(&self.reloader), self.observer.clone());
         Box::pin(async move {
             let (started, ts) = (Instant::now(), SystemTime::now());
-            let response = match (route, request.method()) {
+            let response = match (&route, request.method()) {
                 (Route::Reload, &Method::POST) => {
                     let env = |name: &str| std::env::var(name).ok();
                     let outcome = reloader.reload(&env).await;
@@ -107,15 +109,53 @@ where
                     json_response(StatusCode::OK, &super::redact::config(&reloader.config()))
                 }
                 (Route::Config, _) => only("GET"),
+                (Route::Act(name, action), &Method::POST) => match reloader.act(name, *action).await {
+                    Ok(acted) => json_response(StatusCode::OK, &serde_json::to_value(acted).unwrap_or_default()),
+                    Err(error @ ActionError::NotFound(_)) => {
+                        Rejection::new(StatusCode::NOT_FOUND, "not_found", error.to_string()).into_response()
+                    }
+                    Err(error @ ActionError::Build(_)) => {
+                        Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "action_failed", error.to_string())
+                            .into_response()
+                    }
+                },
+                (Route::Act(..), _) => only("POST"),
             };
-            audit_request(&observer, &request, None, response.status().as_u16(), started, ts);
+            let backend = match &route {
+                Route::Act(name, _) => Some(name.as_str()),
+                _ => None,
+            };
+            audit_request(&observer, &request, backend, response.status().as_u16(), started, ts);
             Ok(response)
         })
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Route {
     Reload,
+    Act(String, Action),
     Config,
+}
+
+/// `/api/backends/{name}/{action}`, when the path is one.
+fn backend_action(path: &str) -> Option<(&str, Action)> {
+    let (name, action) = path.strip_prefix("/api/backends/")?.split_once('/')?;
+    Some((name, Action::parse(action)?)).filter(|(name, _)| !name.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_actions_are_recognized_by_their_path() {
+        assert_eq!(backend_action("/api/backends/fx/stop"), Some(("fx", Action::Stop)));
+        assert_eq!(backend_action("/api/backends/fx/start"), Some(("fx", Action::Start)));
+        assert_eq!(backend_action("/api/backends/fx/restart"), Some(("fx", Action::Restart)));
+        assert_eq!(backend_action("/api/backends/fx/logs"), None);
+        assert_eq!(backend_action("/api/backends//stop"), None);
+        assert_eq!(backend_action("/api/backends/fx"), None);
+        assert_eq!(backend_action("/api/backends/fx/stop/now"), None);
+    }
 }

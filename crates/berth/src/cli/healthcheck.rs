@@ -3,7 +3,8 @@
 //!
 //! It sends `GET /` to berth on this machine and succeeds on `200`. Over TLS the certificate is
 //! not verified: the check asks whether berth answers on its port, not who it is, and the
-//! certificate names a public host while the check dials a loopback address.
+//! certificate names a public host while the check dials a loopback address. Its small
+//! HTTP/1.1 client (`get`) also serves `berth status`.
 
 use std::{
     io::{Read, Write},
@@ -101,6 +102,43 @@ impl ServerCertVerifier for AnyCertificate {
 
 /// Sends `GET` to `target` and returns the status code of the answer.
 pub(super) fn probe(target: &Target, timeout: Duration) -> Result<u16, String> {
+    let answer = send(target, timeout, &[("User-Agent", "berth-healthcheck")], Reading::StatusLine)?;
+    status_of(&answer)
+}
+
+/// Sends `GET` to `target` with `headers` and returns the status and the body (read until the
+/// server closes: the request says `Connection: close`).
+pub(super) fn get(target: &Target, timeout: Duration, headers: &[(&str, &str)]) -> Result<(u16, String), String> {
+    let answer = send(target, timeout, headers, Reading::Whole)?;
+    let status = status_of(&answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| "the answer has no body".to_string())?;
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return Err("the answer is chunked, which this client does not read".into());
+    }
+    Ok((status, body.to_string()))
+}
+
+/// How much of the answer to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Up to the end of the status line.
+    StatusLine,
+    /// All of it.
+    Whole,
+}
+
+fn status_of(answer: &[u8]) -> Result<u16, String> {
+    let text = String::from_utf8_lossy(answer);
+    text.lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| "the answer is not HTTP".to_string())
+}
+
+/// Connects (over TLS when the target says so), sends a `GET` and reads as `read` says.
+fn send(target: &Target, timeout: Duration, headers: &[(&str, &str)], read: Reading) -> Result<Vec<u8>, String> {
     let address = (target.host.as_str(), target.port)
         .to_socket_addrs()
         .map_err(|error| format!("cannot resolve {}: {error}", target.host))?
@@ -110,9 +148,11 @@ pub(super) fn probe(target: &Target, timeout: Duration) -> Result<u16, String> {
         .map_err(|error| format!("cannot connect to {address}: {error}"))?;
     stream.set_read_timeout(Some(timeout)).map_err(|error| error.to_string())?;
     stream.set_write_timeout(Some(timeout)).map_err(|error| error.to_string())?;
+    stream.set_nodelay(true).map_err(|error| error.to_string())?;
     let host_header = if target.host.contains(':') { format!("[{}]", target.host) } else { target.host.clone() };
+    let headers: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host_header}:{}\r\nUser-Agent: berth-healthcheck\r\nConnection: close\r\n\r\n",
+        "GET {} HTTP/1.1\r\nHost: {host_header}:{}\r\n{headers}Connection: close\r\n\r\n",
         target.path, target.port
     );
     let mut answer = Vec::new();
@@ -127,28 +167,23 @@ pub(super) fn probe(target: &Target, timeout: Duration) -> Result<u16, String> {
         let name = ServerName::try_from(target.host.clone()).map_err(|error| error.to_string())?;
         let connection = rustls::ClientConnection::new(Arc::new(config), name).map_err(|error| error.to_string())?;
         let mut tls = rustls::StreamOwned::new(connection, stream);
-        exchange(&mut tls, request.as_bytes(), &mut answer)?;
+        exchange(&mut tls, request.as_bytes(), &mut answer, read)?;
     } else {
-        exchange(&mut stream, request.as_bytes(), &mut answer)?;
+        exchange(&mut stream, request.as_bytes(), &mut answer, read)?;
     }
-    let text = String::from_utf8_lossy(&answer);
-    let status = text
-        .lines()
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| "the answer is not HTTP".to_string())?;
-    Ok(status)
+    Ok(answer)
 }
 
-/// Writes `request`, then reads until the status line is in.
-fn exchange(stream: &mut impl ReadWrite, request: &[u8], answer: &mut Vec<u8>) -> Result<(), String> {
+/// Writes `request`, then reads until the status line is in, or to the end.
+fn exchange(stream: &mut impl ReadWrite, request: &[u8], answer: &mut Vec<u8>, read: Reading) -> Result<(), String> {
     stream.write_all(request).map_err(|error| format!("cannot send the request: {error}"))?;
-    let mut buffer = [0u8; 1024];
-    while !answer.contains(&b'\n') {
+    let mut buffer = [0u8; 4096];
+    while read == Reading::Whole || !answer.contains(&b'\n') {
         match stream.read(&mut buffer) {
             Ok(0) => break,
             Ok(read) => answer.extend_from_slice(&buffer[..read]),
+            // A TLS peer that closes without close_notify has still sent everything.
+            Err(error) if read == Reading::Whole && error.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Err(error) => return Err(format!("cannot read the answer: {error}")),
         }
     }

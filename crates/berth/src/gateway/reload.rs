@@ -283,7 +283,10 @@ impl Reloader {
                     report.unchanged.push(name.clone());
                 }
                 (running, _) => {
-                    next.push(Next::Started(build_backend(&context, name, spec)?));
+                    // A backend an admin stopped stays stopped under its new table.
+                    let built = build_backend(&context, name, spec)?;
+                    let stopped = running.as_ref().is_some_and(|running| running.is_stopped());
+                    next.push(Next::Started(Arc::new(if stopped { built.into_stopped() } else { built })));
                     if running.is_some() { &mut report.restarted } else { &mut report.added }.push(name.clone());
                 }
             }

@@ -311,6 +311,7 @@ impl StdioBackend {
             .collect();
         BackendStatus {
             kind,
+            state: "running",
             ready: self.is_ready(),
             required: false,
             sessions: Some(sessions.len()),

@@ -536,3 +536,50 @@ fn check_probe_warns_about_a_shared_server_that_keeps_per_user_state() {
     let quiet = berth().args(["check", "--config"]).arg(&path).output().unwrap();
     assert!(quiet.status.success() && !String::from_utf8_lossy(&quiet.stderr).contains("is shared"));
 }
+
+/// `berth status` prints a running berth's backends as a table, read from its admin listener
+/// with an admin's credentials (the password from the environment or standard input); a wrong
+/// password exits 1 with the listener's message.
+#[tokio::test]
+async fn status_prints_the_backends_of_a_running_berth() {
+    let gateway = crate::harness::Berth::start(&crate::admin::admin_config("", "")).await;
+    let session = RawSession::open(&gateway.mcp_url("fx"), json!({})).await;
+    session.tool("echo", json!({"text": "hi"})).await;
+    let admin = gateway.admin_url("");
+    let run = move |password: &'static str, stdin: bool| {
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut command = berth();
+            command.args(["status", "--admin", &admin, "--user", crate::harness::USER]);
+            if stdin {
+                command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+                let mut child = command.spawn().unwrap();
+                std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{password}\n").as_bytes())
+                    .unwrap();
+                child.wait_with_output().unwrap()
+            } else {
+                command.env("BERTH_ADMIN_PASSWORD", password).output().unwrap()
+            }
+        })
+    };
+    let output = run(crate::harness::PASSWORD, false).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("BACKEND  KIND     STATE    READY  INSTANCES  SESSIONS  RESTARTS  LAST ERROR"),
+        "{stdout}"
+    );
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(cells, ["fx", "process", "running", "yes", "1", "1", "0", "-"], "{stdout}");
+    // The password on standard input works as well.
+    let output = run(crate::harness::PASSWORD, true).await.unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), stdout);
+    // A wrong one is refused, with the listener's message.
+    let output = run("wrong", false).await.unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("berth status: ") && stderr.contains("answered 401"), "{stderr}");
+}

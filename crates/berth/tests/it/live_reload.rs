@@ -2,7 +2,8 @@
 //! the difference of a rewritten file (new backends start, removed ones stop, changed ones
 //! restart, unchanged ones and their sessions are not touched, users and hosts apply to the
 //! next request), refuse an invalid file or one that needs a restart with the line and field,
-//! and twenty reloads under load fail no call and leak no process or container.
+//! and twenty reloads under load fail no call and leak no process or container; an admin's
+//! `POST /api/backends/{name}/start|stop|restart` swap a backend the same way.
 
 use std::{
     path::{Path, PathBuf},
@@ -375,4 +376,116 @@ async fn post_raw_as(url: &str, authorization: &str, host: Option<&str>) -> Stat
         .await
         .unwrap()
         .status()
+}
+
+/// `POST /api/backends/{name}/{action}` as Alice: the status and the answer.
+async fn act(berth: &Berth, name: &str, action: &str) -> (StatusCode, Value) {
+    let url = berth.admin_url(&format!("/api/backends/{name}/{action}"));
+    let response = http().post(url).header("authorization", alice()).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+async fn backend_view(berth: &Berth, name: &str) -> Value {
+    let url = berth.admin_url(&format!("/api/backends/{name}"));
+    http().get(url).header("authorization", alice()).send().await.unwrap().json().await.unwrap()
+}
+
+/// An admin stops, starts and restarts a process backend (and a docker one when an engine
+/// answers): a stop drains the call in flight, stops the instance and refuses requests with
+/// `503 backend_stopped`; it stays stopped through a reload; a start serves again; a restart
+/// replaces the instance (the old session gets 404); the other backend is never touched.
+#[tokio::test]
+async fn an_admin_stops_starts_and_restarts_a_backend_and_nothing_else_is_touched() {
+    let tag = unique_name("act");
+    let (target, other) = (format!("{tag}-target"), format!("{tag}-other"));
+    let docker = docker_ready(&["fixture"]);
+    let boxed = if docker { "[backends.box]\nkind = \"docker\"\nimage = \"berth-test/fixture:dev\"\n\n" } else { "" };
+    let text = config(&format!("{}{}{boxed}", fixture("target", &target, ""), fixture("other", &other, "")));
+    let (berth, _dir, file) = serve(&text).await;
+    let kept = RawSession::open(&berth.mcp_url("other"), json!({})).await;
+    let kept_pid = kept.tool("pid", json!({})).await;
+    let session = RawSession::open(&berth.mcp_url("target"), json!({})).await;
+    let first = session.tool("pid", json!({})).await;
+    assert_eq!(backend_view(&berth, "target").await["state"], "running");
+
+    // A stop waits for the call in flight, answers once the process is gone.
+    let slow = session.spawn_request(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "slow", "arguments": {"ms": 700}}}));
+    wait_until("the slow call is in flight", || !tagged_processes(&format!("TAG={target}")).is_empty()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (status, answer) = act(&berth, "target", "stop").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, json!({"backend": "target", "action": "stop", "state": "stopped", "changed": true}));
+    let slow = slow.await.unwrap();
+    assert_eq!(slow["result"]["content"][0]["text"], "slow done", "the call in flight was drained: {slow}");
+    assert!(tagged_processes(&format!("TAG={target}")).is_empty(), "the stop answers after the process is gone");
+    let view = backend_view(&berth, "target").await;
+    assert_eq!((view["state"].clone(), view["ready"].clone()), (json!("stopped"), json!(false)), "{view}");
+    assert_eq!(metric(&berth, "berth_backend_ready{backend=\"target\"}").await, 0.0);
+    let (status, body) = post_raw(&berth.mcp_url("target"), None, &initialize("2025-11-25").to_string()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body[0]["error"]["data"]["error"], "backend_stopped", "{body:?}");
+    // Stopping again changes nothing; a reload keeps it stopped.
+    assert_eq!(act(&berth, "target", "stop").await.1["changed"], false);
+    let (status, report) = reload(&berth, &file, &text).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(backend_view(&berth, "target").await["state"], "stopped");
+    assert!(tagged_processes(&format!("TAG={target}")).is_empty(), "a reload does not start a stopped backend");
+
+    // A start serves again, with a new process.
+    let (status, answer) = act(&berth, "target", "start").await;
+    assert_eq!(
+        (status, answer["state"].clone(), answer["changed"].clone()),
+        (StatusCode::OK, json!("running"), json!(true))
+    );
+    let again = RawSession::open(&berth.mcp_url("target"), json!({})).await;
+    let second = again.tool("pid", json!({})).await;
+    assert_ne!(second, first);
+    assert_eq!(act(&berth, "target", "start").await.1["changed"], false);
+    // A restart replaces it: the old session has ended.
+    let (status, answer) = act(&berth, "target", "restart").await;
+    assert_eq!((status, answer["state"].clone()), (StatusCode::OK, json!("running")), "{answer}");
+    let (status, _) = post_raw(
+        &berth.mcp_url("target"),
+        Some(again.headers()),
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the restarted backend's old session is gone");
+    let third = RawSession::open(&berth.mcp_url("target"), json!({})).await.tool("pid", json!({})).await;
+    assert!(third != second && third != first);
+    wait_until("one process of the restarted backend", || tagged_processes(&format!("TAG={target}")).len() == 1).await;
+
+    if docker {
+        let deployment = format!("berth.deployment={}", berth.deployment);
+        let boxes = || containers_with(&deployment).len();
+        let session = RawSession::open(&berth.mcp_url("box"), json!({})).await;
+        session.tool("pid", json!({})).await;
+        assert_eq!(boxes(), 1);
+        assert_eq!(act(&berth, "box", "stop").await.0, StatusCode::OK);
+        assert_eq!(boxes(), 0, "the stop answers after the container is gone");
+        assert_eq!(act(&berth, "box", "start").await.0, StatusCode::OK);
+        RawSession::open(&berth.mcp_url("box"), json!({})).await.tool("pid", json!({})).await;
+        assert_eq!(boxes(), 1);
+    }
+
+    // Errors: an unknown backend, an unknown action, a GET.
+    let (status, answer) = act(&berth, "nope", "stop").await;
+    assert_eq!((status, answer["error"].clone()), (StatusCode::NOT_FOUND, json!("not_found")), "{answer}");
+    let response = http().get(berth.admin_url("/api/backends/target/stop")).header("authorization", alice()).send();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "POST");
+    assert_eq!(act(&berth, "target", "explode").await.0, StatusCode::METHOD_NOT_ALLOWED);
+    // Only admins act.
+    let url = berth.admin_url("/api/backends/target/stop");
+    assert_eq!(http().post(url).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    // The other backend was never touched.
+    assert_eq!(kept.tool("pid", json!({})).await, kept_pid);
+    drop(berth);
+    wait_until("no instance outlives berth", || {
+        [&target, &other].iter().all(|tag| tagged_processes(&format!("TAG={tag}")).is_empty())
+    })
+    .await;
 }
