@@ -167,6 +167,16 @@ impl AdminApi {
                 let backends: Vec<_> = backends.iter().map(|b| view(b)).collect();
                 json_response(StatusCode::OK, &json!({ "backends": backends }))
             }
+            Some(rest) if rest.ends_with("/logs") && rest.starts_with('/') && rest.matches('/').count() == 2 => {
+                let name = &rest[1..rest.len() - "/logs".len()];
+                match self.routes.get(name) {
+                    Some(backend) => match backend.logs() {
+                        Some(lines) => json_response(StatusCode::OK, &json!({ "backend": name, "lines": lines })),
+                        None => not_found(format!("backend `{name}` is native: it has no stderr")),
+                    },
+                    None => not_found(format!("no backend `{name}`")),
+                }
+            }
             Some(rest) if rest.starts_with('/') && !rest[1..].contains('/') => {
                 let name = &rest[1..];
                 match self.routes.get(name) {

@@ -318,6 +318,15 @@ impl Backend {
         }
     }
 
+    /// The last stderr lines of its servers, oldest first; `None` for a native backend, which
+    /// has no stderr of its own.
+    pub(crate) fn logs(&self) -> Option<Vec<crate::stdio::LogLine>> {
+        match &self.kind {
+            BackendKind::Native(_) => None,
+            BackendKind::Stdio(stdio) => Some(stdio.logs()),
+        }
+    }
+
     /// The backend's name (its URL segment).
     pub(crate) fn name(&self) -> &str {
         &self.name

@@ -23,7 +23,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::route::Routes;
+use crate::{route::Routes, stdio::StderrLog};
 
 /// Which listener served a request.
 pub(crate) type Listener = &'static str;
@@ -149,6 +149,9 @@ pub(crate) struct Metrics {
     stdio_messages: Family<DirectionLabels, Counter>,
     config_reloads: Family<ResultLabels, Counter>,
     audit_dropped: Counter,
+    /// Each stdio backend's stderr ring, by name: not a metric, but kept where the other
+    /// per-backend records that outlive a rebuild of the backend are made ([`Metrics::stdio_stats`]).
+    stderr_logs: Mutex<std::collections::HashMap<String, Arc<StderrLog>>>,
 }
 
 impl Default for Metrics {
@@ -172,6 +175,7 @@ impl Metrics {
             stdio_messages: Family::default(),
             config_reloads: Family::default(),
             audit_dropped: Counter::default(),
+            stderr_logs: Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -298,6 +302,9 @@ impl Metrics {
             to_server: self.stdio_messages.get_or_create_owned(&direction("to_server")),
             from_server: self.stdio_messages.get_or_create_owned(&direction("from_server")),
             last_error: Mutex::new(None),
+            stderr: Arc::clone(
+                self.stderr_logs.lock().unwrap_or_else(|e| e.into_inner()).entry(backend.to_string()).or_default(),
+            ),
         })
     }
 }
@@ -315,6 +322,8 @@ pub(crate) struct StdioStats {
     pub(crate) from_server: Counter,
     /// The latest failure of any instance, and when.
     last_error: Mutex<Option<(String, SystemTime)>>,
+    /// The last stderr lines of its servers (the same ring for every build of the backend).
+    pub(crate) stderr: Arc<StderrLog>,
 }
 
 impl Default for StdioStats {
@@ -332,6 +341,7 @@ impl StdioStats {
             to_server: self.to_server.clone(),
             from_server: self.from_server.clone(),
             last_error: Mutex::new(None),
+            stderr: Arc::clone(&self.stderr),
         }
     }
 

@@ -16,6 +16,7 @@ mod process;
 mod relay;
 mod session;
 mod sse;
+mod stderr_log;
 mod tasks;
 #[cfg(test)]
 mod testing;
@@ -24,3 +25,4 @@ pub(crate) use deployment::Naming;
 pub(crate) use docker_hub::DockerHub;
 pub(crate) use endpoint::StdioBackend;
 pub(crate) use launch::Launcher;
+pub(crate) use stderr_log::{LogLine, StderrLog};

@@ -465,6 +465,10 @@ fn fail(reason: &str) -> ! {
 }
 
 fn main() {
+    // FIXTURE_STDERR: written to stderr at start (what `GET /api/backends/{name}/logs` reads).
+    if let Ok(text) = std::env::var("FIXTURE_STDERR") {
+        eprintln!("{text}");
+    }
     if std::env::var_os(STDOUT_CLOSED).is_some() {
         live_without_stdout();
     }

@@ -321,6 +321,11 @@ impl StdioBackend {
         }
     }
 
+    /// The last lines its servers wrote to stderr, oldest first.
+    pub(crate) fn logs(&self) -> Vec<crate::stdio::LogLine> {
+        self.stats.stderr.lines()
+    }
+
     /// The probe of a required per-session backend: one instance, initialized as berth
     /// initializes a shared one, then stopped; retried with backoff (1 s to 30 s) until one
     /// answers or berth shuts down. It takes a `max_instances` slot while it runs.

@@ -269,7 +269,7 @@ impl Instance {
         let mut pumps = Pumps {
             stdin: tokio::spawn(write_stdin(stdin, outbox, self.relay.stats().to_server.clone())),
             stdout: tokio::spawn(read_stdout(Arc::clone(&self.relay), stdout, self.spec.max_message_bytes)),
-            stderr: tokio::spawn(log_stderr(self.backend(), stderr)),
+            stderr: tokio::spawn(log_stderr(self.backend(), stderr, Arc::clone(&self.relay.stats().stderr))),
         };
         self.relay.set_link(LinkState::Handshaking(writer.clone()));
         let backend = self.backend();
@@ -486,12 +486,18 @@ async fn read_stdout(
 /// Most stderr lines logged per second per instance; a chatty server cannot flood the log.
 const STDERR_LINES_PER_SECOND: u32 = 50;
 
-/// Logs the server's stderr under the backend's name, rate-limited.
-async fn log_stderr(backend: String, mut stderr: futures::stream::BoxStream<'static, std::io::Result<Bytes>>) {
+/// Logs the server's stderr under the backend's name, rate-limited, and keeps every line in
+/// the backend's ring (`GET /api/backends/{name}/logs`).
+async fn log_stderr(
+    backend: String,
+    mut stderr: futures::stream::BoxStream<'static, std::io::Result<Bytes>>,
+    ring: Arc<crate::stdio::StderrLog>,
+) {
     let mut framer = LineFramer::new(8 * 1024);
     let limit = LogLimit::new(Duration::from_secs(1), STDERR_LINES_PER_SECOND);
     while let Some(Ok(chunk)) = stderr.next().await {
         for line in framer.feed(&chunk).lines {
+            ring.push(&line);
             match limit.admit("stderr") {
                 Some(0) => tracing::info!(backend, "stderr: {}", String::from_utf8_lossy(&line)),
                 Some(suppressed) => {

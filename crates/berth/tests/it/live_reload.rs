@@ -401,7 +401,8 @@ async fn an_admin_stops_starts_and_restarts_a_backend_and_nothing_else_is_touche
     let (target, other) = (format!("{tag}-target"), format!("{tag}-other"));
     let docker = docker_ready(&["fixture"]);
     let boxed = if docker { "[backends.box]\nkind = \"docker\"\nimage = \"berth-test/fixture:dev\"\n\n" } else { "" };
-    let text = config(&format!("{}{}{boxed}", fixture("target", &target, ""), fixture("other", &other, "")));
+    let with_stderr = fixture("target", &target, "").replace(" }\n", ", FIXTURE_STDERR = \"hello from target\" }\n");
+    let text = config(&format!("{with_stderr}{}{boxed}", fixture("other", &other, "")));
     let (berth, _dir, file) = serve(&text).await;
     let kept = RawSession::open(&berth.mcp_url("other"), json!({})).await;
     let kept_pid = kept.tool("pid", json!({})).await;
@@ -426,6 +427,13 @@ async fn an_admin_stops_starts_and_restarts_a_backend_and_nothing_else_is_touche
     let (status, body) = post_raw(&berth.mcp_url("target"), None, &initialize("2025-11-25").to_string()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body[0]["error"]["data"]["error"], "backend_stopped", "{body:?}");
+    // Its stderr lines outlive it, in GET /api/backends/{name}/logs.
+    let logs = http().get(berth.admin_url("/api/backends/target/logs")).header("authorization", alice()).send();
+    let logs: Value = logs.await.unwrap().json().await.unwrap();
+    assert_eq!(logs["backend"], "target");
+    assert_eq!(logs["lines"].as_array().unwrap().len(), 1, "one server ran and wrote one line: {logs}");
+    assert_eq!(logs["lines"][0]["line"], "hello from target", "{logs}");
+    assert!(logs["lines"][0]["at"].as_str().unwrap().ends_with('Z'), "{logs}");
     // Stopping again changes nothing; a reload keeps it stopped.
     assert_eq!(act(&berth, "target", "stop").await.1["changed"], false);
     let (status, report) = reload(&berth, &file, &text).await;
@@ -471,6 +479,8 @@ async fn an_admin_stops_starts_and_restarts_a_backend_and_nothing_else_is_touche
     }
 
     // Errors: an unknown backend, an unknown action, a GET.
+    let logs = http().get(berth.admin_url("/api/backends/nope/logs")).header("authorization", alice()).send();
+    assert_eq!(logs.await.unwrap().status(), StatusCode::NOT_FOUND);
     let (status, answer) = act(&berth, "nope", "stop").await;
     assert_eq!((status, answer["error"].clone()), (StatusCode::NOT_FOUND, json!("not_found")), "{answer}");
     let response = http().get(berth.admin_url("/api/backends/target/stop")).header("authorization", alice()).send();
