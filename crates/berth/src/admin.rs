@@ -29,6 +29,7 @@ use tower_http::{
     validate_request::{ValidateRequest, ValidateRequestHeaderLayer},
 };
 
+mod call;
 mod config;
 mod redact;
 

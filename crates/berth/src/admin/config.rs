@@ -1,5 +1,6 @@
 //! The routes that act through the [`Reloader`]: `POST /api/reload`, `GET /api/config` (the
-//! configuration, reloaded and shown) and `POST /api/backends/{name}/start|stop|restart`.
+//! configuration, reloaded and shown), `POST /api/backends/{name}/start|stop|restart` and
+//! `POST /api/backends/{name}/call` (`call.rs`).
 //!
 //! A layer in front of the rest of the API, below authentication: it answers these paths and
 //! hands every other request on.
@@ -88,6 +89,7 @@ where
             "/api/reload" => Route::Reload,
             "/api/config" => Route::Config,
             _ if let Some((name, action)) = backend_action(path) => Route::Act(name.to_string(), action),
+            _ if let Some(name) = backend_call(path) => Route::Call(name.to_string()),
             _ => {
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -120,9 +122,21 @@ where
                     }
                 },
                 (Route::Act(..), _) => only("POST"),
+                (Route::Call(name), &Method::POST) => match reloader.routes.get(name) {
+                    Some(backend) => {
+                        let (parts, body) = request.into_parts();
+                        let response = super::call::call(backend, Request::from_parts(parts.clone(), body)).await;
+                        let request = Request::from_parts(parts, crate::body::request_body(bytes::Bytes::new()));
+                        audit_request(&observer, &request, Some(name), response.status().as_u16(), started, ts);
+                        return Ok(response);
+                    }
+                    None => Rejection::new(StatusCode::NOT_FOUND, "not_found", format!("no backend `{name}`"))
+                        .into_response(),
+                },
+                (Route::Call(_), _) => only("POST"),
             };
             let backend = match &route {
-                Route::Act(name, _) => Some(name.as_str()),
+                Route::Act(name, _) | Route::Call(name) => Some(name.as_str()),
                 _ => None,
             };
             audit_request(&observer, &request, backend, response.status().as_u16(), started, ts);
@@ -135,6 +149,7 @@ where
 enum Route {
     Reload,
     Act(String, Action),
+    Call(String),
     Config,
 }
 
@@ -142,6 +157,11 @@ enum Route {
 fn backend_action(path: &str) -> Option<(&str, Action)> {
     let (name, action) = path.strip_prefix("/api/backends/")?.split_once('/')?;
     Some((name, Action::parse(action)?)).filter(|(name, _)| !name.is_empty())
+}
+
+/// `/api/backends/{name}/call`, when the path is one.
+fn backend_call(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/backends/")?.strip_suffix("/call").filter(|name| !name.is_empty() && !name.contains('/'))
 }
 
 #[cfg(test)]
@@ -157,5 +177,8 @@ mod tests {
         assert_eq!(backend_action("/api/backends//stop"), None);
         assert_eq!(backend_action("/api/backends/fx"), None);
         assert_eq!(backend_action("/api/backends/fx/stop/now"), None);
+        assert_eq!(backend_call("/api/backends/fx/call"), Some("fx"));
+        assert_eq!(backend_call("/api/backends//call"), None);
+        assert_eq!(backend_call("/api/backends/a/b/call"), None);
     }
 }

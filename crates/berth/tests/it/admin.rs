@@ -273,3 +273,60 @@ async fn admin_metrics_count_docker_per_session_instances() {
     .await;
     berth.stop().await;
 }
+
+/// `POST /api/backends/{name}/call` as Alice: the status and the answer.
+async fn call(berth: &Berth, backend: &str, body: &str) -> (StatusCode, Value) {
+    let url = berth.admin_url(&format!("/api/backends/{backend}/call"));
+    let response = http().post(url).header("authorization", alice()).body(body.to_string()).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+/// The admin API calls a tool through a session berth opens (and ends) itself, on a stdio and
+/// a native backend alike, and answers the tool's result as JSON; bad bodies, unknown tools
+/// and unknown backends get JSON errors.
+#[tokio::test]
+async fn admin_api_calls_a_tool_and_answers_its_result() {
+    let berth = Berth::start(&admin_config("", "[backends.conformance]\nkind = \"native\"\n")).await;
+    let (status, answer) = call(&berth, "fx", r#"{"tool": "echo", "arguments": {"text": "from the api"}}"#).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["backend"], "fx");
+    assert_eq!(answer["tool"], "echo");
+    assert_eq!(answer["result"]["content"][0]["text"], "from the api", "{answer}");
+    let (status, answer) = call(&berth, "conformance", r#"{"tool": "test_simple_text"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["result"]["content"][0]["text"], "This is a simple text response for testing.", "{answer}");
+    // berth's own sessions are ended: none is left open on the stdio backend.
+    let fx: Value = http()
+        .get(berth.admin_url("/api/backends/fx"))
+        .header("authorization", alice())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fx["sessions"], 0, "{fx}");
+    // A tool the backend does not have: its JSON-RPC error, as a 422.
+    let (status, answer) = call(&berth, "fx", r#"{"tool": "no-such-tool"}"#).await;
+    assert_eq!((status, answer["error"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("tool_error")), "{answer}");
+    assert!(answer["jsonrpc_error"]["code"].is_i64(), "{answer}");
+    // Bodies that are not a call.
+    for body in ["", "nope", r#"{"tool": 1}"#, r#"{"tool": "echo", "arguments": "x"}"#, r#"{"tool": "echo", "x": 1}"#] {
+        let (status, answer) = call(&berth, "fx", body).await;
+        assert_eq!(
+            (status, answer["error"].clone()),
+            (StatusCode::BAD_REQUEST, json!("invalid_call")),
+            "{body}: {answer}"
+        );
+    }
+    let (status, answer) = call(&berth, "nope", r#"{"tool": "echo"}"#).await;
+    assert_eq!((status, answer["error"].clone()), (StatusCode::NOT_FOUND, json!("not_found")), "{answer}");
+    let response =
+        http().get(berth.admin_url("/api/backends/fx/call")).header("authorization", alice()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // Only admins call.
+    let response =
+        http().post(berth.admin_url("/api/backends/fx/call")).body(r#"{"tool":"echo"}"#).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
