@@ -153,6 +153,9 @@ fn not_found(message: impl Into<String>) -> Response<ResponseBody> {
 impl AdminApi {
     fn answer(&self, method: &Method, path: &str) -> Response<ResponseBody> {
         let path = path.trim_end_matches('/');
+        if let Some(id) = path.strip_prefix("/api/sessions/").filter(|id| !id.is_empty() && !id.contains('/')) {
+            return self.session(method, id);
+        }
         let api = path == "/metrics" || path.starts_with("/api/");
         if api && method != Method::GET {
             let mut response =
@@ -163,6 +166,12 @@ impl AdminApi {
         }
         match path.strip_prefix("/api/backends") {
             _ if path == "/metrics" => metrics_response(self.observer.metrics()),
+            _ if path == "/api/sessions" => {
+                let mut sessions: Vec<_> =
+                    self.routes.backends().iter().filter_map(|backend| backend.sessions()).flatten().collect();
+                sessions.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+                json_response(StatusCode::OK, &json!({ "sessions": sessions }))
+            }
             Some("") => {
                 let backends = self.routes.backends();
                 let backends: Vec<_> = backends.iter().map(|b| view(b)).collect();
@@ -188,6 +197,36 @@ impl AdminApi {
                 }
             }
             _ => not_found(format!("no admin route {path}: try /metrics or /api/backends")),
+        }
+    }
+}
+
+impl AdminApi {
+    /// `DELETE /api/sessions/{id}`: ends the session, whoever owns it; a `GET` shows it.
+    fn session(&self, method: &Method, id: &str) -> Response<ResponseBody> {
+        let backends = self.routes.backends();
+        match *method {
+            Method::GET => {
+                let found = backends.iter().filter_map(|b| b.sessions()).flatten().find(|session| session.id == id);
+                match found {
+                    Some(session) => json_response(StatusCode::OK, &serde_json::to_value(session).unwrap_or_default()),
+                    None => not_found(format!("no session `{id}`")),
+                }
+            }
+            Method::DELETE => match backends.iter().find(|backend| backend.end_session(id)) {
+                Some(backend) => json_response(StatusCode::OK, &json!({ "ended": id, "backend": backend.name() })),
+                None => not_found(format!("no session `{id}`")),
+            },
+            _ => {
+                let mut response = Rejection::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "only GET and DELETE are served here",
+                )
+                .into_response();
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, DELETE"));
+                response
+            }
         }
     }
 }

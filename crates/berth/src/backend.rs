@@ -318,6 +318,22 @@ impl Backend {
         }
     }
 
+    /// Its open sessions; `None` for a native backend, whose sessions rmcp keeps.
+    pub(crate) fn sessions(&self) -> Option<Vec<crate::stdio::SessionInfo>> {
+        match &self.kind {
+            BackendKind::Native(_) => None,
+            BackendKind::Stdio(stdio) => Some(stdio.sessions()),
+        }
+    }
+
+    /// Ends its session `id`, whoever owns it; whether it had one.
+    pub(crate) fn end_session(&self, id: &str) -> bool {
+        match &self.kind {
+            BackendKind::Native(_) => false,
+            BackendKind::Stdio(stdio) => stdio.end(id),
+        }
+    }
+
     /// The last stderr lines of its servers, oldest first; `None` for a native backend, which
     /// has no stderr of its own.
     pub(crate) fn logs(&self) -> Option<Vec<crate::stdio::LogLine>> {

@@ -321,6 +321,20 @@ impl StdioBackend {
         }
     }
 
+    /// Its open sessions, as the admin API shows them.
+    pub(crate) fn sessions(&self) -> Vec<super::session::SessionInfo> {
+        self.sessions.all().iter().map(|session| session.info(&self.name)).collect()
+    }
+
+    /// Ends session `id` whoever owns it (an admin's `DELETE /api/sessions/{id}`), as a
+    /// client's DELETE ends it; whether there was one.
+    pub(crate) fn end(self: &Arc<Self>, id: &str) -> bool {
+        let Some(session) = self.sessions.remove(id) else { return false };
+        let backend = Arc::clone(self);
+        self.endings.spawn(async move { backend.end_session(session).await });
+        true
+    }
+
     /// The last lines its servers wrote to stderr, oldest first.
     pub(crate) fn logs(&self) -> Vec<crate::stdio::LogLine> {
         self.stats.stderr.lines()
@@ -550,6 +564,7 @@ impl StdioBackend {
         let id = message.id_bytes().unwrap_or_else(|| Bytes::from_static(b"null"));
         let requested = message.find_str(&["params", "protocolVersion"]).map(|v| v.into_owned());
         let capabilities = ClientCaps::from_initialize(message);
+        let client = super::session::client_info(message);
         let (session, answer) = match &self.shared {
             Some(shared) => {
                 let init = match shared.ready().await {
@@ -560,7 +575,13 @@ impl StdioBackend {
                 let version =
                     negotiate(requested.as_deref(), instance_version.as_deref().unwrap_or(SHARED_PROTOCOL_VERSION));
                 let answer = initialize_answer(&init, &id, Some(&version));
-                let spec = SessionSpec { capabilities, protocol_version: version, replay: self.replay_limits(), owner };
+                let spec = SessionSpec {
+                    capabilities,
+                    protocol_version: version,
+                    replay: self.replay_limits(),
+                    owner,
+                    client,
+                };
                 (Session::shared(Arc::clone(shared), spec), answer)
             }
             None => {
@@ -576,6 +597,7 @@ impl StdioBackend {
                     protocol_version: requested.unwrap_or_else(|| SHARED_PROTOCOL_VERSION.to_string()),
                     replay: self.replay_limits(),
                     owner,
+                    client,
                 };
                 let session = Session::own(spec, |session| {
                     let relay = Relay::new(

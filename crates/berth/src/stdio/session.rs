@@ -11,7 +11,7 @@ use std::{
         Arc, Mutex, MutexGuard, Weak,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use bytes::Bytes;
@@ -84,6 +84,10 @@ pub(crate) struct Session {
     protocol_version: Box<str>,
     /// The identity that initialized it (`None` with `auth = "none"`): the only one that may use it.
     owner: Option<Arc<str>>,
+    /// The client's `clientInfo` name and version, as it declared them (bounded).
+    client: (Box<str>, Box<str>),
+    /// When it was created, by the clock and monotonically (`last_seen` is shown from both).
+    created: (SystemTime, Instant),
     /// Its own `logging/setLevel`, on a shared instance.
     log_level: AtomicLevel,
     /// The tasks its requests created, on a shared instance (at most [`MAX_TASKS`]).
@@ -93,6 +97,52 @@ pub(crate) struct Session {
     /// Requests of this session that the relay has pending.
     in_flight: AtomicUsize,
     state: Mutex<State>,
+}
+
+/// A session as `GET /api/sessions` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct SessionInfo {
+    /// The `Mcp-Session-Id`.
+    pub(crate) id: String,
+    /// Its backend.
+    pub(crate) backend: String,
+    /// The identity that opened it.
+    pub(crate) user: Option<String>,
+    /// The client's `clientInfo`.
+    pub(crate) client: ClientInfo,
+    /// The negotiated protocol version.
+    pub(crate) protocol_version: String,
+    /// `shared` (the backend's shared instance) or `own` (a per-session instance).
+    pub(crate) instance: &'static str,
+    /// When it was created (RFC 3339).
+    pub(crate) created: String,
+    /// Its latest request (RFC 3339).
+    pub(crate) last_seen: String,
+    /// Its requests pending now.
+    pub(crate) in_flight: usize,
+}
+
+/// A client's `clientInfo`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct ClientInfo {
+    /// Its name (empty when it gave none).
+    pub(crate) name: String,
+    /// Its version (empty when it gave none).
+    pub(crate) version: String,
+}
+
+/// Longest `clientInfo` name or version kept, in characters.
+const CLIENT_INFO_CHARS: usize = 128;
+
+/// The `clientInfo` name and version of an `initialize` message, bounded.
+pub(crate) fn client_info(message: &Message) -> (String, String) {
+    let field = |key: &str| {
+        message
+            .find_str(&["params", "clientInfo", key])
+            .map(|v| v.chars().take(CLIENT_INFO_CHARS).collect())
+            .unwrap_or_default()
+    };
+    (field("name"), field("version"))
 }
 
 /// A session's facts, given when it is created.
@@ -105,6 +155,8 @@ pub(crate) struct SessionSpec {
     pub(crate) replay: ReplayLimits,
     /// The identity that initialized it.
     pub(crate) owner: Option<Arc<str>>,
+    /// The client's `clientInfo` name and version.
+    pub(crate) client: (String, String),
 }
 
 impl Session {
@@ -127,6 +179,8 @@ impl Session {
             capabilities: spec.capabilities,
             protocol_version: spec.protocol_version.into(),
             owner: spec.owner,
+            client: (spec.client.0.into(), spec.client.1.into()),
+            created: (SystemTime::now(), Instant::now()),
             log_level: AtomicLevel::default(),
             tasks: Mutex::new(VecDeque::new()),
             get_stream: Outbox::get(Arc::clone(&replay)),
@@ -199,6 +253,23 @@ impl Session {
     /// The session's replay ring.
     pub(crate) fn replay(&self) -> &Arc<Replay> {
         &self.replay
+    }
+
+    /// What the admin API shows of it.
+    pub(crate) fn info(&self, backend: &str) -> SessionInfo {
+        let (created_at, created) = self.created;
+        let seen = self.lock().last_seen.unwrap_or(created);
+        SessionInfo {
+            id: self.id.clone(),
+            backend: backend.to_string(),
+            user: self.owner.as_deref().map(str::to_owned),
+            client: ClientInfo { name: self.client.0.to_string(), version: self.client.1.to_string() },
+            protocol_version: self.protocol_version.to_string(),
+            instance: if self.owns_instance() { "own" } else { "shared" },
+            created: crate::audit::rfc3339(created_at),
+            last_seen: crate::audit::rfc3339(created_at + seen.saturating_duration_since(created)),
+            in_flight: self.in_flight(),
+        }
     }
 
     /// Records activity.
@@ -410,6 +481,7 @@ mod tests {
             protocol_version: "2025-11-25".into(),
             replay: ReplayLimits { events: 64, bytes: 1 << 16 },
             owner: None,
+            client: Default::default(),
         };
         Session::shared(instance(&relay), spec)
     }

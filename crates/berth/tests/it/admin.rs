@@ -330,3 +330,56 @@ async fn admin_api_calls_a_tool_and_answers_its_result() {
         http().post(berth.admin_url("/api/backends/fx/call")).body(r#"{"tool":"echo"}"#).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// `GET /api/sessions` lists the open sessions of the stdio backends with their user, client
+/// and times; `DELETE /api/sessions/{id}` ends one (its client then gets 404) and leaves the
+/// others alone.
+#[tokio::test]
+async fn admin_api_lists_and_ends_sessions() {
+    let berth = Berth::start(&admin_config("", "")).await;
+    let url = berth.mcp_url("fx");
+    let first = RawSession::open(&url, json!({})).await;
+    let second = RawSession::open(&url, json!({})).await;
+    let get = |path: String| http().get(berth.admin_url(&path)).header("authorization", alice()).send();
+    let list: Value = get("/api/sessions".into()).await.unwrap().json().await.unwrap();
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{list}");
+    let mut ids: Vec<&str> = sessions.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    ids.sort();
+    let mut expected = [first.id.as_str(), second.id.as_str()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    let one: Value = get(format!("/api/sessions/{}", first.id)).await.unwrap().json().await.unwrap();
+    assert_eq!(one["backend"], "fx", "{one}");
+    assert_eq!(one["user"], USER, "{one}");
+    assert_eq!(one["client"], json!({"name": "berth-tests", "version": "1"}), "{one}");
+    assert_eq!(one["protocol_version"], first.version, "{one}");
+    assert_eq!(one["instance"], "shared", "{one}");
+    assert!(one["created"].as_str().unwrap() <= one["last_seen"].as_str().unwrap(), "{one}");
+
+    let delete = |id: String| {
+        http().delete(berth.admin_url(&format!("/api/sessions/{id}"))).header("authorization", alice()).send()
+    };
+    let ended = delete(first.id.clone()).await.unwrap();
+    assert_eq!(ended.status(), StatusCode::OK);
+    assert_eq!(ended.json::<Value>().await.unwrap(), json!({"ended": first.id, "backend": "fx"}));
+    let (status, _) = crate::raw::post_raw(
+        &url,
+        Some(first.headers()),
+        &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the ended session is gone for its client");
+    assert_eq!(second.tool("echo", json!({"text": "still here"})).await, "still here");
+    assert_eq!(delete(first.id.clone()).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(get(format!("/api/sessions/{}", first.id)).await.unwrap().status(), StatusCode::NOT_FOUND);
+    let list: Value = get("/api/sessions".into()).await.unwrap().json().await.unwrap();
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 1, "{list}");
+    let put =
+        http().put(berth.admin_url(&format!("/api/sessions/{}", second.id))).header("authorization", alice()).send();
+    let put = put.await.unwrap();
+    assert_eq!(put.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(put.headers()["allow"], "GET, DELETE");
+    let anonymous = http().delete(berth.admin_url(&format!("/api/sessions/{}", second.id))).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}

@@ -54,6 +54,7 @@ impl Harness {
                 protocol_version: "2025-11-25".into(),
                 replay: ReplayLimits { events: 256, bytes: 1 << 20 },
                 owner: None,
+                client: Default::default(),
             };
             let session = Session::shared(Arc::clone(&instance), spec);
             table.insert(Arc::clone(&session));
