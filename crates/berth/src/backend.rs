@@ -71,6 +71,20 @@ pub(crate) struct InstanceStatus {
     /// Why it is down, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) reason: Option<String>,
+    /// The process id of its current run (process backends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) pid: Option<u32>,
+    /// The container id of its current run (docker backends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) container: Option<String>,
+    /// When its current run was launched (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) started_at: Option<String>,
+    /// Its runs that failed (each followed by a restart).
+    pub(crate) restarts: u64,
+    /// How its latest failed run ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) last_exit: Option<String>,
 }
 
 /// What a backend is doing now: the state behind `/api/backends` and the gauges of

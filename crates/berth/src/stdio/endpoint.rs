@@ -306,7 +306,17 @@ impl StdioBackend {
             .chain(owned)
             .filter_map(|(role, instance)| {
                 let (state, reason) = instance.relay().link_status()?;
-                Some(InstanceStatus { role, state, reason })
+                let runs = instance.relay().runs();
+                Some(InstanceStatus {
+                    role,
+                    state,
+                    reason,
+                    pid: runs.pid,
+                    container: runs.container,
+                    started_at: runs.started_at.map(crate::audit::rfc3339),
+                    restarts: runs.restarts,
+                    last_exit: runs.last_exit,
+                })
             })
             .collect();
         BackendStatus {

@@ -246,6 +246,7 @@ impl Instance {
     fn went_down(&self, error: &StdioError) {
         tracing::warn!(backend = self.relay.backend(), instance = self.id, "{error}; restarting");
         self.relay.stats().failed(&error.to_string());
+        self.relay.run_failed(&error.to_string());
         self.relay.set_link(LinkState::Down(error.to_string()));
         self.relay.fail_all(error);
         if self.handshake.borrow().is_none() {
@@ -265,6 +266,7 @@ impl Instance {
             Ok(None) => return RunEnd::Stopped,
             Err(error) => return RunEnd::Failed(error),
         };
+        self.relay.run_started(handle.pid(), handle.container_id());
         let (writer, outbox) = mpsc::channel::<Bytes>(256);
         let mut pumps = Pumps {
             stdin: tokio::spawn(write_stdin(stdin, outbox, self.relay.stats().to_server.clone())),

@@ -50,6 +50,22 @@ pub(crate) enum RunHandle {
 }
 
 impl RunHandle {
+    /// The process id, for a process.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match self {
+            Self::Process(process) => Some(process.pid()),
+            Self::Docker(_) => None,
+        }
+    }
+
+    /// The short container id, for a container.
+    pub(crate) fn container_id(&self) -> Option<String> {
+        match self {
+            Self::Process(_) => None,
+            Self::Docker(container) => Some(container.id().chars().take(12).collect()),
+        }
+    }
+
     /// Completes when the instance has exited; answers a description of how.
     pub(crate) async fn exited(&mut self) -> String {
         match self {

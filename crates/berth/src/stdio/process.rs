@@ -79,6 +79,11 @@ pub(crate) fn spawn_process(spec: &ProcessSpec, env: &[(String, String)]) -> io:
 }
 
 impl ProcessHandle {
+    /// The process id of the leader.
+    pub(crate) fn pid(&self) -> u32 {
+        self.group.as_raw().unsigned_abs()
+    }
+
     /// Completes when the leader has exited (and its group was killed).
     pub(crate) async fn exited(&mut self) -> String {
         match self.exit.wait_for(Option::is_some).await {

@@ -94,6 +94,24 @@ pub(crate) struct Relay {
     stats: Arc<StdioStats>,
     /// See [`RelaySpec::roots`].
     roots: Option<Arc<str>>,
+    /// The instance's runs, as the admin API shows them.
+    runs: Mutex<RunRecord>,
+}
+
+/// What one instance's runs were: the current process or container, when it started, how
+/// many runs failed and how the latest failure ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RunRecord {
+    /// The process id of the current run (its process group leader).
+    pub(crate) pid: Option<u32>,
+    /// The container id of the current run (12 characters, as `docker ps` shows it).
+    pub(crate) container: Option<String>,
+    /// When the current run was launched.
+    pub(crate) started_at: Option<std::time::SystemTime>,
+    /// Runs of this instance that failed.
+    pub(crate) restarts: u64,
+    /// How the latest failed run ended.
+    pub(crate) last_exit: Option<String>,
 }
 
 /// A relay's fixed settings.
@@ -136,7 +154,27 @@ impl Relay {
             on_tools_changed: spec.on_tools_changed,
             stats: spec.stats,
             roots: spec.roots,
+            runs: Mutex::default(),
         })
+    }
+
+    /// The instance's runs so far.
+    pub(crate) fn runs(&self) -> RunRecord {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A run was launched, as process `pid` or container `container`.
+    pub(crate) fn run_started(&self, pid: Option<u32>, container: Option<String>) {
+        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        (runs.pid, runs.container, runs.started_at) = (pid, container, Some(std::time::SystemTime::now()));
+    }
+
+    /// The current run failed, as `reason` says.
+    pub(crate) fn run_failed(&self, reason: &str) {
+        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        runs.restarts += 1;
+        runs.last_exit = Some(reason.to_string());
+        (runs.pid, runs.container) = (None, None);
     }
 
     fn pending(&self) -> MutexGuard<'_, HashMap<u64, Pending>> {

@@ -170,7 +170,13 @@ async fn admin_api_lists_backends_with_json_errors() {
     assert_eq!(fx["sessions"], 1, "{fx}");
     assert_eq!(fx["restarts"], 0, "{fx}");
     assert_eq!(fx["last_error"], Value::Null, "{fx}");
-    assert_eq!(fx["instances"], json!([{"role": "shared", "state": "ready"}]), "{fx}");
+    let pid: u32 = session.tool("pid", json!({})).await.parse().unwrap();
+    let instance = &fx["instances"][0];
+    assert_eq!(fx["instances"].as_array().unwrap().len(), 1, "{fx}");
+    assert_eq!((&instance["role"], &instance["state"]), (&json!("shared"), &json!("ready")), "{fx}");
+    assert_eq!(instance["pid"], pid, "the instance's pid is the server's: {fx}");
+    assert!(instance["started_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{fx}");
+    assert_eq!((&instance["restarts"], &instance["last_exit"]), (&json!(0), &Value::Null), "{fx}");
     let native: Value = get("/api/backends/conformance").await.unwrap().json().await.unwrap();
     assert_eq!(native["kind"], "native", "{native}");
     // A crash shows as a restart and the last error.
@@ -182,6 +188,15 @@ async fn admin_api_lists_backends_with_json_errors() {
     .await;
     assert!(crashed["last_error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{crashed}");
     assert!(crashed["last_error"]["at"].as_str().is_some_and(|t| t.ends_with('Z')), "{crashed}");
+    let instance = wait_for("the instance runs again", || async {
+        let fx: Value = get("/api/backends/fx").await.ok()?.json().await.ok()?;
+        let instance = fx["instances"][0].clone();
+        (instance["state"] == "ready").then_some(instance)
+    })
+    .await;
+    assert_eq!(instance["restarts"], 1, "{instance}");
+    assert!(instance["last_exit"].as_str().is_some_and(|m| m.contains("exit")), "{instance}");
+    assert!(instance["pid"].as_u64().is_some_and(|new| new != u64::from(pid)), "a new process: {instance}");
     let text = scrape(&berth).await;
     assert_eq!(value(&text, "berth_instance_restarts_total{backend=\"fx\"}"), Some(1.0), "{text}");
     let errors =
@@ -264,7 +279,17 @@ async fn admin_metrics_count_docker_per_session_instances() {
         .json()
         .await
         .unwrap();
-    assert_eq!((&fxd["kind"], &fxd["instances"]), (&json!("docker"), &json!([{"role": "session", "state": "ready"}])));
+    let instance = &fxd["instances"][0];
+    assert_eq!(fxd["instances"].as_array().unwrap().len(), 1, "{fxd}");
+    assert_eq!(
+        (&fxd["kind"], &instance["role"], &instance["state"]),
+        (&json!("docker"), &json!("session"), &json!("ready"))
+    );
+    let container = instance["container"].as_str().unwrap();
+    assert_eq!(container.len(), 12, "{fxd}");
+    let running = crate::harness::containers_with("berth.backend=fxd");
+    assert!(running.iter().any(|id| id.starts_with(container)), "{container} is one of {running:?}");
+    assert_eq!(instance["pid"], Value::Null, "{fxd}");
     assert_eq!(session.delete().await, StatusCode::OK);
     wait_for("the session's instance is gone from the gauges", || async {
         let text = scrape(&berth).await;
