@@ -204,5 +204,15 @@ async fn monitoring_kit_queries_only_what_berth_exposes() {
         failures.extend(unknown_uses(file.as_str().unwrap(), &rules, &exposed));
     }
     assert!(failures.is_empty(), "{}\n\nexposed: {exposed:#?}", failures.join("\n"));
+    // Where Prometheus' own checker is installed (Debian's `prometheus` package), it checks the
+    // configuration and, through `rule_files`, the rules as Prometheus will load them.
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "config"])
+        .arg(prometheus_dir.join("prometheus.yml"))
+        .output();
+    if let Ok(output) = promtool {
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "promtool check config:\n{stdout}{stderr}");
+    }
     berth.stop().await;
 }
