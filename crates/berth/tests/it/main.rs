@@ -25,6 +25,7 @@ mod hostile;
 mod limits;
 mod live_reload;
 mod mcp_client;
+mod monitoring;
 mod owners;
 mod params;
 mod process;
