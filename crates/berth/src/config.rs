@@ -5,6 +5,7 @@
 
 mod backend;
 mod ops;
+pub(crate) mod state;
 mod throttle;
 mod tls;
 mod values;
@@ -106,6 +107,13 @@ pub struct Config {
     /// The typed values validation made of the raw ones.
     #[serde(skip)]
     pub(crate) validated: Validated,
+    /// The backends that came from `admin.state_file` (made through the admin API).
+    #[serde(skip)]
+    pub(crate) dynamic: std::collections::BTreeSet<String>,
+    /// The configuration file's text as it was read ([`Config::load`]), which
+    /// `server.watch_config` compares the file with.
+    #[serde(skip)]
+    pub(crate) file_text: String,
 }
 
 /// What validation made of the values the gateway is built from, kept typed so that nothing is
@@ -387,7 +395,22 @@ impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
-        Self::parse(&text, Some(path))
+        let mut config = Self::parse(&text, Some(path))?;
+        config.file_text.clone_from(&text);
+        // The backends made through the admin API, validated as if they were in this file.
+        match state::path_of(&config) {
+            None => Ok(config),
+            Some(state_path) if state_path == path => Err(config.source.invalid(
+                config.admin.state_file.as_ref().map(|file| file.span()),
+                "admin.state_file",
+                "must not be the configuration file itself",
+            )),
+            Some(state_path) => {
+                let mut merged = state::merged(&text, Some(path), &state::read(&state_path)?, &state_path)?;
+                merged.file_text = text;
+                Ok(merged)
+            }
+        }
     }
 
     /// Parses and validates TOML text; `path` is used in error messages.
@@ -421,6 +444,8 @@ impl Config {
             source: Source::default(),
             validated: Validated::default(),
             listen_override: None,
+            dynamic: Default::default(),
+            file_text: String::new(),
         };
         for name in native_services {
             let backend: BackendConfig =

@@ -32,11 +32,13 @@ use crate::{
 };
 
 mod actions;
+mod dynamic;
 mod reload;
 
 pub(crate) use actions::{Action, ActionError};
+pub(crate) use dynamic::{ChangeError, Changed};
 use reload::{Applied, reload_on_change, reload_on_sighup};
-pub(crate) use reload::{ReloadError, Reloaded, Reloader, log_outcome as log_reload};
+pub(crate) use reload::{ReloadError, Reloaded, Reloader, config_error_details, log_outcome as log_reload};
 
 /// A gateway built from a [`Config`]: its backends, users and HTTP stack.
 #[derive(Debug)]
@@ -491,6 +493,7 @@ impl Gateway {
             metrics: Arc::clone(parts.observer.metrics()),
             applied: std::sync::Mutex::new(Applied::of(config)),
             serial: tokio::sync::Mutex::new(()),
+            state_lock: tokio::sync::Mutex::new(()),
             retiring: tokio_util::task::TaskTracker::new(),
         });
         if let Some(plan) = &mut admin {

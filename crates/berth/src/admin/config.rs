@@ -19,7 +19,7 @@ use tower::{Layer, Service};
 use super::audit_request;
 use crate::{
     body::{RequestBody, ResponseBody},
-    gateway::{Action, ActionError, ReloadError, Reloader},
+    gateway::{Action, ActionError, ChangeError, ReloadError, Reloader},
     observe::Observer,
     reply::{Rejection, json_response},
 };
@@ -60,14 +60,17 @@ fn only(allowed: &'static str) -> Response<ResponseBody> {
 pub(crate) fn reload_answer(outcome: &Result<crate::gateway::Reloaded, ReloadError>) -> Response<ResponseBody> {
     match outcome {
         Ok(done) => json_response(StatusCode::OK, &json!({ "status": "reloaded", "reloaded": done })),
-        Err(error) => {
-            let status = match error {
-                ReloadError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                ReloadError::RestartNeeded { .. } => StatusCode::CONFLICT,
-            };
-            json_response(status, &error.details())
-        }
+        Err(error) => reload_error_answer(error),
     }
+}
+
+/// Why a reload changed nothing, as an answer.
+fn reload_error_answer(error: &ReloadError) -> Response<ResponseBody> {
+    let status = match error {
+        ReloadError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ReloadError::RestartNeeded { .. } => StatusCode::CONFLICT,
+    };
+    json_response(status, &error.details())
 }
 
 impl<S> Service<Request<RequestBody>> for ConfigApi<S>
@@ -90,6 +93,11 @@ where
             "/api/config" => Route::Config,
             _ if let Some((name, action)) = backend_action(path) => Route::Act(name.to_string(), action),
             _ if let Some(name) = backend_call(path) => Route::Call(name.to_string()),
+            _ if let Some(name) = backend_path(path)
+                && matches!(*request.method(), Method::PUT | Method::DELETE) =>
+            {
+                Route::Change(name.to_string())
+            }
             _ => {
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -134,9 +142,31 @@ where
                         .into_response(),
                 },
                 (Route::Call(_), _) => only("POST"),
+                (Route::Change(name), method) => {
+                    let env = |name: &str| std::env::var(name).ok();
+                    let outcome = if method == Method::PUT {
+                        let (parts, body) = request.into_parts();
+                        let table = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 1024 * 1024))
+                            .await
+                            .ok()
+                            .map(|c| c.to_bytes());
+                        let request = Request::from_parts(parts, crate::body::request_body(bytes::Bytes::new()));
+                        let outcome = match table.map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes)) {
+                            Some(Ok(table)) => reloader.put_backend(name, table, &env).await,
+                            Some(Err(error)) => Err(ChangeError::Body(format!("the body is not JSON: {error}"))),
+                            None => Err(ChangeError::Body("the body is unreadable or larger than 1 MiB".into())),
+                        };
+                        let response = change_answer(&outcome);
+                        audit_request(&observer, &request, Some(name), response.status().as_u16(), started, ts);
+                        return Ok(response);
+                    } else {
+                        reloader.delete_backend(name, &env).await
+                    };
+                    change_answer(&outcome)
+                }
             };
             let backend = match &route {
-                Route::Act(name, _) | Route::Call(name) => Some(name.as_str()),
+                Route::Act(name, _) | Route::Call(name) | Route::Change(name) => Some(name.as_str()),
                 _ => None,
             };
             audit_request(&observer, &request, backend, response.status().as_u16(), started, ts);
@@ -150,6 +180,7 @@ enum Route {
     Reload,
     Act(String, Action),
     Call(String),
+    Change(String),
     Config,
 }
 
@@ -157,6 +188,34 @@ enum Route {
 fn backend_action(path: &str) -> Option<(&str, Action)> {
     let (name, action) = path.strip_prefix("/api/backends/")?.split_once('/')?;
     Some((name, Action::parse(action)?)).filter(|(name, _)| !name.is_empty())
+}
+
+/// `/api/backends/{name}`, when the path is one.
+fn backend_path(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/backends/").filter(|name| !name.is_empty() && !name.contains('/'))
+}
+
+/// The answer to a `PUT` or `DELETE` of a backend.
+fn change_answer(outcome: &Result<crate::gateway::Changed, ChangeError>) -> Response<ResponseBody> {
+    let error = match outcome {
+        Ok(changed) => {
+            let status = if changed.created { StatusCode::CREATED } else { StatusCode::OK };
+            return json_response(status, &serde_json::to_value(changed).unwrap_or_default());
+        }
+        Err(error) => error,
+    };
+    let (status, slug) = match error {
+        ChangeError::NoStateFile => (StatusCode::CONFLICT, "no_state_file"),
+        ChangeError::Static(_) => (StatusCode::CONFLICT, "static_backend"),
+        ChangeError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        ChangeError::Body(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+        ChangeError::Invalid(invalid) => {
+            return json_response(StatusCode::UNPROCESSABLE_ENTITY, &crate::gateway::config_error_details(invalid));
+        }
+        ChangeError::Write { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "state_write_failed"),
+        ChangeError::Reload(reload) => return reload_error_answer(reload),
+    };
+    Rejection::new(status, slug, error.to_string()).into_response()
 }
 
 /// `/api/backends/{name}/call`, when the path is one.

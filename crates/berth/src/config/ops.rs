@@ -22,11 +22,14 @@ pub struct AdminConfig {
     pub metrics_auth: bool,
     /// Terminate TLS on the admin listener, as `[server.tls]` does on the MCP one.
     pub tls: Option<TlsConfig>,
+    /// Where `PUT /api/backends/{name}` keeps the backends it makes (relative to the
+    /// configuration file); without it, the API cannot make backends.
+    pub state_file: Option<Spanned<String>>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: None, users: Vec::new(), metrics_auth: true, tls: None }
+        Self { listen: None, users: Vec::new(), metrics_auth: true, tls: None, state_file: None }
     }
 }
 

@@ -69,6 +69,8 @@ pub(crate) struct Reloader {
     pub(crate) applied: Mutex<Applied>,
     /// One reload at a time.
     pub(crate) serial: tokio::sync::Mutex<()>,
+    /// One change of the state file at a time (`PUT`/`DELETE /api/backends/{name}`).
+    pub(crate) state_lock: tokio::sync::Mutex<()>,
     /// The backends a reload took out of service, draining and stopping: berth's shutdown
     /// waits for them, so that none of their processes or containers outlives it.
     pub(crate) retiring: TaskTracker,
@@ -165,26 +167,37 @@ impl ReloadError {
 
     /// The error as JSON: the message, and the file, line and field where they are known.
     pub(crate) fn details(&self) -> serde_json::Value {
-        let mut details = serde_json::json!({ "error": self.slug(), "message": self.to_string() });
         match self {
-            Self::Invalid(ConfigError::Invalid { path, line, field, .. }) => {
-                details["file"] = path.display().to_string().into();
-                details["line"] = (*line).into();
-                details["field"] = field.clone().into();
-            }
-            Self::Invalid(ConfigError::Parse { path, line, column, .. }) => {
-                details["file"] = path.display().to_string().into();
-                details["line"] = (*line).into();
-                details["column"] = (*column).into();
-            }
-            Self::Invalid(ConfigError::Io { path, .. }) => details["file"] = path.display().to_string().into(),
-            Self::RestartNeeded { path, fields } => {
-                details["file"] = path.clone().into();
-                details["fields"] = fields.clone().into();
-            }
+            Self::Invalid(error) => config_error_details(error),
+            Self::RestartNeeded { path, fields } => serde_json::json!({
+                "error": self.slug(), "message": self.to_string(), "file": path, "fields": fields,
+            }),
         }
-        details
     }
+}
+
+/// A configuration error as JSON (`invalid_config`): the message, and the file, line, field or
+/// column where they are known.
+pub(crate) fn config_error_details(error: &ConfigError) -> serde_json::Value {
+    let mut details = serde_json::Map::new();
+    details.insert("error".into(), "invalid_config".into());
+    details.insert("message".into(), error.to_string().into());
+    match error {
+        ConfigError::Invalid { path, line, field, .. } => {
+            details.insert("file".into(), path.display().to_string().into());
+            details.insert("line".into(), (*line).into());
+            details.insert("field".into(), field.clone().into());
+        }
+        ConfigError::Parse { path, line, column, .. } => {
+            details.insert("file".into(), path.display().to_string().into());
+            details.insert("line".into(), (*line).into());
+            details.insert("column".into(), (*column).into());
+        }
+        ConfigError::Io { path, .. } => {
+            details.insert("file".into(), path.display().to_string().into());
+        }
+    }
+    serde_json::Value::Object(details)
 }
 
 /// What a reload did.
@@ -390,8 +403,10 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// so that editors that replace the file, and `touch`, are both handled right), until `stop`.
 pub(crate) fn reload_on_change(reloader: Arc<Reloader>, stop: CancellationToken) {
     let Some(path) = reloader.path.clone() else { return };
+    // The text the configuration in use was read from, not the file as it is when this task
+    // first runs: an edit made in between is a change too.
+    let mut seen = Some(reloader.config().file_text.clone().into_bytes());
     tokio::spawn(async move {
-        let mut seen = tokio::fs::read(&path).await.ok();
         let mut ticker = tokio::time::interval(WATCH_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -499,3 +499,87 @@ async fn an_admin_stops_starts_and_restarts_a_backend_and_nothing_else_is_touche
     })
     .await;
 }
+
+async fn change(berth: &Berth, method: reqwest::Method, name: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let url = berth.admin_url(&format!("/api/backends/{name}"));
+    let mut request = http().request(method, url).header("authorization", alice());
+    if let Some(body) = body {
+        request = request.body(body.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+/// `PUT /api/backends/{name}` makes a backend from a JSON `[backends.<name>]` table, validated
+/// as the file is (the same messages, the field named), persisted in `admin.state_file` so that
+/// it survives a restart; a `PUT` again replaces it, `DELETE` removes it (its process stops);
+/// names of the configuration file cannot be written or deleted.
+#[tokio::test]
+async fn backends_made_through_the_api_persist_and_the_file_s_own_are_protected() {
+    let tag = unique_name("made");
+    let text = config(&fixture("fixed", &format!("{tag}-fixed"), "")).replacen(
+        "[admin]\n",
+        "[admin]\nstate_file = \"state.toml\"\n",
+        1,
+    );
+    let (berth, dir, file) = serve(&text).await;
+    let fixture = fixture_binary().display().to_string();
+    let made = |text: &str| json!({"kind": "process", "command": fixture, "env": {"TAG": format!("{tag}-made"), "V": format!("{tag}-{text}")}});
+
+    let (status, answer) = change(&berth, reqwest::Method::PUT, "made", Some(made("1"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!((answer["backend"].clone(), answer["created"].clone()), (json!("made"), json!(true)), "{answer}");
+    assert_eq!(answer["reloaded"]["added"], json!(["made"]), "{answer}");
+    let session = RawSession::open(&berth.mcp_url("made"), json!({})).await;
+    assert_eq!(session.tool("echo", json!({"text": "made"})).await, "made");
+    let state = std::fs::read_to_string(dir.path().join("state.toml")).unwrap();
+    assert!(state.starts_with("# Written by berth") && state.contains("[backends.made]"), "{state}");
+
+    // Invalid tables: the validation's own message and field; nothing is written.
+    let (status, answer) = change(&berth, reqwest::Method::PUT, "broken", Some(json!({"kind": "process"}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["field"], "backends.broken.command", "{answer}");
+    let (status, answer) =
+        change(&berth, reqwest::Method::PUT, "broken", Some(json!({"kind": "process", "comand": "x"}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("comand"), "{answer}");
+    let (status, answer) = change(&berth, reqwest::Method::PUT, "broken", Some(json!([1]))).await;
+    assert_eq!((status, answer["error"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_body")), "{answer}");
+    assert!(!std::fs::read_to_string(dir.path().join("state.toml")).unwrap().contains("broken"));
+    assert_eq!(initialize_status(&berth.mcp_url("broken")).await, StatusCode::NOT_FOUND);
+    // The file's own backends cannot be written or deleted.
+    let (status, answer) = change(&berth, reqwest::Method::PUT, "fixed", Some(made("x"))).await;
+    assert_eq!((status, answer["error"].clone()), (StatusCode::CONFLICT, json!("static_backend")), "{answer}");
+    let (status, answer) = change(&berth, reqwest::Method::DELETE, "fixed", None).await;
+    assert_eq!((status, answer["error"].clone()), (StatusCode::CONFLICT, json!("static_backend")), "{answer}");
+    let (status, _) = change(&berth, reqwest::Method::DELETE, "nope", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A PUT again replaces it (restarted); the backend survives a restart of berth.
+    let (status, answer) = change(&berth, reqwest::Method::PUT, "made", Some(made("2"))).await;
+    assert_eq!((status, answer["reloaded"]["restarted"].clone()), (StatusCode::OK, json!(["made"])), "{answer}");
+    drop(session);
+    drop(berth);
+    wait_until("berth's processes are gone", || tagged_processes(&format!("TAG={tag}-made")).is_empty()).await;
+    let berth = Berth::start_file(&file).await;
+    let session = RawSession::open(&berth.mcp_url("made"), json!({})).await;
+    assert_eq!(session.tool("echo", json!({"text": "again"})).await, "again");
+    assert_eq!(tagged_processes(&format!("V={tag}-2")).len(), 1, "the replaced table runs after the restart");
+    // DELETE removes it: its sessions end and its process stops.
+    let (status, answer) = change(&berth, reqwest::Method::DELETE, "made", None).await;
+    assert_eq!((status, answer["reloaded"]["removed"].clone()), (StatusCode::OK, json!(["made"])), "{answer}");
+    assert_eq!(initialize_status(&berth.mcp_url("made")).await, StatusCode::NOT_FOUND);
+    wait_until("the deleted backend's process stops", || tagged_processes(&format!("TAG={tag}-made")).is_empty()).await;
+    assert!(!std::fs::read_to_string(dir.path().join("state.toml")).unwrap().contains("[backends.made]"));
+    drop(berth);
+}
+
+/// Without `admin.state_file` the API makes no backends, and says why.
+#[tokio::test]
+async fn without_a_state_file_no_backend_is_made() {
+    let (berth, _dir, _file) = serve(&config(&fixture("fixed", &unique_name("nostate"), ""))).await;
+    let (status, answer) =
+        change(&berth, reqwest::Method::PUT, "made", Some(json!({"kind": "native", "service": "conformance"}))).await;
+    assert_eq!((status, answer["error"].clone()), (StatusCode::CONFLICT, json!("no_state_file")), "{answer}");
+}
