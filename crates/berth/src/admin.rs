@@ -8,7 +8,8 @@
 //! to them), then [`AdminApi`].
 //!
 //! The API reads the backends through [`Backend::status`], a snapshot taken when asked: the
-//! API's actions (start, stop, reload) will go through the same small interface.
+//! API's actions (start, stop, restart, reload) go through the same small interface. `/` is the
+//! status page (`admin/page.rs`).
 
 use std::{
     convert::Infallible,
@@ -31,6 +32,7 @@ use tower_http::{
 
 mod call;
 mod config;
+mod page;
 mod redact;
 
 use config::ConfigLayer;
@@ -91,6 +93,45 @@ impl<B> ValidateRequest<B> for OpenMetrics {
     }
 }
 
+/// Refuses a request that changes something when a browser says it comes from another site
+/// (`Sec-Fetch-Site: cross-site`/`same-site`, or an `Origin` whose host is not the `Host`): a
+/// page elsewhere must not make an admin's browser, with its cached Basic credentials, stop
+/// a backend. Clients that are not browsers send neither header.
+#[derive(Debug, Clone, Copy)]
+struct SameOrigin;
+
+impl<B> ValidateRequest<B> for SameOrigin {
+    type ResponseBody = ResponseBody;
+
+    fn validate(&mut self, request: &mut Request<B>) -> Result<(), Response<ResponseBody>> {
+        if matches!(*request.method(), Method::GET | Method::HEAD) {
+            return Ok(());
+        }
+        let headers = request.headers();
+        let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        let cross_site = matches!(fetch_site, Some("cross-site" | "same-site"));
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let origin_host = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(|origin| origin.split_once("://").map_or(origin, |(_, rest)| rest));
+        let foreign_origin = match (origin_host, host) {
+            (Some(origin), Some(host)) => !origin.eq_ignore_ascii_case(host),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if cross_site || foreign_origin {
+            return Err(Rejection::new(
+                StatusCode::FORBIDDEN,
+                "cross_site",
+                "a request from another site cannot change anything on the admin listener",
+            )
+            .into_response());
+        }
+        Ok(())
+    }
+}
+
 /// Builds the admin stack; each layer's comment says why it is there.
 pub(crate) fn build(parts: AdminParts) -> HttpStack {
     let metrics = Arc::clone(parts.observer.metrics());
@@ -118,6 +159,8 @@ pub(crate) fn build(parts: AdminParts) -> HttpStack {
         .option_layer(open_metrics)
         // Admin users only; others get the same 401 as a wrong password.
         .layer(auth::layer(parts.authenticator))
+        // Nothing changes at another site's request (CSRF through a browser's cached credentials).
+        .layer(ValidateRequestHeaderLayer::custom(SameOrigin))
         // The configuration: reloaded and shown.
         .option_layer(parts.reloader.map(|reloader| ConfigLayer { reloader, observer: parts.observer.clone() }))
         .service(AdminApi { routes: parts.routes, observer: parts.observer });
@@ -152,6 +195,9 @@ fn not_found(message: impl Into<String>) -> Response<ResponseBody> {
 
 impl AdminApi {
     fn answer(&self, method: &Method, path: &str) -> Response<ResponseBody> {
+        if path == "/" && method == Method::GET {
+            return page::response(&self.routes.backends(), self.observer.recent());
+        }
         let path = path.trim_end_matches('/');
         if let Some(id) = path.strip_prefix("/api/sessions/").filter(|id| !id.is_empty() && !id.contains('/')) {
             return self.session(method, id);

@@ -28,6 +28,7 @@ mod observe;
 mod preflight;
 mod public;
 mod rate_limit;
+mod recent;
 mod reply;
 mod route;
 mod secret;

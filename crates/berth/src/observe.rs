@@ -35,6 +35,7 @@ use crate::{
     jsonrpc::{Kind, Message},
     mcp_headers::SESSION_HEADER,
     metrics::{Listener, Metrics, method_label},
+    recent::{Failure, Recent},
 };
 
 /// Where observations go: the metrics, and the audit log when one is configured.
@@ -42,12 +43,18 @@ use crate::{
 pub(crate) struct Observer {
     metrics: Arc<Metrics>,
     audit: Option<Arc<AuditLog>>,
+    recent: Arc<Recent>,
 }
 
 impl Observer {
-    /// Observations into `metrics` and `audit`.
+    /// Observations into `metrics` and `audit` (and the last minutes, for the status page).
     pub(crate) fn new(metrics: Arc<Metrics>, audit: Option<Arc<AuditLog>>) -> Self {
-        Self { metrics, audit }
+        Self { metrics, audit, recent: Arc::default() }
+    }
+
+    /// The last minutes, for the status page.
+    pub(crate) fn recent(&self) -> &Arc<Recent> {
+        &self.recent
     }
 
     /// The metrics.
@@ -252,6 +259,18 @@ impl Exchange {
         // A GET stream lasts as long as the client reads it: its length is no latency.
         let seconds = self.post.then_some(elapsed.as_secs_f64());
         metrics.mcp_request(self.backend.label(), self.label, outcome, seconds);
+        if self.post {
+            self.observer.recent.record(self.backend.label(), elapsed, outcome);
+        }
+        if outcome != "ok" {
+            self.observer.recent.failed(Failure {
+                at: rfc3339(self.ts),
+                backend: self.backend.name().to_string(),
+                method: self.label,
+                outcome,
+                status: self.status,
+            });
+        }
         if self.label == "tools/call" {
             let tool = self.backend.tool_names().label(self.name.as_deref());
             let tool_outcome = if outcome == "ok" && self.tool_error { "error" } else { outcome };

@@ -200,7 +200,7 @@ async fn admin_api_lists_backends_with_json_errors() {
     let text = scrape(&berth).await;
     assert_eq!(value(&text, "berth_instance_restarts_total{backend=\"fx\"}"), Some(1.0), "{text}");
     let errors =
-        [("/api/backends/nope", 404, "not_found"), ("/api/nothing", 404, "not_found"), ("/", 404, "not_found")];
+        [("/api/backends/nope", 404, "not_found"), ("/api/nothing", 404, "not_found"), ("/nothing", 404, "not_found")];
     for (path, status, slug) in errors {
         let response = get(path).await.unwrap();
         assert_eq!(response.status().as_u16(), status, "{path}");
@@ -407,4 +407,38 @@ async fn admin_api_lists_and_ends_sessions() {
     assert_eq!(put.headers()["allow"], "GET, DELETE");
     let anonymous = http().delete(berth.admin_url(&format!("/api/sessions/{}", second.id))).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A browser's request from another site cannot change anything (its cached credentials would
+/// otherwise let any page stop a backend); reads and requests without browser headers pass.
+#[tokio::test]
+async fn admin_changes_from_another_site_are_refused() {
+    let berth = Berth::start(&admin_config("", "")).await;
+    let url = berth.admin_url("/api/backends/fx/restart");
+    let post = |headers: &[(&str, &str)]| {
+        let mut request = http().post(&url).header("authorization", alice());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    for headers in [
+        &[("origin", "https://evil.example")][..],
+        &[("sec-fetch-site", "cross-site")],
+        &[("sec-fetch-site", "same-site"), ("origin", "http://other.localhost")],
+    ] {
+        let response = post(headers).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{headers:?}");
+        assert_eq!(response.json::<Value>().await.unwrap()["error"], "cross_site");
+    }
+    let host = berth.admin_url("").trim_start_matches("http://").to_string();
+    let own = format!("http://{host}");
+    let response = post(&[("origin", own.as_str()), ("sec-fetch-site", "same-origin")]).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "the page's own origin may");
+    assert_eq!(post(&[]).await.unwrap().status(), StatusCode::OK, "curl may");
+    let read = http()
+        .get(berth.admin_url("/api/backends"))
+        .header("authorization", alice())
+        .header("sec-fetch-site", "cross-site");
+    assert_eq!(read.send().await.unwrap().status(), StatusCode::OK, "reads are not changes");
 }

@@ -27,6 +27,7 @@ mod live_reload;
 mod mcp_client;
 mod monitoring;
 mod owners;
+mod page;
 mod params;
 mod process;
 mod protect;
