@@ -24,6 +24,9 @@ use crate::{
     reply::{Rejection, json_response},
 };
 
+/// Largest accepted `PUT /api/backends/{name}` body.
+const MAX_TABLE_BODY: usize = 1024 * 1024;
+
 /// The layer that serves the configuration routes over `reloader`.
 #[derive(Debug, Clone)]
 pub(crate) struct ConfigLayer {
@@ -107,9 +110,10 @@ where
         let (reloader, observer) = (Arc::clone(&self.reloader), self.observer.clone());
         Box::pin(async move {
             let (started, ts) = (Instant::now(), SystemTime::now());
-            let response = match (&route, request.method()) {
+            let env = |name: &str| std::env::var(name).ok();
+            let (parts, body) = request.into_parts();
+            let response = match (&route, &parts.method) {
                 (Route::Reload, &Method::POST) => {
-                    let env = |name: &str| std::env::var(name).ok();
                     let outcome = reloader.reload(&env).await;
                     crate::gateway::log_reload("POST /api/reload", &outcome);
                     reload_answer(&outcome)
@@ -131,44 +135,30 @@ where
                 },
                 (Route::Act(..), _) => only("POST"),
                 (Route::Call(name), &Method::POST) => match reloader.routes.get(name) {
-                    Some(backend) => {
-                        let (parts, body) = request.into_parts();
-                        let response = super::call::call(backend, Request::from_parts(parts.clone(), body)).await;
-                        let request = Request::from_parts(parts, crate::body::request_body(bytes::Bytes::new()));
-                        audit_request(&observer, &request, Some(name), response.status().as_u16(), started, ts);
-                        return Ok(response);
-                    }
+                    Some(backend) => super::call::call(backend, Request::from_parts(parts.clone(), body)).await,
                     None => Rejection::new(StatusCode::NOT_FOUND, "not_found", format!("no backend `{name}`"))
                         .into_response(),
                 },
                 (Route::Call(_), _) => only("POST"),
-                (Route::Change(name), method) => {
-                    let env = |name: &str| std::env::var(name).ok();
-                    let outcome = if method == Method::PUT {
-                        let (parts, body) = request.into_parts();
-                        let table = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 1024 * 1024))
-                            .await
-                            .ok()
-                            .map(|c| c.to_bytes());
-                        let request = Request::from_parts(parts, crate::body::request_body(bytes::Bytes::new()));
-                        let outcome = match table.map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes)) {
-                            Some(Ok(table)) => reloader.put_backend(name, table, &env).await,
-                            Some(Err(error)) => Err(ChangeError::Body(format!("the body is not JSON: {error}"))),
-                            None => Err(ChangeError::Body("the body is unreadable or larger than 1 MiB".into())),
-                        };
-                        let response = change_answer(&outcome);
-                        audit_request(&observer, &request, Some(name), response.status().as_u16(), started, ts);
-                        return Ok(response);
-                    } else {
-                        reloader.delete_backend(name, &env).await
+                (Route::Change(name), &Method::PUT) => {
+                    let table = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_TABLE_BODY))
+                        .await
+                        .ok()
+                        .map(|collected| collected.to_bytes());
+                    let outcome = match table.map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes)) {
+                        Some(Ok(table)) => reloader.put_backend(name, table, &env).await,
+                        Some(Err(error)) => Err(ChangeError::Body(format!("the body is not JSON: {error}"))),
+                        None => Err(ChangeError::Body("the body is unreadable or larger than 1 MiB".into())),
                     };
                     change_answer(&outcome)
                 }
+                (Route::Change(name), _) => change_answer(&reloader.delete_backend(name, &env).await),
             };
             let backend = match &route {
                 Route::Act(name, _) | Route::Call(name) | Route::Change(name) => Some(name.as_str()),
                 _ => None,
             };
+            let request = Request::from_parts(parts, crate::body::request_body(bytes::Bytes::new()));
             audit_request(&observer, &request, backend, response.status().as_u16(), started, ts);
             Ok(response)
         })
