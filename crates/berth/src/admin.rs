@@ -1,11 +1,13 @@
-//! The admin listener: `/metrics` and `/api/...`, on a second port that is never the MCP one.
+//! The admin listener: `/metrics`, `/api/...` and the status page `/`, on a second port that is
+//! never the MCP one.
 //!
 //! Its stack is small and built here in one ordered function, as `stack.rs` builds the MCP one:
 //! sensitive headers, `X-Forwarded-*` from trusted proxies only, tracing, status counts, a
 //! panic guard, then `/metrics` without credentials when `metrics_auth = false` (the exemption
 //! is a layer above authentication, as `public.rs` is on the MCP port), then HTTP Basic with
 //! the admin users only (the same [`Authenticator`] and user store as the MCP port, restricted
-//! to them), then [`AdminApi`].
+//! to them), then the refusal of changes another site asks a browser for (`SameOrigin`), then
+//! the routes that act through the reloader (`admin/config.rs`), then [`AdminApi`].
 //!
 //! The API reads the backends through [`Backend::status`], a snapshot taken when asked: the
 //! API's actions (start, stop, restart, reload) go through the same small interface. `/` is the
