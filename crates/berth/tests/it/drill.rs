@@ -31,14 +31,40 @@ use crate::{
     raw::RawSession,
     wait::{HANG_GUARD, poll},
 };
-/// Most log lines one backend may cause, whatever it does (a 1,000,000-line flood included).
+/// Most log lines one backend may cause in its first ten seconds of logging, whatever it does
+/// (a 1,000,000-line flood included).
 const LOG_BOUND: usize = 500;
+/// Most log lines per second one backend may cause past that: berth rate-limits a cause at
+/// 50 lines a second plus one "suppressed" summary, and a flood that a busy machine needs
+/// longer than ten seconds to read is still bounded by its rate, not by its length.
+const LOG_RATE_BOUND: f64 = 60.0;
 /// Most memory berth may ever have held (VmHWM), in KiB, after 50 MB lines and floods.
 const RSS_BOUND_KIB: u64 = 200 * 1024;
 /// berth's id for the JSON-RPC errors of a failed backend (`jsonrpc.rs`).
 const BACKEND_ERROR: i64 = -32000;
 /// berth's id for a request that timed out without an answer.
 const TIMEOUT: i64 = -32001;
+
+/// What berth's log says about one backend.
+#[derive(Clone, Default)]
+struct BackendLog {
+    /// Lines that mention it.
+    count: usize,
+    /// Up to three of them (not `backend ready`).
+    samples: Vec<String>,
+    /// The time of day of the first and the last of them, in seconds.
+    first: Option<f64>,
+    last: Option<f64>,
+}
+
+/// The time of day, in seconds, of a log line that starts with an RFC 3339 UTC timestamp
+/// (`2026-12-04T08:13:58.251588Z …`, tracing's format).
+fn seconds_of_day(line: &str) -> Option<f64> {
+    let time = line.get(11..26)?;
+    let (hours, rest) = time.split_once(':')?;
+    let (minutes, seconds) = rest.split_once(':')?;
+    Some(hours.parse::<f64>().ok()? * 3600.0 + minutes.parse::<f64>().ok()? * 60.0 + seconds.parse::<f64>().ok()?)
+}
 
 /// One backend of the fixture.
 struct Fixture {
@@ -203,8 +229,8 @@ impl Drill {
 
     /// Reads the log once: per backend, the lines that mention it (and samples of them), and
     /// the lines that report a panic.
-    fn log_report(&self) -> (Vec<(usize, Vec<String>)>, Vec<String>) {
-        let mut per_backend: Vec<(usize, Vec<String>)> = vec![(0, Vec::new()); self.backends.len()];
+    fn log_report(&self) -> (Vec<BackendLog>, Vec<String>) {
+        let mut per_backend: Vec<BackendLog> = vec![BackendLog::default(); self.backends.len()];
         let mut panics: Vec<String> = Vec::new();
         let file = File::open(&self.berth.log).unwrap();
         let mut after_panic = false;
@@ -225,10 +251,14 @@ impl Drill {
             }
             for (index, name) in self.backends.iter().enumerate() {
                 if line.contains(&format!("\"{name}\"")) || line.contains(&format!("`{name}`")) {
-                    let (count, samples) = &mut per_backend[index];
-                    *count += 1;
-                    if samples.len() < 3 && !line.contains("backend ready") {
-                        samples.push(line.chars().take(300).collect());
+                    let entry = &mut per_backend[index];
+                    entry.count += 1;
+                    if let Some(at) = seconds_of_day(&line) {
+                        entry.first.get_or_insert(at);
+                        entry.last = Some(at);
+                    }
+                    if entry.samples.len() < 3 && !line.contains("backend ready") {
+                        entry.samples.push(line.chars().take(300).collect());
                     }
                 }
             }
@@ -241,9 +271,17 @@ impl Drill {
     fn check_log(&mut self, noticed: &[&str]) {
         let (per_backend, panics) = self.log_report();
         let backends = self.backends.clone();
-        for (name, (count, samples)) in backends.iter().zip(per_backend) {
-            self.expect(count <= LOG_BOUND, || {
-                format!("backend `{name}` caused {count} log lines (at most {LOG_BOUND}); e.g. {samples:?}")
+        for (name, BackendLog { count, samples, first, last }) in backends.iter().zip(per_backend) {
+            let span = match (first, last) {
+                (Some(first), Some(last)) => (last - first).rem_euclid(86_400.0),
+                _ => 0.0,
+            };
+            // Whole seconds rounded up: a window that has begun may log its full quota.
+            let bound = LOG_BOUND.max((LOG_RATE_BOUND * (span.ceil() + 1.0)) as usize);
+            self.expect(count <= bound, || {
+                format!(
+                    "backend `{name}` caused {count} log lines in {span:.1} s (at most {bound}: {LOG_BOUND}, or {LOG_RATE_BOUND} a second); e.g. {samples:?}"
+                )
             });
             self.expect(!noticed.contains(name) || !samples.is_empty(), || {
                 format!("berth logged nothing about what backend `{name}` did")
@@ -298,7 +336,7 @@ impl Drill {
         }
         let (per_backend, _) = self.log_report();
         let counts: Vec<String> =
-            self.backends.iter().zip(&per_backend).map(|(n, (c, _))| format!("{n}: {c}")).collect();
+            self.backends.iter().zip(&per_backend).map(|(n, log)| format!("{n}: {}", log.count)).collect();
         eprintln!("drill: log lines per backend: {}", counts.join(", "));
         if !self.failures.is_empty() {
             let tail = tail_of(&self.berth.log, 30);
