@@ -113,7 +113,7 @@ async fn compare(plan: &Plan, peers: &[Peer], report: &mut Report) -> anyhow::Re
         let sessions = [Conn::open(&endpoint).await?.initialize(&endpoint).await?];
         let peer_probe = Probe { gateway: Some(gateway.pid()), server: Servers::DescendantsOf(gateway.pid()) };
         for &inflight in &plan.inflight {
-            let (baseline, subject) = scenarios::side_by_side(
+            let (baseline, subject, paired) = scenarios::side_by_side(
                 plan,
                 async |limit| {
                     peer_probe
@@ -142,6 +142,7 @@ async fn compare(plan: &Plan, peers: &[Peer], report: &mut Report) -> anyhow::Re
                 baseline,
                 subject,
                 subject_peak_kib: berth.memory().1,
+                paired,
             });
         }
         gateway.stop(Duration::from_secs(5)).await;

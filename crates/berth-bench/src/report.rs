@@ -32,6 +32,18 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 
+/// The median of `values`, if any.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
 fn ratio(c: &Comparison) -> f64 {
     c.subject.per_sec / c.baseline.per_sec.max(1e-9)
 }
@@ -133,7 +145,7 @@ pub(crate) fn markdown(report: &Report, header: &str) -> String {
     }
     let targets = targets(report);
     if !targets.is_empty() {
-        let _ = writeln!(out, "\nTargets (issues 5 and 8):\n");
+        let _ = writeln!(out, "\nTargets (issues 5, 8 and 10):\n");
         for (target, measured, ok) in targets {
             let _ = writeln!(out, "- {target}: {measured} — {}", verdict(ok));
         }
@@ -164,6 +176,18 @@ fn targets(report: &Report) -> Vec<(String, String, bool)> {
                 format!("stdio {}: calls/s ≥ 0.7 of the gateway-free bound (8 in flight)", c.server),
                 format!("{share:.2}"),
                 share >= 0.7,
+            ));
+        }
+    }
+    // Issue 10: observation (metrics + audit) costs ≤ 3 % of calls/s, judged on the median of
+    // the paired rounds' ratios (the spread says how far one run can be trusted).
+    for c in report.comparisons.iter().filter(|c| c.scenario == "observe") {
+        if let Some(paired) = median(&c.paired) {
+            let (low, high) = c.paired.iter().fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
+            out.push((
+                format!("metrics + audit cost ≤ 3 % of calls/s ({} in flight)", c.inflight),
+                format!("{paired:.3}× (rounds {low:.2}–{high:.2}×)"),
+                paired >= 0.97,
             ));
         }
     }
@@ -214,7 +238,7 @@ pub(crate) fn json(report: &Report) -> Value {
             "scenario": c.scenario, "server": c.server, "inflight": c.inflight,
             "baseline_name": c.baseline_name, "subject_name": c.subject_name,
             "baseline": run_json(&c.baseline), "subject": run_json(&c.subject),
-            "ratio": ratio(c), "of_gateway_free_bound": of_bound(c), "subject_peak_kib": c.subject_peak_kib,
+            "ratio": ratio(c), "paired_ratios": c.paired, "of_gateway_free_bound": of_bound(c), "subject_peak_kib": c.subject_peak_kib,
         })).collect::<Vec<_>>(),
         "sessions": report.sessions.iter().map(|s| json!({
             "count": s.count, "opened_per_sec": s.opened_per_sec, "kib_per_session": s.kib_per_session,

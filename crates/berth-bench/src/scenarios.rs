@@ -65,6 +65,9 @@ pub(crate) struct Comparison {
     pub(crate) subject: Run,
     /// Peak RSS of the subject process, KiB.
     pub(crate) subject_peak_kib: u64,
+    /// Each round's subject calls/s over the baseline round run beside it: a ratio that load
+    /// drifting across the run disturbs less than the ratio of the two medians.
+    pub(crate) paired: Vec<f64>,
 }
 
 /// One run of the many-sessions scenario.
@@ -230,10 +233,10 @@ pub(crate) async fn side_by_side(
     plan: &Plan,
     baseline: impl AsyncFn(Duration) -> anyhow::Result<Run>,
     subject: impl AsyncFn(Duration) -> anyhow::Result<Run>,
-) -> anyhow::Result<(Run, Run)> {
+) -> anyhow::Result<(Run, Run, Vec<f64>)> {
     baseline(plan.warmup).await?;
     subject(plan.warmup).await?;
-    let (mut base_runs, mut subject_runs) = (Vec::new(), Vec::new());
+    let (mut base_runs, mut subject_runs): (Vec<Run>, Vec<Run>) = (Vec::new(), Vec::new());
     for round in 0..plan.rounds {
         if round % 2 == 0 {
             base_runs.push(baseline(plan.round).await?);
@@ -243,7 +246,8 @@ pub(crate) async fn side_by_side(
             base_runs.push(baseline(plan.round).await?);
         }
     }
-    Ok((Run::median_of(&base_runs), Run::median_of(&subject_runs)))
+    let paired = base_runs.iter().zip(&subject_runs).map(|(b, s)| s.per_sec / b.per_sec.max(1e-9)).collect();
+    Ok((Run::median_of(&base_runs), Run::median_of(&subject_runs), paired))
 }
 
 /// A berth serving `backend` (the keys of a stdio backend table) as backend `stdio`, shared,
@@ -276,7 +280,7 @@ async fn stdio_path(
     let berth_probe = Probe { gateway: Some(berth.pid()), server: berth_server };
     let mut found = Vec::new();
     for &inflight in &plan.inflight {
-        let (baseline, subject) = side_by_side(
+        let (baseline, subject, paired) = side_by_side(
             plan,
             async |limit| direct_probe.measure(load::pipe(&pipe, inflight, &call, limit)).await,
             async |limit| {
@@ -284,10 +288,10 @@ async fn stdio_path(
             },
         )
         .await?;
-        found.push((inflight, baseline, subject));
+        found.push((inflight, baseline, subject, paired));
     }
     let peak = berth.memory().1;
-    for (inflight, baseline, subject) in found {
+    for (inflight, baseline, subject, paired) in found {
         report.comparisons.push(Comparison {
             scenario,
             server: name.to_string(),
@@ -297,6 +301,7 @@ async fn stdio_path(
             baseline,
             subject,
             subject_peak_kib: peak,
+            paired,
         });
     }
     berth.stop(Duration::from_secs(10)).await;
@@ -328,7 +333,7 @@ async fn observed_path(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     let mut found = Vec::new();
     for &inflight in &plan.inflight {
         let call = &server.call;
-        let (baseline, subject) = side_by_side(
+        let (baseline, subject, paired) = side_by_side(
             plan,
             async |limit| {
                 off_probe.measure(load::http(&off_endpoint, &off_sessions, inflight, call, Until::Elapsed(limit))).await
@@ -338,10 +343,10 @@ async fn observed_path(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
             },
         )
         .await?;
-        found.push((inflight, baseline, subject));
+        found.push((inflight, baseline, subject, paired));
     }
     let peak = on.memory().1;
-    for (inflight, baseline, subject) in found {
+    for (inflight, baseline, subject, paired) in found {
         report.comparisons.push(Comparison {
             scenario: "observe",
             server: server.name.to_string(),
@@ -351,6 +356,7 @@ async fn observed_path(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
             baseline,
             subject,
             subject_peak_kib: peak,
+            paired,
         });
     }
     on.stop(Duration::from_secs(10)).await;
@@ -374,7 +380,7 @@ async fn native_path(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     let berth_probe = Probe { gateway: Some(berth.pid()), server: Servers::Unseen };
     let mut found = Vec::new();
     for &inflight in &plan.inflight {
-        let (baseline, subject) = side_by_side(
+        let (baseline, subject, paired) = side_by_side(
             plan,
             async |limit| {
                 bare_probe
@@ -388,10 +394,10 @@ async fn native_path(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
             },
         )
         .await?;
-        found.push((inflight, baseline, subject));
+        found.push((inflight, baseline, subject, paired));
     }
     let peak = berth.memory().1;
-    for (inflight, baseline, subject) in found {
+    for (inflight, baseline, subject, paired) in found {
         report.comparisons.push(Comparison {
             scenario: "native",
             server: "ConformanceServer (rmcp)".into(),
@@ -401,6 +407,7 @@ async fn native_path(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
             baseline,
             subject,
             subject_peak_kib: peak,
+            paired,
         });
     }
     berth.stop(Duration::from_secs(10)).await;

@@ -25,7 +25,7 @@ use crate::owner::Owner;
 
 /// How many demultiplexed frames may wait in each of the stdout and stderr streams before the
 /// reader of the attach connection waits for the consumer (back-pressure, as with a pipe).
-const STREAM_BUFFER: usize = 64;
+pub(crate) const STREAM_BUFFER: usize = 64;
 /// Options of every tmpfs mount; Docker's default mode 1777 lets any user write.
 const TMPFS_OPTIONS: &str = "rw,nosuid,nodev";
 
@@ -336,7 +336,7 @@ async fn wait_exit(docker: Docker, id: String, exit: watch::Sender<Option<String
 }
 
 /// Splits the attach connection's frames into the stdout and stderr streams.
-async fn demultiplex(
+pub(crate) async fn demultiplex(
     mut output: Pin<Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
     mut stdout: futures::channel::mpsc::Sender<std::io::Result<Bytes>>,
     mut stderr: futures::channel::mpsc::Sender<std::io::Result<Bytes>>,
@@ -361,8 +361,8 @@ async fn demultiplex(
 
 /// The attach connection's write half, which closes the connection's input when dropped (a bare
 /// write half only does so once the read half is dropped too).
-struct Stdin {
-    inner: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+pub(crate) struct Stdin {
+    pub(crate) inner: Option<Pin<Box<dyn AsyncWrite + Send>>>,
 }
 
 impl AsyncWrite for Stdin {

@@ -65,6 +65,39 @@ pub enum DockerError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// A docker-exec backend's container does not exist.
+    #[error("container {container:?} does not exist on the Docker engine: create and start it")]
+    ContainerMissing {
+        /// The container's name or id, as configured.
+        container: String,
+    },
+    /// A docker-exec backend's container exists but does not run.
+    #[error("container {container:?} is not running (its state is {status}): start it")]
+    ContainerNotRunning {
+        /// The container's name or id, as configured.
+        container: String,
+        /// The engine's status of the container.
+        status: String,
+    },
+    /// The engine refused to create or start an exec.
+    #[error("cannot start an exec in container {container:?}: {source}")]
+    Exec {
+        /// The container's name or id, as configured.
+        container: String,
+        /// What the engine answered.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The exec's command could not be run in the container (exit code 126 or 127).
+    #[error("cannot run `{command}` in container {container:?} (exit code {code}): is it there, and executable?")]
+    ExecFailed {
+        /// The container's name or id, as configured.
+        container: String,
+        /// The command line.
+        command: String,
+        /// 126 (not executable) or 127 (not found).
+        code: i64,
+    },
     /// Any other answer of the engine.
     #[error("Docker engine error: {0}")]
     Api(#[from] bollard::errors::Error),
@@ -78,12 +111,16 @@ impl DockerError {
     pub fn is_engine_unreachable(&self) -> bool {
         let source = match self {
             DockerError::Connect(_) => return true,
-            DockerError::ImageMissing { .. } => return false,
+            DockerError::ImageMissing { .. }
+            | DockerError::ContainerMissing { .. }
+            | DockerError::ContainerNotRunning { .. }
+            | DockerError::ExecFailed { .. } => return false,
             DockerError::Pull { source, .. }
             | DockerError::Lookup { source, .. }
             | DockerError::Create { source, .. }
             | DockerError::Attach { source, .. }
             | DockerError::Start { source, .. }
+            | DockerError::Exec { source, .. }
             | DockerError::Api(source) => source,
         };
         is_transport_error(source)

@@ -47,12 +47,16 @@ use crate::{
     extensions::{AuthenticatedUser, ClientAddr},
     forwarded::{self, TrustedProxies},
     gateway::Reloader,
+    host::parse_origin,
     metrics::{ADMIN_LISTENER, Metrics},
     observe::{Observer, count_statuses},
     reply::{Rejection, json_response},
     route::Routes,
     stack::HttpStack,
 };
+
+/// Largest body the admin API reads (a tool call, a backend's table): 1 MiB, as its refusals say.
+const MAX_BODY: usize = 1024 * 1024;
 
 /// The OpenMetrics content type.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -113,15 +117,11 @@ impl<B> ValidateRequest<B> for SameOrigin {
         let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
         let cross_site = matches!(fetch_site, Some("cross-site" | "same-site"));
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        let origin_host = headers
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .map(|origin| origin.split_once("://").map_or(origin, |(_, rest)| rest));
-        let foreign_origin = match (origin_host, host) {
-            (Some(origin), Some(host)) => !origin.eq_ignore_ascii_case(host),
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
+        // An `Origin` that does not parse (`null`, from a sandboxed page) is foreign too.
+        let foreign_origin = headers.get(header::ORIGIN).is_some_and(|origin| {
+            let origin = origin.to_str().ok().and_then(parse_origin);
+            !origin.is_some_and(|origin| host.is_some_and(|host| origin.is_authority(host)))
+        });
         if cross_site || foreign_origin {
             return Err(Rejection::new(
                 StatusCode::FORBIDDEN,

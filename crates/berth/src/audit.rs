@@ -1,7 +1,10 @@
 //! The audit log: one JSON line per MCP request, refused login and admin action.
 //!
-//! The request path never touches the disk: [`AuditLog::record`] serializes the event and hands
-//! it to a bounded channel with `try_send`; a dedicated thread writes what arrives, in batches.
+//! The request path never touches the disk, nor, for MCP requests, formats anything:
+//! [`AuditLog::defer`] hands the exchange's facts (shared names, the request's own buffer) to a
+//! bounded channel with `try_send`, and a dedicated thread serializes and writes what arrives, in
+//! batches. The rare events (refused logins, admin actions) are serialized by the caller
+//! ([`AuditLog::record`]).
 //! When the queue is full or a write fails (a full disk, a file that cannot be opened), the line
 //! is dropped and counted (`berth_audit_dropped_total`), and the writer logs the count at most
 //! once a minute; berth keeps serving. The file is reopened on SIGUSR1 (after logrotate moved
@@ -71,9 +74,18 @@ pub(crate) struct AuditEvent<'a> {
     pub(crate) arguments: Option<&'a serde_json::value::RawValue>,
 }
 
+/// The facts of an event that the writer thread turns into its line: what the request path
+/// holds anyway (shared names, the request's bytes), moved rather than formatted, so that
+/// serialization costs the request nothing.
+pub(crate) trait Facts: Send + 'static {
+    /// Writes the event's JSON object (without the newline) to `out`.
+    fn write_json(&self, out: &mut Vec<u8>);
+}
+
 /// What the writer thread is sent.
 enum Message {
     Line(Vec<u8>),
+    Facts(Box<dyn Facts>),
     /// Write everything queued before, then answer.
     Flush(std::sync::mpsc::Sender<()>),
 }
@@ -135,6 +147,13 @@ impl AuditLog {
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.inc();
             }
+        }
+    }
+
+    /// Queues the facts of one line, serialized by the writer; never blocks.
+    pub(crate) fn defer(&self, facts: Box<dyn Facts>) {
+        if self.sender.try_send(Message::Facts(facts)).is_err() {
+            self.dropped.inc();
         }
     }
 
@@ -232,11 +251,16 @@ impl Writer {
                     Message::Line(line) => {
                         batch.extend_from_slice(&line);
                         lines += 1;
-                        if batch.len() >= 256 * 1024 {
-                            break;
-                        }
+                    }
+                    Message::Facts(facts) => {
+                        facts.write_json(&mut batch);
+                        batch.push(b'\n');
+                        lines += 1;
                     }
                     Message::Flush(done) => flushes.push(done),
+                }
+                if batch.len() >= 256 * 1024 {
+                    break;
                 }
             }
             if !batch.is_empty() {

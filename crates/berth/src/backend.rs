@@ -31,7 +31,9 @@ use crate::{
     mcp_params::ToolSchemas,
     native::NativeService,
     rate_limit::CallLimiter,
+    remote::RemoteBackend,
     reply::Rejection,
+    rest::RestSessions,
     stdio::StdioBackend,
     visibility::Visibility,
 };
@@ -56,6 +58,8 @@ pub(crate) struct Backend {
     /// Stopped by an admin (`POST /api/backends/{name}/stop`): nothing runs, every request is
     /// refused with `503 backend_stopped` until it is started again.
     stopped: bool,
+    /// The MCP sessions berth keeps for the callers of its REST face (`rest.rs`).
+    rest_sessions: Arc<RestSessions>,
 }
 
 /// The states an instance is counted in (`berth_instances{state}`).
@@ -91,7 +95,7 @@ pub(crate) struct InstanceStatus {
 /// `/metrics`, read at the moment it is asked for.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct BackendStatus {
-    /// `native`, `process` or `docker`.
+    /// `native`, `process`, `docker`, `docker-exec` or `http`.
     pub(crate) kind: &'static str,
     /// `running`, or `stopped` by an admin.
     pub(crate) state: &'static str,
@@ -99,7 +103,8 @@ pub(crate) struct BackendStatus {
     pub(crate) ready: bool,
     /// Whether `/readyz` waits for it.
     pub(crate) required: bool,
-    /// Open sessions, when berth keeps them (stdio backends; rmcp keeps native sessions).
+    /// Open sessions, when berth keeps them (stdio backends) or maps their ids (http backends);
+    /// rmcp keeps native sessions.
     pub(crate) sessions: Option<usize>,
     /// Its started instances.
     pub(crate) instances: Vec<InstanceStatus>,
@@ -107,6 +112,10 @@ pub(crate) struct BackendStatus {
     pub(crate) restarts: u64,
     /// The latest failure of an instance, and when (RFC 3339).
     pub(crate) last_error: Option<LastError>,
+    /// Why it cannot start instances now, when berth knows: the Docker engine does not answer,
+    /// a docker-exec backend's container is missing or stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) unavailable: Option<String>,
 }
 
 /// A failure and its time.
@@ -162,6 +171,8 @@ pub(crate) enum BackendKind {
     Native(NativeService),
     /// A stdio server run as processes or containers.
     Stdio(Arc<StdioBackend>),
+    /// A remote MCP server over HTTP.
+    Http(Arc<RemoteBackend>),
 }
 
 impl std::fmt::Debug for BackendKind {
@@ -169,6 +180,7 @@ impl std::fmt::Debug for BackendKind {
         match self {
             Self::Native(_) => f.write_str("Native"),
             Self::Stdio(_) => f.write_str("Stdio"),
+            Self::Http(_) => f.write_str("Http"),
         }
     }
 }
@@ -207,6 +219,39 @@ async fn json_errors(response: Response<ResponseBody>) -> Response<ResponseBody>
     Response::from_parts(parts, rewrapped.into_body())
 }
 
+/// Makes an rmcp-style server's answer berth's: plain-text refusals become JSON
+/// ([`json_errors`]); a `415` for a POST whose media type berth checked means the params did
+/// not match the method's schema (400 `-32602` with the request id, `parsed`); and a session
+/// DELETE answered `202` answers `200`.
+async fn berths_refusals(
+    response: Response<ResponseBody>,
+    parsed: Option<bytes::Bytes>,
+    delete: bool,
+) -> Response<ResponseBody> {
+    // rmcp answers 415 when a valid JSON-RPC message does not match the schema of its
+    // method (a string where a number belongs, say). The media type was right (berth
+    // checked it): the params were not, as a stdio server would say with -32602.
+    if let Some(id) = parsed
+        && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
+    {
+        let text = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .map(|collected| String::from_utf8_lossy(&collected.to_bytes()).trim().to_string())
+            .unwrap_or_default();
+        return Rejection::new(StatusCode::BAD_REQUEST, "invalid_params", text)
+            .with_raw_id(id)
+            .with_code(jsonrpc::INVALID_PARAMS)
+            .into_response();
+    }
+    let mut response = json_errors(response).await;
+    // rmcp answers a session DELETE with 202; clients (the Python SDK among them)
+    // expect 200 or 204, as stdio backends answer, and warn otherwise.
+    if delete && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::OK;
+    }
+    response
+}
+
 impl Backend {
     /// A backend named `name`, whose tool annotations are cached in `tool_schemas` (shared
     /// with whatever else sees the backend's `list_changed` notifications).
@@ -228,6 +273,7 @@ impl Backend {
             rate_limit: None,
             in_flight: Arc::default(),
             stopped: false,
+            rest_sessions: Arc::default(),
         }
     }
 
@@ -258,6 +304,7 @@ impl Backend {
             rate_limit,
             in_flight: Arc::clone(&self.in_flight),
             stopped: self.stopped,
+            rest_sessions: Arc::clone(&self.rest_sessions),
         }
     }
 
@@ -297,6 +344,11 @@ impl Backend {
         &self.label
     }
 
+    /// The sessions kept for REST callers.
+    pub(crate) fn rest_sessions(&self) -> &RestSessions {
+        &self.rest_sessions
+    }
+
     /// The tool names the backend listed.
     pub(crate) fn tool_names(&self) -> &ToolNames {
         &self.tool_names
@@ -323,19 +375,26 @@ impl Backend {
                 instances: Vec::new(),
                 restarts: 0,
                 last_error: None,
+                unavailable: None,
             },
             BackendKind::Stdio(stdio) => {
                 let mut status = stdio.status();
                 status.required = self.required;
                 status
             }
+            BackendKind::Http(remote) => {
+                let mut status = remote.status();
+                status.required = self.required;
+                status
+            }
         }
     }
 
-    /// Its open sessions; `None` for a native backend, whose sessions rmcp keeps.
+    /// Its open sessions; `None` for a native backend, whose sessions rmcp keeps, and an http
+    /// backend, whose sessions the upstream keeps (berth only maps their ids).
     pub(crate) fn sessions(&self) -> Option<Vec<crate::stdio::SessionInfo>> {
         match &self.kind {
-            BackendKind::Native(_) => None,
+            BackendKind::Native(_) | BackendKind::Http(_) => None,
             BackendKind::Stdio(stdio) => Some(stdio.sessions()),
         }
     }
@@ -343,16 +402,16 @@ impl Backend {
     /// Ends its session `id`, whoever owns it; whether it had one.
     pub(crate) fn end_session(&self, id: &str) -> bool {
         match &self.kind {
-            BackendKind::Native(_) => false,
+            BackendKind::Native(_) | BackendKind::Http(_) => false,
             BackendKind::Stdio(stdio) => stdio.end(id),
         }
     }
 
-    /// The last stderr lines of its servers, oldest first; `None` for a native backend, which
-    /// has no stderr of its own.
+    /// The last stderr lines of its servers, oldest first; `None` for a native or http
+    /// backend, which has no stderr berth can read.
     pub(crate) fn logs(&self) -> Option<Vec<crate::stdio::LogLine>> {
         match &self.kind {
-            BackendKind::Native(_) => None,
+            BackendKind::Native(_) | BackendKind::Http(_) => None,
             BackendKind::Stdio(stdio) => Some(stdio.logs()),
         }
     }
@@ -380,6 +439,7 @@ impl Backend {
         match &self.kind {
             BackendKind::Native(_) => true,
             BackendKind::Stdio(stdio) => stdio.is_ready(),
+            BackendKind::Http(remote) => remote.is_ready(),
         }
     }
 
@@ -452,30 +512,22 @@ impl Backend {
                     Ok(response) => response,
                     Err(never) => match never {},
                 };
-                // rmcp answers 415 when a valid JSON-RPC message does not match the schema of its
-                // method (a string where a number belongs, say). The media type was right (berth
-                // checked it): the params were not, as a stdio server would say with -32602.
-                if let Some((_, id)) = parsed
-                    && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
-                {
-                    let text = http_body_util::BodyExt::collect(response.into_body())
-                        .await
-                        .map(|collected| String::from_utf8_lossy(&collected.to_bytes()).trim().to_string())
-                        .unwrap_or_default();
-                    return Rejection::new(StatusCode::BAD_REQUEST, "invalid_params", text)
-                        .with_raw_id(id)
-                        .with_code(jsonrpc::INVALID_PARAMS)
-                        .into_response();
-                }
-                let mut response = json_errors(response).await;
-                // rmcp answers a session DELETE with 202; clients (the Python SDK among them)
-                // expect 200 or 204, as stdio backends answer, and warn otherwise.
-                if delete && response.status() == StatusCode::ACCEPTED {
-                    *response.status_mut() = StatusCode::OK;
-                }
-                response
+                berths_refusals(response, parsed.map(|(_, id)| id), delete).await
             }
             BackendKind::Stdio(stdio) => stdio.handle(request).await,
+            // An MCP server over HTTP answers as rmcp does (the conformance server behind an
+            // http backend is rmcp): its refusals are made berth's the same way.
+            BackendKind::Http(remote) => {
+                let parsed = request.extensions().get::<ParsedBody>().map(|ParsedBody(body)| {
+                    body.messages()
+                        .first()
+                        .and_then(jsonrpc::Message::id_bytes)
+                        .filter(|_| !body.is_batch())
+                        .unwrap_or_else(|| bytes::Bytes::from_static(b"null"))
+                });
+                let delete = request.method() == http::Method::DELETE;
+                berths_refusals(remote.handle(request).await, parsed, delete).await
+            }
         }
     }
 
@@ -485,8 +537,10 @@ impl Backend {
         if self.stopped {
             return;
         }
-        if let BackendKind::Stdio(stdio) = &self.kind {
-            stdio.start(self.required);
+        match &self.kind {
+            BackendKind::Native(_) => {}
+            BackendKind::Stdio(stdio) => stdio.start(self.required),
+            BackendKind::Http(remote) => remote.start(),
         }
     }
 
@@ -510,6 +564,7 @@ impl Backend {
         match &self.kind {
             BackendKind::Native(_) => {}
             BackendKind::Stdio(stdio) => stdio.shutdown().await,
+            BackendKind::Http(remote) => remote.shutdown().await,
         }
     }
 }

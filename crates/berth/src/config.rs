@@ -28,7 +28,8 @@ use crate::{
 };
 
 pub(crate) use backend::{
-    AccessSpec, BackendConfig, BackendSpec, DockerSpec, LaunchSpec, ProcessSpec, Sharing, StartMode, StdioSpec,
+    AccessSpec, BackendConfig, BackendSpec, DockerSpec, ExecSpec, HttpSpec, LaunchSpec, ProcessSpec, Sharing,
+    StartMode, StdioSpec,
 };
 pub(crate) use ops::{AdminConfig, AuditConfig};
 pub(crate) use ops::{AuditSpec, AuditTarget, check_distinct};

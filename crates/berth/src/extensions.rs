@@ -2,8 +2,8 @@
 //!
 //! They live here, in a leaf module, so that a layer that reads a fact does not depend on the
 //! layer that wrote it: `server.rs` writes [`ClientAddr`], `forwarded.rs` may correct it,
-//! `auth.rs` writes [`AuthenticatedUser`], `route.rs` writes [`Target`], `streamable.rs` writes
-//! [`ParsedBody`].
+//! `auth.rs` writes [`AuthenticatedUser`], `route.rs` writes [`Target`] (and [`Rest`] for the
+//! REST face's paths), `streamable.rs` writes [`ParsedBody`].
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -27,3 +27,16 @@ pub(crate) struct ParsedBody(pub Body);
 /// The backend a request was routed to.
 #[derive(Debug, Clone)]
 pub(crate) struct Target(pub Arc<Backend>);
+
+/// A request for the REST face of the routed backend rather than its MCP endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Rest {
+    /// `GET /<name>/openapi.json`; the path the backend's routes are under (`/<name>`, or
+    /// nothing when the backend was routed by its host name).
+    Document {
+        /// The prefix of the backend's REST paths as the client addressed them.
+        prefix: String,
+    },
+    /// `POST /<name>/tools/<tool>`, the tool's name percent-decoded.
+    Tool(String),
+}

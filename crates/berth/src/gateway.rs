@@ -23,6 +23,7 @@ use crate::{
     metrics::{ADMIN_LISTENER, MCP_LISTENER, Metrics},
     native::{NativeOptions, NativeRegistry},
     observe::Observer,
+    remote::{LegacySse, RemoteBackend},
     route::Routes,
     secret::Secret,
     server::{ServeOptions, serve},
@@ -142,7 +143,7 @@ fn docker_hub(config: &Config, env: EnvLookup<'_>) -> Result<Option<Arc<DockerHu
         .validated
         .backends
         .values()
-        .any(|spec| matches!(spec, BackendSpec::Stdio(stdio) if matches!(stdio.launch, LaunchSpec::Docker(_))));
+        .any(|spec| matches!(spec, BackendSpec::Stdio(stdio) if stdio.launch.needs_docker()));
     if !needs_docker {
         return Ok(None);
     }
@@ -221,7 +222,15 @@ pub(crate) fn build_backend(
         }
         BackendSpec::Stdio(stdio) => {
             let stdio = Arc::new(stdio.as_ref().clone());
-            let launcher = Arc::new(Launcher::new(name, Arc::clone(&stdio), context.docker.cloned()));
+            let launcher = match &stdio.launch {
+                LaunchSpec::Sse(http) => {
+                    let connector = LegacySse::new(name, Arc::new(http.clone())).map_err(|message| {
+                        config.source.invalid(Some(spanned.span()), format!("backends.{name}.ca_file"), message)
+                    })?;
+                    Arc::new(Launcher::sse(connector))
+                }
+                _ => Arc::new(Launcher::new(name, Arc::clone(&stdio), context.docker.cloned())),
+            };
             BackendKind::Stdio(Arc::new(StdioBackend::new(
                 name,
                 stdio,
@@ -231,6 +240,13 @@ pub(crate) fn build_backend(
                 Some(tools_changed(&tool_schemas)),
                 context.metrics.stdio_stats(name),
             )))
+        }
+        BackendSpec::Http(http) => {
+            let remote =
+                RemoteBackend::new(name, Arc::new(http.as_ref().clone()), context.shutdown).map_err(|message| {
+                    config.source.invalid(Some(spanned.span()), format!("backends.{name}.ca_file"), message)
+                })?;
+            BackendKind::Http(Arc::new(remote))
         }
     };
     Ok(Backend::new(name, spanned.get_ref().required, kind, tool_schemas)
@@ -471,6 +487,7 @@ impl Gateway {
             authenticator,
             host_policy: Arc::new(host_policy),
             max_body_bytes: config.server.max_body_bytes,
+            tls: config.server.tls.is_some(),
             trusted_proxies,
             allow_ips: config.validated.allow_ips.clone().map(Arc::new),
             memberships,

@@ -113,6 +113,21 @@ pub(crate) fn parse_origin(text: &str) -> Option<Origin> {
     })
 }
 
+impl Origin {
+    /// Whether this origin is the `authority` (a `Host` header: host and port) a request was
+    /// sent to: the same host and the same port, a missing port being the scheme's default.
+    pub(crate) fn is_authority(&self, authority: &str) -> bool {
+        let Ok(authority) = authority.parse::<http::uri::Authority>() else { return false };
+        let default = match self.scheme.as_str() {
+            "https" => Some(443),
+            "http" => Some(80),
+            _ => None,
+        };
+        authority.host().trim_matches(['[', ']']).eq_ignore_ascii_case(&self.host)
+            && authority.port_u16().or(default) == self.port.or(default)
+    }
+}
+
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // An IPv6 literal: `[::1]:8080`.
@@ -266,6 +281,24 @@ mod tests {
         assert_eq!(status(Arc::clone(&open), "anything.example", None).await, 200);
         assert_eq!(status(Arc::clone(&open), "berth.local:8080", Some("http://berth.local:8080")).await, 200);
         assert_eq!(status(open, "berth.local", Some("https://evil.com")).await, 403);
+    }
+
+    #[test]
+    fn an_origin_is_the_authority_of_its_host_and_port() {
+        let table = [
+            ("http://127.0.0.1:9180", "127.0.0.1:9180", true),
+            ("http://ADMIN.example", "admin.example", true),
+            ("http://admin.example", "admin.example:80", true),
+            ("https://admin.example:443", "admin.example", true),
+            ("http://[::1]:9180", "[::1]:9180", true),
+            ("http://127.0.0.1:9180", "127.0.0.1:9181", false),
+            ("https://admin.example", "admin.example:80", false),
+            ("http://evil.example", "admin.example", false),
+            ("http://admin.example", "not a host", false),
+        ];
+        for (origin, authority, expected) in table {
+            assert_eq!(parse_origin(origin).unwrap().is_authority(authority), expected, "{origin} {authority}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! berth: a Streamable-HTTP MCP gateway.
 //!
 //! One process, one port: `/<name>/mcp` is the MCP endpoint of backend `<name>`, behind HTTP
-//! Basic authentication and the transport rules of the Streamable-HTTP specification. See
+//! Basic authentication and the transport rules of the Streamable-HTTP specification; the same
+//! backend's tools are REST operations at `/<name>/openapi.json` and `/<name>/tools/<tool>`. See
 //! `ARCHITECTURE.md` for the map of modules and the path of a request.
 
 mod access;
@@ -25,11 +26,14 @@ mod mcp_params;
 mod metrics;
 mod native;
 mod observe;
+mod own_session;
 mod preflight;
 mod public;
 mod rate_limit;
 mod recent;
+mod remote;
 mod reply;
+mod rest;
 mod route;
 mod secret;
 mod server;

@@ -12,6 +12,7 @@
 //! audit log, through [`Observer`]'s [`LoginReport`].
 
 use std::{
+    borrow::Cow,
     net::IpAddr,
     pin::Pin,
     sync::Arc,
@@ -21,13 +22,13 @@ use std::{
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use http::{Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use tower::{Layer, Service};
 
 use crate::{
-    audit::{AuditEvent, AuditLog, rfc3339},
+    audit::{AuditEvent, AuditLog, Facts, rfc3339},
     auth::{LoginReport, Refusal},
     backend::Backend,
     body::{RequestBody, ResponseBody},
@@ -115,11 +116,22 @@ pub(crate) struct Observe<S> {
 /// Longest method or name written to an audit line; a client's invented ones are cut there.
 const MAX_AUDIT_TEXT: usize = 512;
 
-fn bounded(text: &str) -> String {
+fn bounded(text: &str) -> &str {
     match text.char_indices().nth(MAX_AUDIT_TEXT) {
-        Some((end, _)) => text[..end].to_string(),
-        None => text.to_string(),
+        Some((end, _)) => &text[..end],
+        None => text,
     }
+}
+
+/// What an audit line names as the method.
+#[derive(Debug, Clone, Copy)]
+enum AuditMethod {
+    /// The `method` of the request's first message.
+    Message,
+    /// Something else: `batch`, or the HTTP method of a `GET` or `DELETE`.
+    Other(&'static str),
+    /// Nothing (an answer the client sent).
+    None,
 }
 
 /// What the request says about the exchange.
@@ -129,12 +141,13 @@ struct Exchange {
     started: Instant,
     ts: SystemTime,
     label: &'static str,
-    method: Option<String>,
-    name: Option<String>,
-    arguments: Option<String>,
+    method: AuditMethod,
+    /// The request's first message, whose method, name and arguments are read when needed
+    /// (a shared buffer, not a copy).
+    first: Option<Message>,
     user: Option<Arc<str>>,
     client: Option<IpAddr>,
-    session: Option<String>,
+    session: Option<HeaderValue>,
     request_bytes: u64,
     post: bool,
     status: u16,
@@ -151,20 +164,15 @@ impl Exchange {
         let messages = parsed.map(|body| body.messages()).unwrap_or_default();
         let first = messages.first();
         let (label, method) = match (request.method(), parsed) {
-            (_, Some(body)) if body.is_batch() => ("batch", Some("batch".to_string())),
+            (_, Some(body)) if body.is_batch() => ("batch", AuditMethod::Other("batch")),
             (_, Some(_)) => match first.and_then(Message::method) {
-                Some(method) => (method_label(&method), Some(bounded(&method))),
-                None => ("response", None),
+                Some(method) => (method_label(&method), AuditMethod::Message),
+                None => ("response", AuditMethod::None),
             },
-            (&Method::GET, _) => ("GET", Some("GET".into())),
-            (&Method::DELETE, _) => ("DELETE", Some("DELETE".into())),
-            _ => ("other", None),
+            (&Method::GET, _) => ("GET", AuditMethod::Other("GET")),
+            (&Method::DELETE, _) => ("DELETE", AuditMethod::Other("DELETE")),
+            _ => ("other", AuditMethod::None),
         };
-        let name = first.and_then(|m| m.find_str(&["params", "name"]).or_else(|| m.find_str(&["params", "uri"])));
-        let with_arguments = observer.audit.as_ref().is_some_and(|audit| audit.with_arguments());
-        let arguments = (with_arguments && label == "tools/call")
-            .then(|| first.and_then(|m| m.find(&["params", "arguments"]).map(|span| m.raw(&span).to_string())))
-            .flatten();
         let request_bytes = if parsed.is_some() { messages.iter().map(|m| m.bytes().len() as u64).sum() } else { 0 };
         Self {
             observer,
@@ -173,11 +181,10 @@ impl Exchange {
             ts: SystemTime::now(),
             label,
             method,
-            name: name.map(|n| bounded(&n)),
-            arguments,
+            first: first.cloned(),
             user: request.extensions().get::<AuthenticatedUser>().map(|u| Arc::clone(&u.0)),
             client: request.extensions().get::<ClientAddr>().map(|c| c.0.ip()),
-            session: request.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(bounded),
+            session: request.headers().get(SESSION_HEADER).cloned(),
             request_bytes,
             post,
             status: 0,
@@ -272,29 +279,81 @@ impl Exchange {
             });
         }
         if self.label == "tools/call" {
-            let tool = self.backend.tool_names().label(self.name.as_deref());
+            let name = self.first.as_ref().and_then(|m| m.find_str(&["params", "name"]));
+            let tool = self.backend.tool_names().label(name.as_deref());
             let tool_outcome = if outcome == "ok" && self.tool_error { "error" } else { outcome };
             metrics.tool_call(self.backend.label(), tool, tool_outcome);
         }
         let Some(audit) = &self.observer.audit else { return };
-        let arguments = self.arguments.as_deref().and_then(|raw| serde_json::from_str(raw).ok());
-        audit.record(&AuditEvent {
+        audit.defer(Box::new(McpFacts {
+            arguments: audit.with_arguments() && self.label == "tools/call",
+            ts: self.ts,
+            user: self.user,
+            client: self.client,
+            backend: Arc::clone(self.backend.label()),
+            session: self.session,
+            method: self.method,
+            first: self.first,
+            outcome,
+            status: self.status,
+            duration_ms: elapsed.as_millis() as u64,
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_bytes,
+        }));
+    }
+}
+
+/// An MCP exchange's audit line, as facts: the audit writer reads the method, name and
+/// arguments out of the request's message and serializes the line, off the request's path.
+struct McpFacts {
+    ts: SystemTime,
+    user: Option<Arc<str>>,
+    client: Option<IpAddr>,
+    backend: Arc<str>,
+    session: Option<HeaderValue>,
+    method: AuditMethod,
+    first: Option<Message>,
+    /// Whether the line carries the `tools/call` arguments.
+    arguments: bool,
+    outcome: &'static str,
+    status: u16,
+    duration_ms: u64,
+    request_bytes: u64,
+    response_bytes: u64,
+}
+
+impl Facts for McpFacts {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let first = self.first.as_ref();
+        let method = match self.method {
+            AuditMethod::Message => first.and_then(Message::method),
+            AuditMethod::Other(method) => Some(Cow::Borrowed(method)),
+            AuditMethod::None => None,
+        };
+        let name = first.and_then(|m| m.find_str(&["params", "name"]).or_else(|| m.find_str(&["params", "uri"])));
+        let arguments = first
+            .filter(|_| self.arguments)
+            .and_then(|m| m.find(&["params", "arguments"]).map(|span| m.raw(&span)))
+            .and_then(|raw| serde_json::from_str(raw).ok());
+        let event = AuditEvent {
             ts: rfc3339(self.ts),
             event: "mcp_request",
             user: self.user.as_deref(),
             client_addr: self.client.map(|ip| ip.to_string()),
-            backend: Some(self.backend.name()),
-            session: self.session.as_deref(),
-            method: self.method.as_deref(),
-            name: self.name.as_deref(),
-            outcome,
+            backend: Some(&self.backend),
+            session: self.session.as_ref().and_then(|v| v.to_str().ok()).map(bounded),
+            method: method.as_deref().map(bounded),
+            name: name.as_deref().map(bounded),
+            outcome: self.outcome,
             status: self.status,
-            duration_ms: Some(elapsed.as_millis() as u64),
+            duration_ms: Some(self.duration_ms),
             request_bytes: Some(self.request_bytes),
             response_bytes: Some(self.response_bytes),
             arguments,
             listener: None,
-        });
+        };
+        // A derived `Serialize` of strings and numbers into a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &event);
     }
 }
 
@@ -326,7 +385,7 @@ where
                 .get(http::header::CONTENT_TYPE)
                 .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
             if exchange.session.is_none() {
-                exchange.session = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(bounded);
+                exchange.session = response.headers().get(SESSION_HEADER).cloned();
             }
             Ok(response.map(|body| Observed { inner: body, exchange: Some(exchange) }.boxed()))
         })

@@ -21,7 +21,7 @@ use std::{
 };
 
 use crate::{
-    config::{BackendSpec, Config, DockerSpec, LaunchSpec, ProcessSpec},
+    config::{BackendSpec, Config, DockerSpec, ExecSpec, LaunchSpec, ProcessSpec},
     gateway::EnvLookup,
 };
 
@@ -80,15 +80,22 @@ pub(crate) async fn run(config: &Config, env: EnvLookup<'_>) -> Vec<Finding> {
         findings.add(Severity::Warning, None, "backends", "no backends: every MCP route answers 404");
     }
     let mut docker = Vec::new();
+    let mut execs = Vec::new();
     for (name, spec) in &config.validated.backends {
         let BackendSpec::Stdio(stdio) = spec else { continue };
         match &stdio.launch {
             LaunchSpec::Process(process) => check_process(&mut findings, name, process, &stdio.env, env),
             LaunchSpec::Docker(spec) => docker.push((name.as_str(), spec)),
+            LaunchSpec::DockerExec(spec) => execs.push((name.as_str(), spec)),
+            // A remote server: nothing on this machine to check.
+            LaunchSpec::Sse(_) => {}
         }
     }
     if !docker.is_empty() {
         check_docker(&mut findings, &docker).await;
+    }
+    if !execs.is_empty() {
+        check_containers(&mut findings, &execs).await;
     }
     findings.found
 }
@@ -221,6 +228,38 @@ async fn check_docker(findings: &mut Findings<'_>, backends: &[(&str, &DockerSpe
             engine_host.as_deref().unwrap_or("another machine")
         );
         findings.add(Severity::Note, None, "DOCKER_HOST", message);
+    }
+}
+
+/// The containers of docker-exec backends: one that is missing or stopped is a warning, not a
+/// problem, since the backend becomes ready by itself once the container runs.
+async fn check_containers(findings: &mut Findings<'_>, backends: &[(&str, &ExecSpec)]) {
+    let Ok(Ok(engine)) = tokio::time::timeout(DOCKER_TIMEOUT, berth_docker::Engine::connect()).await else {
+        let names: Vec<&str> = backends.iter().map(|(name, _)| *name).collect();
+        let message = format!(
+            "the Docker engine does not answer: the containers of backends {} were not checked",
+            names.join(", ")
+        );
+        findings.add(Severity::Warning, None, "DOCKER_HOST", message);
+        return;
+    };
+    for (name, spec) in backends {
+        let container = spec.container.clone();
+        let message = match tokio::time::timeout(DOCKER_TIMEOUT, engine.container_state(&container)).await {
+            Ok(Ok(berth_docker::ContainerState::Running)) => continue,
+            Ok(Ok(berth_docker::ContainerState::NotRunning(status))) => {
+                berth_docker::DockerError::ContainerNotRunning { container, status }.to_string()
+            }
+            Ok(Ok(berth_docker::ContainerState::Missing)) => {
+                berth_docker::DockerError::ContainerMissing { container }.to_string()
+            }
+            Ok(Err(error)) => format!("cannot look at container {container:?}: {error}"),
+            Err(_) => {
+                format!("the Docker engine did not say within {DOCKER_TIMEOUT:?} whether container {container:?} runs")
+            }
+        };
+        let message = format!("{message}; the backend is not ready until it runs");
+        findings.add(Severity::Warning, Some(name), "container", message);
     }
 }
 

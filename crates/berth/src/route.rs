@@ -1,7 +1,9 @@
 //! The router: which backend a request is for.
 //!
-//! `/<name>/mcp` reaches backend `<name>`. With `server.base_domain = "mcp.example.com"`, a
-//! request for `fs.mcp.example.com/mcp` reaches backend `fs` too, so that one wildcard Traefik
+//! `/<name>/mcp` reaches backend `<name>`, and so do its REST face's `/<name>/openapi.json` and
+//! `/<name>/tools/<tool>` (the tool's name percent-encoded, `/` as `%2F`). With
+//! `server.base_domain = "mcp.example.com"`, a request for `fs.mcp.example.com/mcp` (or
+//! `/openapi.json`, `/tools/<tool>`) reaches backend `fs` too, so that one wildcard Traefik
 //! router can serve every backend. The resolved backend travels in the request's extensions to
 //! [`Dispatch`], after the transport checks.
 
@@ -21,7 +23,7 @@ use tower_http::validate_request::{ValidateRequest, ValidateRequestHeaderLayer};
 use crate::{
     backend::Backend,
     body::{RequestBody, ResponseBody},
-    extensions::{AuthenticatedUser, Target},
+    extensions::{AuthenticatedUser, Rest, Target},
     host::{BaseDomain, request_host},
     reply::Rejection,
 };
@@ -68,34 +70,75 @@ impl Routes {
         self.0.store(Arc::new(Table::new(backends, base_domain)));
     }
 
-    /// The backend name a request addresses, if its path and host have the shape of an MCP
-    /// endpoint.
-    fn target_name<'a>(table: &Table, path: &'a str, host: Option<&'a str>) -> Option<&'a str> {
+    /// The backend name a request addresses and what it asks for, if its path and host have
+    /// the shape of an MCP endpoint or of the REST face.
+    fn target<'a>(table: &Table, path: &'a str, host: Option<&'a str>) -> Option<(&'a str, Option<Rest>)> {
         let path = path.strip_suffix('/').unwrap_or(path);
         if let (Some(domain), Some(host)) = (&table.base_domain, host)
-            && path == "/mcp"
             && let Some(label) = host.strip_suffix(domain.name()).and_then(|rest| rest.strip_suffix('.'))
             && !label.contains('.')
             && !label.is_empty()
+            && let Some(endpoint) = endpoint(path, "")
         {
-            return Some(label);
+            return Some((label, endpoint));
         }
         let rest = path.strip_prefix('/')?;
-        let (name, tail) = rest.split_once('/')?;
-        (tail == "mcp" && !name.is_empty()).then_some(name)
+        let (name, _) = rest.split_once('/')?;
+        if name.is_empty() {
+            return None;
+        }
+        Some((name, endpoint(&path[name.len() + 1..], &path[..name.len() + 1])?))
     }
 
-    /// Resolves a request to a backend, or the 404 to answer.
-    pub(crate) fn resolve<B>(&self, request: &Request<B>) -> Result<Arc<Backend>, Rejection> {
+    /// Resolves a request to a backend, or the 404 to answer; with what the REST face is asked,
+    /// when it is.
+    pub(crate) fn resolve<B>(&self, request: &Request<B>) -> Result<(Arc<Backend>, Option<Rest>), Rejection> {
         let host = request_host(request);
         let table = self.0.load();
-        let name = Self::target_name(&table, request.uri().path(), host.as_deref()).ok_or_else(|| {
-            Rejection::new(StatusCode::NOT_FOUND, "not_found", "no such route: MCP endpoints are at /<backend>/mcp")
+        let (name, rest) = Self::target(&table, request.uri().path(), host.as_deref()).ok_or_else(|| {
+            Rejection::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route: MCP endpoints are at /<backend>/mcp, REST ones at /<backend>/openapi.json \
+                 and /<backend>/tools/<tool>",
+            )
         })?;
-        table.backends.get(name).cloned().ok_or_else(|| {
+        let backend = table.backends.get(name).cloned().ok_or_else(|| {
             Rejection::new(StatusCode::NOT_FOUND, "unknown_backend", format!("no backend named `{name}`"))
-        })
+        })?;
+        Ok((backend, rest))
     }
+}
+
+/// What `path` (below a backend's prefix `prefix`) asks for: `/mcp` the MCP endpoint (`None`),
+/// `/openapi.json` and `/tools/<tool>` the REST face; anything else nothing.
+fn endpoint(path: &str, prefix: &str) -> Option<Option<Rest>> {
+    match path {
+        "/mcp" => Some(None),
+        "/openapi.json" => Some(Some(Rest::Document { prefix: prefix.to_string() })),
+        _ => {
+            let tool = path.strip_prefix("/tools/").filter(|tool| !tool.is_empty() && !tool.contains('/'))?;
+            Some(Some(Rest::Tool(percent_decode(tool)?)))
+        }
+    }
+}
+
+/// `%XX` escapes decoded; `None` when one is malformed or the result is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(at + 1..at + 3)?).ok()?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            at += 3;
+        } else {
+            decoded.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
 }
 
 /// The [`ValidateRequest`] that resolves the backend: a `404` when there is none, else the
@@ -110,8 +153,11 @@ impl<B> ValidateRequest<B> for ValidateRoute {
     type ResponseBody = ResponseBody;
 
     fn validate(&mut self, request: &mut Request<B>) -> Result<(), Response<ResponseBody>> {
-        let backend = self.0.resolve(request).map_err(Rejection::into_response)?;
+        let (backend, rest) = self.0.resolve(request).map_err(Rejection::into_response)?;
         request.extensions_mut().insert(Target(backend));
+        if let Some(rest) = rest {
+            request.extensions_mut().insert(rest);
+        }
         Ok(())
     }
 }
@@ -182,6 +228,14 @@ mod tests {
             ("/mcp", "x.fs.mcp.example.com", 404, "not_found"),
             ("/mcp", "nope.mcp.example.com", 404, "unknown_backend"),
             ("/fs/mcp", "git.mcp.example.com", 200, "fs"),
+            ("/fs/openapi.json", "berth.local", 200, "fs"),
+            ("/fs/tools/echo", "berth.local", 200, "fs"),
+            ("/fs/tools/", "berth.local", 404, "not_found"),
+            ("/fs/tools/a/b", "berth.local", 404, "not_found"),
+            ("/fs/tools/%zz", "berth.local", 404, "not_found"),
+            ("/nope/tools/echo", "berth.local", 404, "unknown_backend"),
+            ("/tools/echo", "git.mcp.example.com", 200, "git"),
+            ("/openapi.json", "fs.mcp.example.com", 200, "fs"),
         ];
         for (path, host, status, body) in table {
             let service = ServiceBuilder::new().layer(layer(Arc::clone(&routes))).service(Dispatch);
@@ -192,5 +246,27 @@ mod tests {
             let text = String::from_utf8_lossy(&bytes);
             assert!(text.contains(body), "{host}{path}: {text}");
         }
+    }
+
+    #[test]
+    fn rest_paths_say_what_they_ask_for() {
+        let table = [
+            ("/fs/mcp", None),
+            ("/fs/openapi.json", Some(Rest::Document { prefix: "/fs".into() })),
+            ("/fs/tools/get-sum", Some(Rest::Tool("get-sum".into()))),
+            ("/fs/tools/a%2Fb%20c%E2%9C%93", Some(Rest::Tool("a/b c\u{2713}".into()))),
+        ];
+        let routes = Table::default();
+        for (path, expected) in table {
+            assert_eq!(Routes::target(&routes, path, None), Some(("fs", expected)), "{path}");
+        }
+        for bad in ["/fs/tools/%", "/fs/tools/%4", "/fs/tools/%FF", "/fs/tools/x/y", "//openapi.json"] {
+            assert_eq!(Routes::target(&routes, bad, None), None, "{bad}");
+        }
+        let domain = Table { base_domain: BaseDomain::parse("mcp.example.com").ok(), ..Table::default() };
+        assert_eq!(
+            Routes::target(&domain, "/openapi.json", Some("fs.mcp.example.com")),
+            Some(("fs", Some(Rest::Document { prefix: String::new() })))
+        );
     }
 }

@@ -31,6 +31,7 @@ use crate::{
     observe::{ObserveLayer, Observer, count_statuses},
     public, rate_limit,
     reply::Rejection,
+    rest::{RestLayer, RestSettings},
     route::{self, Dispatch, Routes},
     streamable,
     visibility::VisibilityLayer,
@@ -88,6 +89,8 @@ pub(crate) struct StackParts {
     pub host_policy: Arc<HostPolicy>,
     /// Largest accepted POST body.
     pub max_body_bytes: usize,
+    /// Whether the MCP port serves TLS (the scheme of the REST face's documents).
+    pub tls: bool,
     /// Proxies whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Arc<TrustedProxies>,
     /// `server.allow_ips`: the client addresses that may use any MCP route, when restricted.
@@ -110,6 +113,7 @@ fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response<ResponseBody> {
 
 /// Builds the stack. Each layer's comment says why it is there and why in that place.
 pub(crate) fn build(parts: StackParts) -> HttpStack {
+    let rest = RestSettings::new(parts.max_body_bytes, parts.tls, !matches!(parts.authenticator, Authenticator::None));
     let service = ServiceBuilder::new()
         // Mark credentials sensitive first, so that no later layer (tracing above all) can
         // print them, even at debug level.
@@ -159,6 +163,12 @@ pub(crate) fn build(parts: StackParts) -> HttpStack {
         // Refuse client addresses outside the routed backend's allow_ips, before any of the
         // body is read.
         .layer(allow_ips::backend_layer())
+        // Answer the REST face (openapi.json, POST /tools/<tool>) here: below routing and
+        // authentication, which it shares with the MCP route, and above the transport rules,
+        // since its requests are not MCP messages. It turns each into MCP requests sent with
+        // the caller's identity through every layer below, so that the observer, the allow
+        // list, the rate limit and visibility treat a REST caller exactly as an MCP client.
+        .layer(RestLayer(Arc::new(rest)))
         // Apply the Streamable-HTTP transport rules (406/415/413/400/405) identically for
         // every kind of backend, and buffer POST bodies within the limit.
         .layer(streamable::layer(parts.max_body_bytes))

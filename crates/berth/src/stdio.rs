@@ -24,6 +24,6 @@ mod testing;
 pub(crate) use deployment::Naming;
 pub(crate) use docker_hub::DockerHub;
 pub(crate) use endpoint::StdioBackend;
-pub(crate) use launch::Launcher;
+pub(crate) use launch::{Launched, Launcher, RunHandle};
 pub(crate) use session::SessionInfo;
 pub(crate) use stderr_log::{LogLine, StderrLog};

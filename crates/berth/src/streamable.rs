@@ -85,7 +85,8 @@ fn is_zero(weight: &str) -> bool {
     weight.parse::<f32>().is_ok_and(|q| q == 0.0)
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+/// Whether the request says its body is `application/json`.
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -123,7 +124,8 @@ fn jsonrpc_id(body: &Result<Body, jsonrpc::Invalid>) -> Option<Bytes> {
     }
 }
 
-fn too_large(limit: usize) -> Rejection {
+/// The 413 of a body over `limit` bytes.
+pub(crate) fn too_large(limit: usize) -> Rejection {
     Rejection::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
@@ -132,7 +134,7 @@ fn too_large(limit: usize) -> Rejection {
 }
 
 /// Reads a body up to `limit` bytes.
-async fn read_bounded(body: RequestBody, limit: usize) -> Result<Bytes, Rejection> {
+pub(crate) async fn read_bounded(body: RequestBody, limit: usize) -> Result<Bytes, Rejection> {
     let mut body = body;
     // The common body is one frame: kept as it is, without a copy.
     let mut first: Option<Bytes> = None;

@@ -20,6 +20,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 pub(crate) const CONFORMANCE: &str = "berth-test/conformance:dev";
 /// The image with the npm package `@modelcontextprotocol/server-everything`.
 pub(crate) const EVERYTHING: &str = "berth-test/everything:dev";
+/// The image with Node, npm and npx and a POSIX `/bin/sh` (dash), nothing else.
+pub(crate) const NODE_BASE: &str = "berth-test/node-base:dev";
 
 /// How long any single read may take before the test gives up instead of hanging. It bounds a
 /// hang; it is not an assertion about speed.
@@ -86,6 +88,7 @@ pub(crate) fn build_images(images: &[&str]) {
         .map(|image| match *image {
             CONFORMANCE => "conformance",
             EVERYTHING => "everything",
+            NODE_BASE => "node-base",
             other => panic!("no recipe for test image {other}"),
         })
         .collect();

@@ -17,6 +17,8 @@
 //! - `subscriptions`: returns how many `resources/subscribe` and `resources/unsubscribe` it got;
 //! - `cancelled`: returns, as JSON in the text, the `requestId`s of the `notifications/cancelled`
 //!   it received (`cancelled`) and how many `slow` calls started (`slow_started`);
+//! - `grow {name}` (not in `tools/list`): adds a tool `name` to `tools/list` (it echoes its
+//!   arguments) and sends `notifications/tools/list_changed`;
 //! - `env {name}` (not in `tools/list`): returns the value of the environment variable `name`,
 //!   or `<unset>`;
 //! - `misbehave {what, ...}` (not in `tools/list`): breaks the protocol as `what` says, then
@@ -105,6 +107,8 @@ struct Modes {
 }
 
 static MODES: OnceLock<Modes> = OnceLock::new();
+/// The tools `grow` added, listed after the fixed ones.
+static GROWN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 fn modes() -> &'static Modes {
     MODES.get_or_init(Modes::default)
@@ -278,7 +282,8 @@ fn tools() -> Value {
     let tool = |name: &str| json!({"name": name, "description": name, "inputSchema": {"type": "object"}});
     // `misbehave` is not listed: without it being called, the fixture's output stays what it was.
     let names = ["echo", "pid", "slow", "progress", "crash", "ask", "notify", "touch", "subscriptions", "cancelled"];
-    let list: Vec<Value> = names.into_iter().map(tool).collect();
+    let mut list: Vec<Value> = names.into_iter().map(tool).collect();
+    list.extend(GROWN.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|name| tool(name)));
     json!({"tools": list, "x-extra-list": true})
 }
 
@@ -362,6 +367,15 @@ fn call(
             let cancelled = counters.cancelled.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let started = counters.slow_started.load(Ordering::Relaxed);
             text(json!({"cancelled": cancelled, "slow_started": started}).to_string())
+        }
+        "grow" => {
+            let name = arguments["name"].as_str().unwrap_or("grown").to_string();
+            GROWN.lock().unwrap_or_else(|e| e.into_inner()).push(name);
+            send(out, &json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
+            text("grown")
+        }
+        grown if GROWN.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|name| name == grown) => {
+            text(arguments.to_string())
         }
         "misbehave" => return misbehave(arguments["what"].as_str().unwrap_or_default(), arguments, id, out),
         other => json!({"error": {"code": -32602, "message": format!("no tool {other}")}}),

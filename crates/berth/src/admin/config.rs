@@ -24,9 +24,6 @@ use crate::{
     reply::{Rejection, json_response},
 };
 
-/// Largest accepted `PUT /api/backends/{name}` body.
-const MAX_TABLE_BODY: usize = 1024 * 1024;
-
 /// The layer that serves the configuration routes over `reloader`.
 #[derive(Debug, Clone)]
 pub(crate) struct ConfigLayer {
@@ -141,7 +138,7 @@ where
                 },
                 (Route::Call(_), _) => only("POST"),
                 (Route::Change(name), &Method::PUT) => {
-                    let table = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_TABLE_BODY))
+                    let table = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, super::MAX_BODY))
                         .await
                         .ok()
                         .map(|collected| collected.to_bytes());

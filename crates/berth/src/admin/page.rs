@@ -70,7 +70,13 @@ pub(crate) fn render(backends: &[std::sync::Arc<Backend>], recent: &Recent) -> S
         let status = backend.status();
         let summary = recent.summary(backend.name());
         let name = escape(backend.name());
-        let ready = if status.ready { "<span class=\"ok\">yes</span>" } else { "<span class=\"bad\">no</span>" };
+        let ready = match (&status.unavailable, status.ready) {
+            (_, true) => "<span class=\"ok\">yes</span>".to_string(),
+            (None, false) => "<span class=\"bad\">no</span>".to_string(),
+            (Some(why), false) => {
+                format!("<span class=\"bad\">no</span><br><span class=\"muted\">{}</span>", escape(why))
+            }
+        };
         let instances: Vec<String> =
             status.instances.iter().map(|i| format!("{} {}", escape(i.role), escape(i.state))).collect();
         let instances = if instances.is_empty() { "–".to_string() } else { instances.join("<br>") };

@@ -14,7 +14,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{ConfigDuration, EnvString, allow_list};
+use super::values::{ConfigDuration, EnvSecret, EnvString, allow_list};
 use crate::{
     access::{Allow, Principal},
     allow_ips::AllowIps,
@@ -26,7 +26,7 @@ use crate::{
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    /// `native`, `process` or `docker`.
+    /// `native`, `process`, `docker`, `docker-exec` or `http`.
     pub kind: BackendKindName,
     /// Whether `/readyz` waits for this backend.
     #[serde(default)]
@@ -52,15 +52,20 @@ pub struct BackendConfig {
     /// native: the registered service (defaults to the backend's name).
     pub service: Option<String>,
 
-    /// process: the program to run.
+    /// process: the program to run; docker-exec: the program to run in the container.
     pub command: Option<EnvString>,
     /// process: pass berth's whole environment on (minus `BERTH_*`) instead of only `PATH`,
     /// `HOME`, `TMPDIR`, `TZ` and the locale (default false). Containers never inherit it.
     pub inherit_env: Option<bool>,
-    /// process: its arguments; docker: the container's command (overrides the image's CMD).
+    /// process, docker-exec: its arguments; docker: the container's command (overrides the
+    /// image's CMD).
     pub args: Option<Vec<EnvString>>,
-    /// process: the working directory; docker: the container's working directory.
+    /// process: the working directory; docker: the container's working directory; docker-exec:
+    /// the exec's working directory in the container.
     pub cwd: Option<EnvString>,
+
+    /// docker-exec: the running container (name or id) the server is started in.
+    pub container: Option<String>,
 
     /// docker: the image.
     pub image: Option<String>,
@@ -85,6 +90,7 @@ pub struct BackendConfig {
     /// docker: most processes in the container (default 256).
     pub pids_limit: Option<i64>,
     /// docker: the user to run as (default `"65534:65534"`, nobody); `""` keeps the image's.
+    /// docker-exec: the user the exec runs as (default: the container's).
     pub user: Option<String>,
     /// docker: run an init process that reaps zombies (default true).
     pub init: Option<bool>,
@@ -104,7 +110,8 @@ pub struct BackendConfig {
     /// process, docker: `lazy` (default) or `eager`.
     pub start: Option<StartMode>,
     /// process, docker: how long a request may wait for its answer; progress notifications
-    /// restart the clock (default 10m).
+    /// restart the clock (default 10m). http: how long the upstream may take to begin its
+    /// answer (its status and headers; a stream then lasts as long as it lasts; default 10m).
     pub request_timeout: Option<ConfigDuration>,
     /// process, docker: how long the start and the initialize handshake may take (default 60s).
     pub startup_timeout: Option<ConfigDuration>,
@@ -124,6 +131,29 @@ pub struct BackendConfig {
     pub replay_events: Option<usize>,
     /// process, docker: most bytes a session keeps for replay, such as `"1m"` (default 1 MiB).
     pub replay_bytes: Option<String>,
+    /// http: the upstream MCP endpoint, `http://` or `https://` (`https://mcp.example.com/mcp`).
+    pub url: Option<EnvString>,
+    /// http: `streamable-http` (default; both protocol generations) or `sse` (the legacy
+    /// HTTP+SSE transport of 2024-11-05).
+    pub transport: Option<Transport>,
+    /// http: headers berth adds to every request to the upstream (shown by name only: values
+    /// are often credentials).
+    #[serde(serialize_with = "super::values::redacted_values")]
+    pub headers: Option<BTreeMap<String, EnvSecret>>,
+    /// http: headers whose values are read from files (secrets; never logged).
+    pub header_files: Option<BTreeMap<String, EnvString>>,
+    /// http: Basic credentials for the upstream: `{ user = "...", password = "${PW}" }`.
+    pub basic: Option<UpstreamBasic>,
+    /// http: a bearer token for the upstream (`Authorization: Bearer <token>`).
+    pub bearer: Option<EnvSecret>,
+    /// http: a PEM file of the certificate authorities that sign the upstream's certificate,
+    /// trusted instead of the system's roots.
+    pub ca_file: Option<EnvString>,
+    /// http: how long a TCP connection (and TLS handshake) to the upstream may take (default 10s).
+    pub connect_timeout: Option<ConfigDuration>,
+    /// http: how often berth checks that the upstream answers (default 5s).
+    pub probe_interval: Option<ConfigDuration>,
+
     /// process, docker: the roots a shared instance's server is given when it asks for them
     /// (`roots/list`); berth answers for every session, never one user's client (default none).
     pub roots: Option<Vec<RootConfig>>,
@@ -139,6 +169,26 @@ pub struct RootConfig {
     pub name: Option<String>,
 }
 
+/// `backends.<name>.basic`: the credentials berth presents to an http upstream.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamBasic {
+    /// The user name.
+    pub user: EnvString,
+    /// The password (`${ENV}` references expanded).
+    pub password: EnvSecret,
+}
+
+/// `backends.<name>.transport`: how berth speaks to an http upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// Streamable HTTP (2025-03-26 and later, both protocol generations).
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport (2024-11-05), relayed as a stdio server's pipes.
+    Sse,
+}
+
 /// The `kind` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -149,6 +199,25 @@ pub enum BackendKindName {
     Process,
     /// A Docker container speaking MCP over its attached stdio.
     Docker,
+    /// A process started in a running container (`docker exec -i`), speaking MCP over its
+    /// attached stdio.
+    #[serde(rename = "docker-exec")]
+    DockerExec,
+    /// A remote MCP server reached over HTTP.
+    Http,
+}
+
+impl BackendKindName {
+    /// The name as written in the configuration.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Process => "process",
+            Self::Docker => "docker",
+            Self::DockerExec => "docker-exec",
+            Self::Http => "http",
+        }
+    }
 }
 
 /// How client sessions map onto server instances.
@@ -284,6 +353,27 @@ pub enum BackendSpec {
     },
     /// A stdio server run as a process or container.
     Stdio(Box<StdioSpec>),
+    /// A remote MCP server over HTTP.
+    Http(Box<HttpSpec>),
+}
+
+/// A validated http backend. Its `Debug` shows header values as `Sensitive`: they are marked
+/// so, being credentials more often than not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSpec {
+    /// The upstream MCP endpoint.
+    pub url: http::Uri,
+    /// Headers added to every request to the upstream (credentials included), values marked
+    /// sensitive.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Certificate authorities trusted instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The TCP connect (and TLS handshake) timeout.
+    pub connect_timeout: Duration,
+    /// How long the upstream may take to begin an answer.
+    pub request_timeout: Duration,
+    /// How often the upstream is probed.
+    pub probe_interval: Duration,
 }
 
 /// What runs the stdio server.
@@ -293,6 +383,27 @@ pub enum LaunchSpec {
     Process(ProcessSpec),
     /// A Docker container.
     Docker(DockerSpec),
+    /// A process in a running container.
+    DockerExec(ExecSpec),
+    /// A connection to a legacy HTTP+SSE server (`kind = "http"`, `transport = "sse"`).
+    Sse(HttpSpec),
+}
+
+impl LaunchSpec {
+    /// The backend kind's name, as in the configuration.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Process(_) => "process",
+            Self::Docker(_) => "docker",
+            Self::DockerExec(_) => "docker-exec",
+            Self::Sse(_) => "http",
+        }
+    }
+
+    /// Whether instances are started through a Docker engine.
+    pub(crate) fn needs_docker(&self) -> bool {
+        matches!(self, Self::Docker(_) | Self::DockerExec(_))
+    }
 }
 
 /// A validated stdio backend. Its `Debug` shows the values of variables read from `env_files`
@@ -378,6 +489,10 @@ pub struct ProcessSpec {
 /// here from the configuration.
 pub(crate) type DockerSpec = berth_docker::ContainerTemplate;
 
+/// What a docker-exec backend runs, in which container: berth-docker's template, built and
+/// validated here from the configuration.
+pub(crate) type ExecSpec = berth_docker::ExecTemplate;
+
 /// Parses `"512m"`, `"1g"`, `"65536k"` or a plain number of bytes, refusing sizes beyond
 /// Docker's `i64` rather than letting `n * factor` overflow (a panic in debug builds, a negative
 /// limit in release).
@@ -421,7 +536,12 @@ impl BackendConfig {
     /// The names of the fields set in this table that do not belong to its kind.
     fn foreign_fields(&self) -> Vec<&'static str> {
         let native = [("service", self.service.is_some())];
-        let process = [("command", self.command.is_some()), ("inherit_env", self.inherit_env.is_some())];
+        // process and docker-exec.
+        let command = [("command", self.command.is_some())];
+        let process = [("inherit_env", self.inherit_env.is_some())];
+        let exec = [("container", self.container.is_some())];
+        // docker and docker-exec.
+        let user = [("user", self.user.is_some())];
         let docker = [
             ("image", self.image.is_some()),
             ("image_pull", self.image_pull.is_some()),
@@ -434,7 +554,6 @@ impl BackendConfig {
             ("memory", self.memory.is_some()),
             ("cpus", self.cpus.is_some()),
             ("pids_limit", self.pids_limit.is_some()),
-            ("user", self.user.is_some()),
             ("init", self.init.is_some()),
             ("no_new_privileges", self.no_new_privileges.is_some()),
             ("volumes", self.volumes.is_some()),
@@ -446,7 +565,6 @@ impl BackendConfig {
             ("env_files", self.env_files.is_some()),
             ("sharing", self.sharing.is_some()),
             ("start", self.start.is_some()),
-            ("request_timeout", self.request_timeout.is_some()),
             ("startup_timeout", self.startup_timeout.is_some()),
             ("idle_timeout", self.idle_timeout.is_some()),
             ("max_instances", self.max_instances.is_some()),
@@ -457,10 +575,27 @@ impl BackendConfig {
             ("max_message_bytes", self.max_message_bytes.is_some()),
             ("stop_grace", self.stop_grace.is_some()),
         ];
+        let http = [
+            ("url", self.url.is_some()),
+            ("transport", self.transport.is_some()),
+            ("headers", self.headers.is_some()),
+            ("header_files", self.header_files.is_some()),
+            ("basic", self.basic.is_some()),
+            ("bearer", self.bearer.is_some()),
+            ("ca_file", self.ca_file.is_some()),
+            ("connect_timeout", self.connect_timeout.is_some()),
+            ("probe_interval", self.probe_interval.is_some()),
+        ];
+        // Shared by the stdio kinds and http.
+        let timeout = [("request_timeout", self.request_timeout.is_some())];
         let foreign: Vec<(&'static str, bool)> = match self.kind {
-            BackendKindName::Native => process.iter().chain(&docker).chain(&stdio).copied().collect(),
-            BackendKindName::Process => native.iter().chain(&docker).copied().collect(),
-            BackendKindName::Docker => native.iter().chain(&process).copied().collect(),
+            BackendKindName::Native => {
+                [&command[..], &process, &exec, &user, &docker, &stdio, &timeout, &http].concat()
+            }
+            BackendKindName::Process => [&native[..], &exec, &user, &docker, &http].concat(),
+            BackendKindName::Docker => [&native[..], &command, &process, &exec, &http].concat(),
+            BackendKindName::DockerExec => [&native[..], &process, &docker, &http].concat(),
+            BackendKindName::Http => [&native[..], &command, &process, &exec, &user, &docker, &stdio].concat(),
         };
         foreign.into_iter().filter(|(_, set)| *set).map(|(name, _)| name).collect()
     }
@@ -513,7 +648,7 @@ impl BackendConfig {
     pub fn validate(&self, name: &str) -> Result<BackendSpec, (String, String)> {
         let field = |f: &str| format!("backends.{name}.{f}");
         if let Some(foreign) = self.foreign_fields().first() {
-            let kind = format!("{:?}", self.kind).to_ascii_lowercase();
+            let kind = self.kind.as_str();
             return Err((field(foreign), format!("`{foreign}` is not a field of kind = \"{kind}\"")));
         }
         let launch = match self.kind {
@@ -533,13 +668,19 @@ impl BackendConfig {
                 })
             }
             BackendKindName::Docker => LaunchSpec::Docker(self.docker_spec(&field)?),
+            BackendKindName::DockerExec => LaunchSpec::DockerExec(self.exec_spec(&field)?),
+            BackendKindName::Http => {
+                let spec = self.http_spec(&field)?;
+                if self.transport != Some(Transport::Sse) {
+                    return Ok(BackendSpec::Http(Box::new(spec)));
+                }
+                return Ok(BackendSpec::Stdio(Box::new(legacy_sse(spec))));
+            }
         };
         let mut env: Vec<(String, String)> = self.env.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
         let mut secret_env = Vec::new();
         for (key, path) in self.env_files.iter().flatten() {
-            let value = std::fs::read_to_string(&path.0)
-                .map_err(|error| (field("env_files"), format!("cannot read `{}` for {key}: {error}", path.0)))?;
-            env.push((key.clone(), value.trim_end_matches(['\r', '\n']).to_string()));
+            env.push((key.clone(), read_secret_file(path, key).map_err(|message| (field("env_files"), message))?));
             secret_env.push(key.clone());
         }
         if self.required && self.start == Some(StartMode::Lazy) {
@@ -579,6 +720,94 @@ impl BackendConfig {
             replay_bytes,
             roots_result: roots_result(self.roots.as_deref().unwrap_or_default()),
         })))
+    }
+
+    fn exec_spec(&self, field: &dyn Fn(&str) -> String) -> Result<ExecSpec, (String, String)> {
+        let container =
+            self.container.clone().filter(|c| !c.is_empty()).ok_or_else(|| {
+                (field("container"), "a docker-exec backend needs a container (its name or id)".into())
+            })?;
+        let command = self.command.as_ref().map(|c| c.0.clone()).unwrap_or_default();
+        if command.is_empty() {
+            return Err((field("command"), "a docker-exec backend needs a command".into()));
+        }
+        Ok(ExecSpec {
+            container,
+            command: std::iter::once(command).chain(strings(&self.args)).collect(),
+            user: self.user.clone().filter(|u| !u.is_empty()),
+            workdir: self.cwd.as_ref().map(|c| c.0.clone()),
+        })
+    }
+
+    fn http_spec(&self, field: &dyn Fn(&str) -> String) -> Result<HttpSpec, (String, String)> {
+        let text = self.url.as_ref().map(|url| url.0.as_str()).unwrap_or_default();
+        if text.is_empty() {
+            return Err((field("url"), "an http backend needs a url".into()));
+        }
+        let url: http::Uri = text.parse().map_err(|error| (field("url"), format!("`{text}` is not a URL: {error}")))?;
+        let https = match url.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err((field("url"), format!("`{text}` is not an http:// or https:// URL"))),
+        };
+        if url.host().is_none_or(str::is_empty) {
+            return Err((field("url"), format!("`{text}` has no host")));
+        }
+        // Credentials in the URL would show wherever the URL does (logs, /api/config).
+        if url.authority().is_some_and(|authority| authority.as_str().contains('@')) {
+            return Err((field("url"), "the url holds credentials: give them as `basic` (or `bearer`) instead".into()));
+        }
+        if self.ca_file.is_some() && !https {
+            return Err((field("ca_file"), format!("`ca_file` is for https:// URLs, and `{text}` is not one")));
+        }
+        let mut headers = Vec::new();
+        let mut add = |origin: &str, name: &str, value: &str| -> Result<(), (String, String)> {
+            let header = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| (field(origin), format!("`{name}` is not a header name")))?;
+            if crate::remote::is_managed(&header) {
+                return Err((field(origin), format!("berth sets `{name}` itself: it cannot be configured")));
+            }
+            if headers.iter().any(|(existing, _)| *existing == header) {
+                return Err((field(origin), format!("`{name}` is given twice (headers, header_files, basic, bearer)")));
+            }
+            let mut value = http::HeaderValue::from_str(value)
+                .map_err(|_| (field(origin), format!("the value of `{name}` is not a valid header value")))?;
+            value.set_sensitive(true);
+            headers.push((header, value));
+            Ok(())
+        };
+        for (name, value) in self.headers.iter().flatten() {
+            add("headers", name, value.0.expose())?;
+        }
+        for (name, path) in self.header_files.iter().flatten() {
+            let value = read_secret_file(path, name).map_err(|message| (field("header_files"), message))?;
+            add("header_files", name, &value)?;
+        }
+        if let Some(basic) = &self.basic {
+            if basic.user.contains(':') {
+                return Err((field("basic.user"), "a Basic user name cannot contain `:`".into()));
+            }
+            let pair = format!("{}:{}", basic.user.0, basic.password.0.expose());
+            let value = format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pair));
+            add("basic", "authorization", &value)?;
+        }
+        if let Some(token) = &self.bearer {
+            add("bearer", "authorization", &format!("Bearer {}", token.0.expose()))?;
+        }
+        let duration =
+            |value: Option<ConfigDuration>, default: u64| value.map_or(Duration::from_secs(default), |d| d.0);
+        let probe_interval = duration(self.probe_interval, 5);
+        if probe_interval < Duration::from_millis(100) {
+            return Err((field("probe_interval"), "must be at least 100ms".into()));
+        }
+        Ok(HttpSpec {
+            url,
+            headers,
+            ca_file: self.ca_file.as_ref().map(|path| PathBuf::from(&path.0)),
+            connect_timeout: duration(self.connect_timeout, 10),
+            request_timeout: duration(self.request_timeout, 600),
+            probe_interval,
+        })
     }
 
     fn docker_spec(&self, field: &dyn Fn(&str) -> String) -> Result<DockerSpec, (String, String)> {
@@ -635,6 +864,36 @@ impl BackendConfig {
     }
 }
 
+/// A legacy HTTP+SSE upstream as a stdio backend: each client session gets a connection of its
+/// own, as a legacy server expects one client per connection; the stdio defaults otherwise.
+fn legacy_sse(spec: HttpSpec) -> StdioSpec {
+    StdioSpec {
+        request_timeout: spec.request_timeout,
+        // The connection and the initialize handshake; requests wait this long for a restart.
+        startup_timeout: spec.connect_timeout + Duration::from_secs(10),
+        launch: LaunchSpec::Sse(spec),
+        env: Vec::new(),
+        secret_env: Vec::new(),
+        sharing: Sharing::PerSession,
+        start: StartMode::Lazy,
+        idle_timeout: Duration::from_secs(900),
+        max_instances: 64,
+        max_message_bytes: 16 << 20,
+        stop_grace: Duration::from_secs(5),
+        resume_window: Duration::from_secs(30),
+        replay_events: 256,
+        replay_bytes: 1 << 20,
+        roots_result: roots_result(&[]),
+    }
+}
+
+/// The contents of the secret file at `path` (for `key`), without its trailing line break.
+fn read_secret_file(path: &EnvString, key: &str) -> Result<String, String> {
+    let value =
+        std::fs::read_to_string(&path.0).map_err(|error| format!("cannot read `{}` for {key}: {error}", path.0))?;
+    Ok(value.trim_end_matches(['\r', '\n']).to_string())
+}
+
 fn strings(values: &Option<Vec<EnvString>>) -> Vec<String> {
     values.iter().flatten().map(|v| v.0.clone()).collect()
 }
@@ -682,6 +941,59 @@ mod tests {
                 Err("backends.x.inherit_env: `inherit_env` is not a field of kind = \"docker\""),
             ),
             ("kind = \"process\"\ncommand = \"n\"\nrequired = true\nstart = \"eager\"", Ok("process")),
+            ("kind = \"http\"", Err("backends.x.url: an http backend needs a url")),
+            ("kind = \"http\"\nurl = \"http://127.0.0.1:8000/mcp\"\nrequest_timeout = \"30s\"", Ok("http")),
+            (
+                "kind = \"http\"\nurl = \"ftp://h/mcp\"",
+                Err("backends.x.url: `ftp://h/mcp` is not an http:// or https:// URL"),
+            ),
+            ("kind = \"http\"\nurl = \"/mcp\"", Err("backends.x.url: `/mcp` is not an http:// or https:// URL")),
+            (
+                "kind = \"http\"\nurl = \"https://u:pw@h/mcp\"",
+                Err("backends.x.url: the url holds credentials: give them as `basic` (or `bearer`) instead"),
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://h/mcp\"\ncommand = \"x\"",
+                Err("backends.x.command: `command` is not a field of kind = \"http\""),
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://h/mcp\"\nsharing = \"shared\"",
+                Err("backends.x.sharing: `sharing` is not a field of kind = \"http\""),
+            ),
+            (
+                "kind = \"process\"\ncommand = \"n\"\nurl = \"http://h/mcp\"",
+                Err("backends.x.url: `url` is not a field of kind = \"process\""),
+            ),
+            (
+                "kind = \"native\"\nrequest_timeout = \"1s\"",
+                Err("backends.x.request_timeout: `request_timeout` is not a field of kind = \"native\""),
+            ),
+            ("kind = \"http\"\nurl = \"http://h/sse\"\ntransport = \"sse\"", Ok("sse")),
+            ("kind = \"http\"\nurl = \"http://h/mcp\"\ntransport = \"streamable-http\"", Ok("http")),
+            (
+                "kind = \"http\"\nurl = \"http://h/mcp\"\nca_file = \"/ca.pem\"",
+                Err("backends.x.ca_file: `ca_file` is for https:// URLs, and `http://h/mcp` is not one"),
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://h/mcp\"\nbearer = \"t\"\nbasic = { user = \"u\", password = \"p\" }",
+                Err("backends.x.bearer: `authorization` is given twice (headers, header_files, basic, bearer)"),
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://h/mcp\"\nheaders = { Host = \"evil\" }",
+                Err("backends.x.headers: berth sets `Host` itself: it cannot be configured"),
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://h/mcp\"\nheaders = { \"bad name\" = \"v\" }",
+                Err("backends.x.headers: `bad name` is not a header name"),
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://h/mcp\"\nbasic = { user = \"a:b\", password = \"p\" }",
+                Err("backends.x.basic.user: a Basic user name cannot contain `:`"),
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://h/mcp\"\nprobe_interval = \"10ms\"",
+                Err("backends.x.probe_interval: must be at least 100ms"),
+            ),
             ("kind = \"docker\"\nimage = \"i\"\nrequired = true\nsharing = \"per-session\"", Ok("docker")),
             (
                 "kind = \"process\"\ncommand = \"n\"\nrequired = true\nstart = \"lazy\"",
@@ -690,13 +1002,67 @@ mod tests {
                      (or, per session, probed) when berth starts, so that /readyz means it answers; remove one of the two",
                 ),
             ),
+            (
+                "kind = \"docker-exec\"\ncontainer = \"tools\"\ncommand = \"npx\"\nargs = [\"-y\", \"s\"]\n\
+                 user = \"node\"\ncwd = \"/w\"\nenv = { A = \"1\" }\nsharing = \"per-session\"\nrequired = true",
+                Ok("docker-exec"),
+            ),
+            (
+                "kind = \"docker-exec\"\ncommand = \"npx\"",
+                Err("backends.x.container: a docker-exec backend needs a container (its name or id)"),
+            ),
+            (
+                "kind = \"docker-exec\"\ncontainer = \"\"\ncommand = \"npx\"",
+                Err("backends.x.container: a docker-exec backend needs a container (its name or id)"),
+            ),
+            (
+                "kind = \"docker-exec\"\ncontainer = \"c\"",
+                Err("backends.x.command: a docker-exec backend needs a command"),
+            ),
+            (
+                "kind = \"docker-exec\"\ncontainer = \"c\"\ncommand = \"n\"\nimage = \"i\"",
+                Err("backends.x.image: `image` is not a field of kind = \"docker-exec\""),
+            ),
+            (
+                "kind = \"docker-exec\"\ncontainer = \"c\"\ncommand = \"n\"\nnetwork_mode = \"host\"",
+                Err("backends.x.network_mode: `network_mode` is not a field of kind = \"docker-exec\""),
+            ),
+            (
+                "kind = \"docker-exec\"\ncontainer = \"c\"\ncommand = \"n\"\ninherit_env = true",
+                Err("backends.x.inherit_env: `inherit_env` is not a field of kind = \"docker-exec\""),
+            ),
+            (
+                "kind = \"docker-exec\"\ncontainer = \"c\"\ncommand = \"n\"\nservice = \"s\"",
+                Err("backends.x.service: `service` is not a field of kind = \"docker-exec\""),
+            ),
+            (
+                "kind = \"docker\"\nimage = \"i\"\ncontainer = \"c\"",
+                Err("backends.x.container: `container` is not a field of kind = \"docker\""),
+            ),
+            (
+                "kind = \"docker\"\nimage = \"i\"\ncommand = \"c\"",
+                Err("backends.x.command: `command` is not a field of kind = \"docker\""),
+            ),
+            (
+                "kind = \"process\"\ncommand = \"n\"\ncontainer = \"c\"",
+                Err("backends.x.container: `container` is not a field of kind = \"process\""),
+            ),
+            (
+                "kind = \"process\"\ncommand = \"n\"\nuser = \"u\"",
+                Err("backends.x.user: `user` is not a field of kind = \"process\""),
+            ),
+            (
+                "kind = \"native\"\ncontainer = \"c\"",
+                Err("backends.x.container: `container` is not a field of kind = \"native\""),
+            ),
         ];
         for (text, expected) in table {
             let got = validate(text).map(|spec| match spec {
                 BackendSpec::Native { .. } => "native",
+                BackendSpec::Http(_) => "http",
                 BackendSpec::Stdio(stdio) => match stdio.launch {
-                    LaunchSpec::Process(_) => "process",
-                    LaunchSpec::Docker(_) => "docker",
+                    LaunchSpec::Sse(_) => "sse",
+                    ref launch => launch.kind(),
                 },
             });
             assert_eq!(got.as_deref().map_err(String::as_str), expected, "{text}");
@@ -721,6 +1087,64 @@ mod tests {
             "{shown}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn docker_exec_runs_command_and_args_as_the_containers_user_by_default() {
+        let BackendSpec::Stdio(stdio) =
+            validate("kind = \"docker-exec\"\ncontainer = \"tools\"\ncommand = \"npx\"\nargs = [\"-y\", \"srv\"]")
+                .unwrap()
+        else {
+            panic!("not stdio")
+        };
+        let LaunchSpec::DockerExec(spec) = stdio.launch else { panic!("not docker-exec") };
+        assert_eq!(spec.container, "tools");
+        assert_eq!(spec.command, ["npx", "-y", "srv"]);
+        assert_eq!((spec.user, spec.workdir), (None, None));
+        assert_eq!(stdio.sharing, Sharing::Shared);
+        let text = "kind = \"docker-exec\"\ncontainer = \"t\"\ncommand = \"n\"\nuser = \"1000:1000\"\ncwd = \"/w\"";
+        let BackendSpec::Stdio(stdio) = validate(text).unwrap() else { panic!("not stdio") };
+        let LaunchSpec::DockerExec(spec) = stdio.launch else { panic!("not docker-exec") };
+        assert_eq!((spec.user.as_deref(), spec.workdir.as_deref()), (Some("1000:1000"), Some("/w")));
+    }
+
+    #[test]
+    fn http_credentials_become_sensitive_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "file-s3cret\n").unwrap();
+        let text = format!(
+            "kind = \"http\"\nurl = \"https://mcp.example.com/mcp\"\nbasic = {{ user = \"berth\", password = \"pw\" }}\n\
+             headers = {{ X-Team = \"blue\" }}\nheader_files = {{ X-Api-Key = \"{}\" }}",
+            file.display()
+        );
+        let BackendSpec::Http(spec) = validate(&text).unwrap() else { panic!("not http") };
+        let headers: Vec<(String, String)> =
+            spec.headers.iter().map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_string())).collect();
+        assert_eq!(
+            headers,
+            [
+                ("x-team".to_string(), "blue".to_string()),
+                ("x-api-key".to_string(), "file-s3cret".to_string()),
+                ("authorization".to_string(), "Basic YmVydGg6cHc=".to_string()),
+            ]
+        );
+        assert!(spec.headers.iter().all(|(_, value)| value.is_sensitive()));
+        let shown = format!("{spec:?}");
+        assert!(!shown.contains("file-s3cret") && !shown.contains("YmVydGg6cHc") && !shown.contains("blue"), "{shown}");
+        assert_eq!(
+            (spec.connect_timeout, spec.request_timeout, spec.probe_interval),
+            (Duration::from_secs(10), Duration::from_secs(600), Duration::from_secs(5))
+        );
+        // What GET /api/config shows of the table: names, never values.
+        let config: BackendConfig = toml::from_str(&text).unwrap();
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(!json.contains("blue") && !json.contains("\"pw\"") && json.contains("X-Team"), "{json}");
+        let bearer: BackendConfig =
+            toml::from_str("kind = \"http\"\nurl = \"http://h/mcp\"\nbearer = \"tok\"").unwrap();
+        let BackendSpec::Http(spec) = bearer.validate("x").unwrap() else { panic!("not http") };
+        assert_eq!(spec.headers[0].1, "Bearer tok");
+        assert!(!serde_json::to_string(&bearer).unwrap().contains("tok\""));
     }
 
     #[test]

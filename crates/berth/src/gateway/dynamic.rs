@@ -54,11 +54,16 @@ pub(crate) enum ChangeError {
     Reload(ReloadError),
 }
 
-/// Writes `text` to `path` whole or not at all (a temporary file renamed over it).
+/// Writes `text` to `path` whole or not at all (a temporary file, flushed to the disk, renamed
+/// over it), readable by berth's user alone (mode 0600: a backend's `env` may hold secrets).
 fn write_atomically(path: &Path, text: &str) -> Result<(), ChangeError> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
     let failed = |source| ChangeError::Write { path: path.to_owned(), source };
     let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, text).map_err(failed)?;
+    let _ = std::fs::remove_file(&temporary);
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary).map_err(failed)?;
+    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(failed)?;
     std::fs::rename(&temporary, path).map_err(failed)
 }
 
@@ -129,5 +134,26 @@ impl Reloader {
                 Err(ChangeError::Reload(error))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_state_file_is_replaced_whole_and_readable_by_berth_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.toml");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // A temporary file a crash left behind does not stop the next write.
+        std::fs::write(path.with_extension("tmp"), "stale").unwrap();
+        write_atomically(&path, "[backends.x]\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[backends.x]\n");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!path.with_extension("tmp").exists());
     }
 }

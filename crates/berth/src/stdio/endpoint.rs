@@ -37,7 +37,7 @@ use super::{
 use crate::{
     backend::{BackendStatus, InstanceStatus, LastError},
     body::{RequestBody, ResponseBody},
-    config::{LaunchSpec, Sharing, StartMode, StdioSpec},
+    config::{Sharing, StartMode, StdioSpec},
     extensions::{AuthenticatedUser, ParsedBody},
     jsonrpc::{self, Body, INVALID_REQUEST, Kind, Message},
     mcp_headers::{self, SESSION_HEADER, is_stateless_version},
@@ -266,6 +266,9 @@ impl StdioBackend {
             None if required => self.probe(),
             None => {}
         }
+        if let Some(watch) = self.launcher.watch(&self.name, self.shutdown.clone()) {
+            self.endings.spawn(watch);
+        }
         let backend = Arc::downgrade(self);
         let tick = (self.spec.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
         let shutdown = self.shutdown.clone();
@@ -295,10 +298,7 @@ impl StdioBackend {
 
     /// What the backend is doing now: its sessions and started instances.
     pub(crate) fn status(&self) -> BackendStatus {
-        let kind = match self.spec.launch {
-            LaunchSpec::Process(_) => "process",
-            LaunchSpec::Docker(_) => "docker",
-        };
+        let kind = self.spec.launch.kind();
         let sessions = self.sessions.all();
         let roles = self.shared.iter().map(|i| ("shared", i)).chain([("stateless", &self.stateless)]);
         let owned = sessions.iter().filter(|s| s.owns_instance()).map(|s| ("session", s.instance()));
@@ -328,6 +328,7 @@ impl StdioBackend {
             instances,
             restarts: self.stats.restarts.get(),
             last_error: self.stats.last_error().map(|(message, at)| LastError::new(message, at)),
+            unavailable: self.launcher.unavailable(),
         }
     }
 

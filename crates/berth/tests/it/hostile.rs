@@ -179,18 +179,20 @@ async fn concurrent_initializes_never_exceed_max_instances() {
 
 #[tokio::test]
 async fn a_session_with_a_call_in_flight_is_not_idle() {
-    let berth = Berth::start(&fixture_config("idle_timeout = \"500ms\"")).await;
+    // The call lasts 3.2 s, well beyond the 2 s idle timeout; the margins around it are wide
+    // enough for a loaded machine (the pid is asked first, right after the session opens).
+    let berth = Berth::start(&fixture_config("idle_timeout = \"2s\"")).await;
     let session = RawSession::open(&berth.mcp_url("fx-solo"), json!({})).await;
+    let pid: u32 = session.tool("pid", json!({})).await.parse().unwrap();
     let messages = session
         .send(json!({"jsonrpc": "2.0", "id": "long", "method": "tools/call",
-            "params": {"name": "progress", "arguments": {"steps": 8, "ms": 300}, "_meta": {"progressToken": 1}}}))
+            "params": {"name": "progress", "arguments": {"steps": 8, "ms": 400}, "_meta": {"progressToken": 1}}}))
         .await
         .all()
         .await;
     let last = messages.last().unwrap();
     assert_eq!(last["result"]["content"][0]["text"], "8 steps", "the call outlived idle_timeout: {last}");
     // Once nothing is in flight, the session does expire.
-    let pid: u32 = session.tool("pid", json!({})).await.parse().unwrap();
     wait_until("the idle session's instance stops", || !std::path::Path::new(&format!("/proc/{pid}")).exists()).await;
     berth.stop().await;
 }

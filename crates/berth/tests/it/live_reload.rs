@@ -17,10 +17,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::{
+    admin::admin_json,
     harness::{Berth, PASSWORD, USER, alice, basic, containers_with, docker_ready, fixture_binary, http, unique_name},
     process::tagged_processes,
     raw::{RawSession, post_raw},
-    requests::initialize,
+    requests::{initialize, initialize_status_as},
     wait::wait_until,
 };
 
@@ -69,10 +70,6 @@ async fn metric(berth: &Berth, series: &str) -> f64 {
     text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
 }
 
-async fn initialize_status(url: &str) -> StatusCode {
-    post_raw(url, None, &initialize("2025-11-25").to_string()).await.0
-}
-
 #[tokio::test]
 async fn a_reload_starts_stops_and_restarts_what_changed_and_leaves_the_rest_running() {
     let tag = unique_name("reload");
@@ -109,7 +106,7 @@ async fn a_reload_starts_stops_and_restarts_what_changed_and_leaves_the_rest_run
     assert_eq!(kept.tool("pid", json!({})).await, pid, "the unchanged backend was not restarted");
     // The removed backend is gone, its process stopped and its session with it.
     wait_until("the removed backend's process stops", || tagged_processes(&format!("TAG={gone}")).is_empty()).await;
-    assert_eq!(initialize_status(&berth.mcp_url("gone")).await, StatusCode::NOT_FOUND);
+    assert_eq!(initialize_status_as(&berth.mcp_url("gone"), &alice(), None).await, StatusCode::NOT_FOUND);
     let (status, _) =
         post_raw(&doomed.url, Some((&doomed.id, "2025-11-25")), r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -124,17 +121,9 @@ async fn a_reload_starts_stops_and_restarts_what_changed_and_leaves_the_rest_run
     })
     .await;
     // The new one serves.
-    assert_eq!(initialize_status(&berth.mcp_url("fresh")).await, StatusCode::OK);
+    assert_eq!(initialize_status_as(&berth.mcp_url("fresh"), &alice(), None).await, StatusCode::OK);
     assert_eq!(metric(&berth, "berth_config_reloads_total{result=\"ok\"}").await, 1.0);
-    let backends: Value = http()
-        .get(berth.admin_url("/api/backends"))
-        .header("authorization", alice())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let backends = admin_json(&berth, "/api/backends").await;
     let listed: Vec<&str> =
         backends["backends"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
     assert_eq!(listed, ["change", "fresh", "keep"]);
@@ -181,7 +170,7 @@ async fn an_invalid_reload_or_one_that_needs_a_restart_changes_nothing_and_says_
 
     // Nothing changed: the same process serves the same session, and nat does not exist.
     assert_eq!(session.tool("pid", json!({})).await, pid);
-    assert_eq!(initialize_status(&berth.mcp_url("nat")).await, StatusCode::NOT_FOUND);
+    assert_eq!(initialize_status_as(&berth.mcp_url("nat"), &alice(), None).await, StatusCode::NOT_FOUND);
     assert_eq!(metric(&berth, "berth_config_reloads_total{result=\"error\"}").await, 4.0);
     assert_eq!(metric(&berth, "berth_config_reloads_total{result=\"ok\"}").await, 0.0);
     // A server setting every backend is built with restarts every backend.
@@ -235,12 +224,12 @@ async fn watch_config_reloads_when_the_file_changes() {
         "[backends.one]\nkind = \"native\"\nservice = \"conformance\"\n"
     ));
     let (berth, _dir, file) = serve(&text).await;
-    assert_eq!(initialize_status(&berth.mcp_url("two")).await, StatusCode::NOT_FOUND);
+    assert_eq!(initialize_status_as(&berth.mcp_url("two"), &alice(), None).await, StatusCode::NOT_FOUND);
     std::fs::write(&file, format!("{text}\n[backends.two]\nkind = \"native\"\nservice = \"conformance\"\n")).unwrap();
     let url = berth.mcp_url("two");
     crate::wait::wait_until_async("the watched file's new backend serves", || {
         let url = url.clone();
-        async move { initialize_status(&url).await == StatusCode::OK }
+        async move { initialize_status_as(&url, &alice(), None).await == StatusCode::OK }
     })
     .await;
     assert_eq!(metric(&berth, "berth_config_reloads_total{result=\"ok\"}").await, 1.0);
@@ -250,7 +239,7 @@ async fn watch_config_reloads_when_the_file_changes() {
         metric(&berth, "berth_config_reloads_total{result=\"error\"}").await >= 1.0
     })
     .await;
-    assert_eq!(initialize_status(&berth.mcp_url("two")).await, StatusCode::OK);
+    assert_eq!(initialize_status_as(&berth.mcp_url("two"), &alice(), None).await, StatusCode::OK);
 }
 
 /// Twenty reloads while clients call: each reload adds or removes a backend (a process one, and
@@ -321,9 +310,9 @@ async fn twenty_reloads_under_load_fail_no_call_and_leak_nothing() {
         assert_eq!(status, StatusCode::OK, "reload {n}: {report}");
         assert_eq!(names(&report, "restarted"), ["flip"], "reload {n}: {report}");
         // Users and hosts apply to the next request.
-        let bob = post_raw_as(&berth.mcp_url("steady"), &basic("bob", "bob-pw"), None).await;
+        let bob = initialize_status_as(&berth.mcp_url("steady"), &basic("bob", "bob-pw"), None).await;
         assert_eq!(bob, if n.is_multiple_of(2) { StatusCode::OK } else { StatusCode::UNAUTHORIZED }, "reload {n}: bob");
-        let named = post_raw_as(&berth.mcp_url("steady"), &alice(), Some("berth.test")).await;
+        let named = initialize_status_as(&berth.mcp_url("steady"), &alice(), Some("berth.test")).await;
         assert_eq!(named, if n.is_multiple_of(2) { StatusCode::OK } else { StatusCode::FORBIDDEN }, "reload {n}: host");
     }
     stop.store(true, Ordering::Relaxed);
@@ -361,34 +350,12 @@ async fn twenty_reloads_under_load_fail_no_call_and_leak_nothing() {
     }
 }
 
-/// The status of an `initialize` with `authorization` (and a `Host` of its own).
-async fn post_raw_as(url: &str, authorization: &str, host: Option<&str>) -> StatusCode {
-    let mut request = http().post(url);
-    if let Some(host) = host {
-        request = request.header("host", host);
-    }
-    request
-        .header("authorization", authorization)
-        .header("accept", crate::requests::ACCEPT_BOTH)
-        .header("content-type", "application/json")
-        .body(initialize("2025-11-25").to_string())
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
 /// `POST /api/backends/{name}/{action}` as Alice: the status and the answer.
 async fn act(berth: &Berth, name: &str, action: &str) -> (StatusCode, Value) {
     let url = berth.admin_url(&format!("/api/backends/{name}/{action}"));
     let response = http().post(url).header("authorization", alice()).send().await.unwrap();
     let status = response.status();
     (status, response.json().await.unwrap())
-}
-
-async fn backend_view(berth: &Berth, name: &str) -> Value {
-    let url = berth.admin_url(&format!("/api/backends/{name}"));
-    http().get(url).header("authorization", alice()).send().await.unwrap().json().await.unwrap()
 }
 
 /// An admin stops, starts and restarts a process backend (and a docker one when an engine
@@ -408,7 +375,7 @@ async fn an_admin_stops_starts_and_restarts_a_backend_and_nothing_else_is_touche
     let kept_pid = kept.tool("pid", json!({})).await;
     let session = RawSession::open(&berth.mcp_url("target"), json!({})).await;
     let first = session.tool("pid", json!({})).await;
-    assert_eq!(backend_view(&berth, "target").await["state"], "running");
+    assert_eq!(admin_json(&berth, "/api/backends/target").await["state"], "running");
 
     // A stop waits for the call in flight, answers once the process is gone.
     let slow = session.spawn_request(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
@@ -421,7 +388,7 @@ async fn an_admin_stops_starts_and_restarts_a_backend_and_nothing_else_is_touche
     let slow = slow.await.unwrap();
     assert_eq!(slow["result"]["content"][0]["text"], "slow done", "the call in flight was drained: {slow}");
     assert!(tagged_processes(&format!("TAG={target}")).is_empty(), "the stop answers after the process is gone");
-    let view = backend_view(&berth, "target").await;
+    let view = admin_json(&berth, "/api/backends/target").await;
     assert_eq!((view["state"].clone(), view["ready"].clone()), (json!("stopped"), json!(false)), "{view}");
     assert_eq!(metric(&berth, "berth_backend_ready{backend=\"target\"}").await, 0.0);
     let (status, body) = post_raw(&berth.mcp_url("target"), None, &initialize("2025-11-25").to_string()).await;
@@ -438,7 +405,7 @@ async fn an_admin_stops_starts_and_restarts_a_backend_and_nothing_else_is_touche
     assert_eq!(act(&berth, "target", "stop").await.1["changed"], false);
     let (status, report) = reload(&berth, &file, &text).await;
     assert_eq!(status, StatusCode::OK, "{report}");
-    assert_eq!(backend_view(&berth, "target").await["state"], "stopped");
+    assert_eq!(admin_json(&berth, "/api/backends/target").await["state"], "stopped");
     assert!(tagged_processes(&format!("TAG={target}")).is_empty(), "a reload does not start a stopped backend");
 
     // A start serves again, with a new process.
@@ -547,7 +514,7 @@ async fn backends_made_through_the_api_persist_and_the_file_s_own_are_protected(
     let (status, answer) = change(&berth, reqwest::Method::PUT, "broken", Some(json!([1]))).await;
     assert_eq!((status, answer["error"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_body")), "{answer}");
     assert!(!std::fs::read_to_string(dir.path().join("state.toml")).unwrap().contains("broken"));
-    assert_eq!(initialize_status(&berth.mcp_url("broken")).await, StatusCode::NOT_FOUND);
+    assert_eq!(initialize_status_as(&berth.mcp_url("broken"), &alice(), None).await, StatusCode::NOT_FOUND);
     // The file's own backends cannot be written or deleted.
     let (status, answer) = change(&berth, reqwest::Method::PUT, "fixed", Some(made("x"))).await;
     assert_eq!((status, answer["error"].clone()), (StatusCode::CONFLICT, json!("static_backend")), "{answer}");
@@ -569,7 +536,7 @@ async fn backends_made_through_the_api_persist_and_the_file_s_own_are_protected(
     // DELETE removes it: its sessions end and its process stops.
     let (status, answer) = change(&berth, reqwest::Method::DELETE, "made", None).await;
     assert_eq!((status, answer["reloaded"]["removed"].clone()), (StatusCode::OK, json!(["made"])), "{answer}");
-    assert_eq!(initialize_status(&berth.mcp_url("made")).await, StatusCode::NOT_FOUND);
+    assert_eq!(initialize_status_as(&berth.mcp_url("made"), &alice(), None).await, StatusCode::NOT_FOUND);
     wait_until("the deleted backend's process stops", || tagged_processes(&format!("TAG={tag}-made")).is_empty()).await;
     assert!(!std::fs::read_to_string(dir.path().join("state.toml")).unwrap().contains("[backends.made]"));
     drop(berth);

@@ -47,8 +47,8 @@ fn chromium_blocking(browser: &str, url: &str, extra: &[String]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The text of the cell `field` in the row of `backend`.
-fn cell(dom: &str, backend: &str, field: &str) -> String {
+/// The text of the cell `field` in the row of `backend` (of the page's HTML or its DOM).
+pub(crate) fn cell(dom: &str, backend: &str, field: &str) -> String {
     let row = &dom
         [dom.find(&format!("<tr data-backend=\"{backend}\">")).unwrap_or_else(|| panic!("no row {backend}: {dom}"))..];
     let row = &row[..row.find("</tr>").unwrap()];

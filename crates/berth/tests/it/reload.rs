@@ -8,9 +8,9 @@ use reqwest::StatusCode;
 use tokio::process::Command;
 
 use crate::{
-    harness::{PASSWORD, USER, alice, basic, http},
+    harness::{PASSWORD, USER, alice, basic},
     process::{Served, berth_command},
-    requests::{ACCEPT_BOTH, initialize},
+    requests::initialize_status_as,
     wait::wait_until,
 };
 
@@ -30,16 +30,7 @@ fn config(users: &str) -> String {
 
 /// The status of an `initialize` at `route` with `authorization`.
 async fn status(addr: &str, route: &str, authorization: &str) -> StatusCode {
-    http()
-        .post(format!("http://{addr}/{route}/mcp"))
-        .header("authorization", authorization)
-        .header("accept", ACCEPT_BOTH)
-        .header("content-type", "application/json")
-        .body(initialize("2025-11-25").to_string())
-        .send()
-        .await
-        .unwrap()
-        .status()
+    initialize_status_as(&format!("http://{addr}/{route}/mcp"), authorization, None).await
 }
 
 /// Writes `text` to `file`, sends SIGHUP, and waits for the `n`th SIGHUP line in the log.

@@ -33,6 +33,24 @@ pub(crate) fn post(client: &Client, url: impl IntoUrl) -> RequestBuilder {
         .header("content-type", "application/json")
 }
 
+/// The status of an `initialize` POSTed to `url` with `authorization`, and `host` as the `Host`
+/// header when given: what a client with those credentials is told.
+pub(crate) async fn initialize_status_as(url: &str, authorization: &str, host: Option<&str>) -> StatusCode {
+    let mut request = http().post(url);
+    if let Some(host) = host {
+        request = request.header("host", host);
+    }
+    request
+        .header("authorization", authorization)
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .body(initialize("2025-11-25").to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// A GET of an MCP endpoint's SSE stream, as Alice.
 pub(crate) fn get_stream(client: &Client, url: impl IntoUrl) -> RequestBuilder {
     client.get(url).header("authorization", alice()).header("accept", "text/event-stream")

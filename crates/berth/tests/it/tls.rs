@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// A CA and a `localhost` certificate it signed, as PEM: (CA, leaf chain, leaf key).
-fn issue(label: &str) -> (String, String, String) {
+pub(crate) fn issue(label: &str) -> (String, String, String) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -39,16 +39,21 @@ fn url(berth: &Berth, path: &str) -> String {
     format!("https://localhost:{}{path}", berth.addr.port())
 }
 
-fn tls_config(dir: &Path) -> String {
-    config_with(&format!(
+/// `[server.tls]` serving the certificate [`install`]ed in `dir`.
+pub(crate) fn tls_section(dir: &Path) -> String {
+    format!(
         "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\nreload_interval = \"100ms\"\n",
         dir.join("fullchain.pem").display(),
         dir.join("privkey.pem").display()
-    ))
+    )
+}
+
+fn tls_config(dir: &Path) -> String {
+    config_with(&tls_section(dir))
 }
 
 /// Writes a certificate the way certbot renews one: new files renamed over the old ones.
-fn install(dir: &Path, chain: &str, key: &str) {
+pub(crate) fn install(dir: &Path, chain: &str, key: &str) {
     for (name, text) in [("fullchain.pem", chain), ("privkey.pem", key)] {
         let temporary = dir.join(format!("{name}.new"));
         std::fs::write(&temporary, text).unwrap();
